@@ -142,6 +142,17 @@ impl Store {
         Ok(b.finish())
     }
 
+    /// Checks whether `change` would apply now, without applying it (for update validators). Costs
+    /// what resolving the change costs: its size, not the store's.
+    pub fn check(&self, schema: &Schema, change: &Change) -> Result<()> {
+        Resolver {
+            store: self,
+            schema,
+        }
+        .resolve(change, &Stamp::new(self.clock + 1, ""))
+        .map(|_| ())
+    }
+
     fn observe(&mut self, s: &Stamp) {
         self.clock = self.clock.max(s.time);
     }
@@ -224,9 +235,18 @@ impl Batch<'_> {
         self.store
     }
 
+    /// The next stamp for a write made here (see [`Store::next_stamp`]).
+    pub fn next_stamp(&mut self, now_ms: u64, origin: &str) -> Stamp {
+        self.store.next_stamp(now_ms, origin)
+    }
+
     /// Applies one change whole, or returns why not and changes nothing.
     pub fn apply(&mut self, change: &Change, stamp: &Stamp, source: &str) -> Result<()> {
-        let resolved = self.resolve(change, stamp)?;
+        let resolved = Resolver {
+            store: self.store,
+            schema: self.schema,
+        }
+        .resolve(change, stamp)?;
         let source: Arc<str> = Arc::from(source);
         self.store.observe(stamp);
         for (r, s) in resolved.deletes {
@@ -235,180 +255,6 @@ impl Batch<'_> {
         for ew in resolved.fields {
             self.commit_fields(ew, &source);
         }
-        Ok(())
-    }
-
-    fn resolve(&self, change: &Change, stamp: &Stamp) -> Result<Resolved> {
-        let mut out = Resolved {
-            deletes: Vec::new(),
-            fields: Vec::new(),
-        };
-        match change {
-            Change::Upsert { entities, strategy } => {
-                for (name, group) in entities {
-                    for (id, fields) in group {
-                        self.resolve_entity(name, id, fields, *strategy, stamp, &mut out)?;
-                    }
-                }
-            }
-            Change::Delete { refs } => {
-                for r in refs {
-                    self.schema.entity(&r.entity)?;
-                    out.deletes.push((r.clone(), stamp.clone()));
-                }
-            }
-            Change::SetState { entities } => {
-                for (name, group) in &self.store.entities {
-                    for id in group.keys() {
-                        if !entities.get(name).is_some_and(|g| g.contains_key(id)) {
-                            out.deletes.push((EntityRef::new(name, id), stamp.clone()));
-                        }
-                    }
-                }
-                for (name, group) in entities {
-                    for (id, fields) in group {
-                        self.resolve_entity(name, id, fields, Strategy::Replace, stamp, &mut out)?;
-                    }
-                }
-            }
-            Change::Writes(w) => {
-                for (r, s) in &w.deletes {
-                    self.schema.entity(&r.entity)?;
-                    out.deletes.push((r.clone(), s.clone()));
-                }
-                for (r, fields) in &w.fields {
-                    let def = self.schema.entity(&r.entity)?;
-                    let id_attr = def.id_attribute.single();
-                    let id_write = id_attr.and_then(|a| fields.get(a));
-                    let writes: Vec<(String, FieldWrite)> = fields
-                        .iter()
-                        .filter(|(k, _)| id_attr != Some(k.as_str()))
-                        .map(|(k, f)| (k.clone(), f.clone()))
-                        .collect();
-                    // Writing a value asserts existence, and so does the id field's stamp (the
-                    // entity's own existence stamp, for rows that hold nothing but their id).
-                    let asserts = writes
-                        .iter()
-                        .filter(|(_, w)| w.value.is_some())
-                        .map(|(_, w)| &w.stamp)
-                        .chain(id_write.map(|w| &w.stamp))
-                        .max()
-                        .cloned();
-                    out.fields.push(EntityWrites {
-                        r: r.clone(),
-                        idv: id_write.and_then(|w| w.value.clone()),
-                        asserts,
-                        writes,
-                    });
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn resolve_entity(
-        &self,
-        name: &str,
-        id: &str,
-        fields: &Row,
-        strategy: Strategy,
-        stamp: &Stamp,
-        out: &mut Resolved,
-    ) -> Result<()> {
-        let def = self.schema.entity(name)?;
-        let id_attr = def.id_attribute.single();
-        let idv = match id_attr.and_then(|a| fields.get(a)) {
-            Some(v) => {
-                if id_key(v).as_deref() != Some(id) {
-                    return Err(Error::BadInput(format!(
-                        "{name} `{id}`: its id attribute `{}` holds {v}, which is another id",
-                        id_attr.unwrap_or("id")
-                    )));
-                }
-                Some(v.clone())
-            }
-            None => None,
-        };
-        let current = self.store.get(name, id);
-        let not_found = || Error::EntityNotFound {
-            strategy: strategy.name().to_string(),
-            entity: name.to_string(),
-            id: id.to_string(),
-        };
-        let w = |value: Option<Value>| FieldWrite {
-            value,
-            stamp: stamp.clone(),
-        };
-        let plain = fields.iter().filter(|(k, _)| id_attr != Some(k.as_str()));
-        let mut writes: Vec<(String, FieldWrite)> = Vec::new();
-        match strategy {
-            Strategy::Merge => {
-                writes.extend(plain.map(|(k, v)| (k.clone(), w(Some(v.clone())))));
-            }
-            Strategy::Replace => {
-                writes.extend(plain.map(|(k, v)| (k.clone(), w(Some(v.clone())))));
-                if let Some(cur) = current {
-                    for k in cur.keys() {
-                        if id_attr != Some(k.as_str()) && !fields.contains_key(k) {
-                            writes.push((k.clone(), w(None)));
-                        }
-                    }
-                }
-            }
-            Strategy::Set => {
-                current.ok_or_else(not_found)?;
-                writes.extend(plain.map(|(k, v)| (k.clone(), w(Some(v.clone())))));
-            }
-            Strategy::Unset => {
-                current.ok_or_else(not_found)?;
-                writes.extend(plain.map(|(k, _)| (k.clone(), w(None))));
-            }
-            Strategy::Push | Strategy::Unshift | Strategy::Splice => {
-                let cur = current.ok_or_else(not_found)?;
-                for (k, v) in plain {
-                    let mut arr = match cur.get(k) {
-                        None => Vec::new(),
-                        Some(Value::Array(a)) => a.clone(),
-                        Some(other) => {
-                            return Err(Error::NotAnArray {
-                                strategy: strategy.name().to_string(),
-                                entity: name.to_string(),
-                                id: id.to_string(),
-                                field: k.clone(),
-                                found: json_type(other).to_string(),
-                            });
-                        }
-                    };
-                    match strategy {
-                        Strategy::Push => match v {
-                            Value::Array(items) => arr.extend(items.iter().cloned()),
-                            other => arr.push(other.clone()),
-                        },
-                        Strategy::Unshift => {
-                            let mut front = match v {
-                                Value::Array(items) => items.clone(),
-                                other => vec![other.clone()],
-                            };
-                            front.append(&mut arr);
-                            arr = front;
-                        }
-                        _ => splice(&mut arr, v).map_err(|message| Error::BadSplice {
-                            entity: name.to_string(),
-                            id: id.to_string(),
-                            field: k.clone(),
-                            message,
-                        })?,
-                    }
-                    writes.push((k.clone(), w(Some(Value::Array(arr)))));
-                }
-            }
-        }
-        out.fields.push(EntityWrites {
-            r: EntityRef::new(name, id),
-            idv,
-            asserts: (strategy != Strategy::Unset).then(|| stamp.clone()),
-            writes,
-        });
         Ok(())
     }
 
@@ -616,6 +462,188 @@ impl Batch<'_> {
             st.version += 1;
         }
         cs
+    }
+}
+
+/// Turns a change into stamped writes against the current store; every check happens here.
+struct Resolver<'a> {
+    store: &'a Store,
+    schema: &'a Schema,
+}
+
+impl Resolver<'_> {
+    fn resolve(&self, change: &Change, stamp: &Stamp) -> Result<Resolved> {
+        let mut out = Resolved {
+            deletes: Vec::new(),
+            fields: Vec::new(),
+        };
+        match change {
+            Change::Upsert { entities, strategy } => {
+                for (name, group) in entities {
+                    for (id, fields) in group {
+                        self.resolve_entity(name, id, fields, *strategy, stamp, &mut out)?;
+                    }
+                }
+            }
+            Change::Delete { refs } => {
+                for r in refs {
+                    self.schema.entity(&r.entity)?;
+                    out.deletes.push((r.clone(), stamp.clone()));
+                }
+            }
+            Change::SetState { entities } => {
+                for (name, group) in &self.store.entities {
+                    for id in group.keys() {
+                        if !entities.get(name).is_some_and(|g| g.contains_key(id)) {
+                            out.deletes.push((EntityRef::new(name, id), stamp.clone()));
+                        }
+                    }
+                }
+                for (name, group) in entities {
+                    for (id, fields) in group {
+                        self.resolve_entity(name, id, fields, Strategy::Replace, stamp, &mut out)?;
+                    }
+                }
+            }
+            Change::Writes(w) => {
+                for (r, s) in &w.deletes {
+                    self.schema.entity(&r.entity)?;
+                    out.deletes.push((r.clone(), s.clone()));
+                }
+                for (r, fields) in &w.fields {
+                    let def = self.schema.entity(&r.entity)?;
+                    let id_attr = def.id_attribute.single();
+                    let id_write = id_attr.and_then(|a| fields.get(a));
+                    let writes: Vec<(String, FieldWrite)> = fields
+                        .iter()
+                        .filter(|(k, _)| id_attr != Some(k.as_str()))
+                        .map(|(k, f)| (k.clone(), f.clone()))
+                        .collect();
+                    // Writing a value asserts existence, and so does the id field's stamp (the
+                    // entity's own existence stamp, for rows that hold nothing but their id).
+                    let asserts = writes
+                        .iter()
+                        .filter(|(_, w)| w.value.is_some())
+                        .map(|(_, w)| &w.stamp)
+                        .chain(id_write.map(|w| &w.stamp))
+                        .max()
+                        .cloned();
+                    out.fields.push(EntityWrites {
+                        r: r.clone(),
+                        idv: id_write.and_then(|w| w.value.clone()),
+                        asserts,
+                        writes,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn resolve_entity(
+        &self,
+        name: &str,
+        id: &str,
+        fields: &Row,
+        strategy: Strategy,
+        stamp: &Stamp,
+        out: &mut Resolved,
+    ) -> Result<()> {
+        let def = self.schema.entity(name)?;
+        let id_attr = def.id_attribute.single();
+        let idv = match id_attr.and_then(|a| fields.get(a)) {
+            Some(v) => {
+                if id_key(v).as_deref() != Some(id) {
+                    return Err(Error::BadInput(format!(
+                        "{name} `{id}`: its id attribute `{}` holds {v}, which is another id",
+                        id_attr.unwrap_or("id")
+                    )));
+                }
+                Some(v.clone())
+            }
+            None => None,
+        };
+        let current = self.store.get(name, id);
+        let not_found = || Error::EntityNotFound {
+            strategy: strategy.name().to_string(),
+            entity: name.to_string(),
+            id: id.to_string(),
+        };
+        let w = |value: Option<Value>| FieldWrite {
+            value,
+            stamp: stamp.clone(),
+        };
+        let plain = fields.iter().filter(|(k, _)| id_attr != Some(k.as_str()));
+        let mut writes: Vec<(String, FieldWrite)> = Vec::new();
+        match strategy {
+            Strategy::Merge => {
+                writes.extend(plain.map(|(k, v)| (k.clone(), w(Some(v.clone())))));
+            }
+            Strategy::Replace => {
+                writes.extend(plain.map(|(k, v)| (k.clone(), w(Some(v.clone())))));
+                if let Some(cur) = current {
+                    for k in cur.keys() {
+                        if id_attr != Some(k.as_str()) && !fields.contains_key(k) {
+                            writes.push((k.clone(), w(None)));
+                        }
+                    }
+                }
+            }
+            Strategy::Set => {
+                current.ok_or_else(not_found)?;
+                writes.extend(plain.map(|(k, v)| (k.clone(), w(Some(v.clone())))));
+            }
+            Strategy::Unset => {
+                current.ok_or_else(not_found)?;
+                writes.extend(plain.map(|(k, _)| (k.clone(), w(None))));
+            }
+            Strategy::Push | Strategy::Unshift | Strategy::Splice => {
+                let cur = current.ok_or_else(not_found)?;
+                for (k, v) in plain {
+                    let mut arr = match cur.get(k) {
+                        None => Vec::new(),
+                        Some(Value::Array(a)) => a.clone(),
+                        Some(other) => {
+                            return Err(Error::NotAnArray {
+                                strategy: strategy.name().to_string(),
+                                entity: name.to_string(),
+                                id: id.to_string(),
+                                field: k.clone(),
+                                found: json_type(other).to_string(),
+                            });
+                        }
+                    };
+                    match strategy {
+                        Strategy::Push => match v {
+                            Value::Array(items) => arr.extend(items.iter().cloned()),
+                            other => arr.push(other.clone()),
+                        },
+                        Strategy::Unshift => {
+                            let mut front = match v {
+                                Value::Array(items) => items.clone(),
+                                other => vec![other.clone()],
+                            };
+                            front.append(&mut arr);
+                            arr = front;
+                        }
+                        _ => splice(&mut arr, v).map_err(|message| Error::BadSplice {
+                            entity: name.to_string(),
+                            id: id.to_string(),
+                            field: k.clone(),
+                            message,
+                        })?,
+                    }
+                    writes.push((k.clone(), w(Some(Value::Array(arr)))));
+                }
+            }
+        }
+        out.fields.push(EntityWrites {
+            r: EntityRef::new(name, id),
+            idv,
+            asserts: (strategy != Strategy::Unset).then(|| stamp.clone()),
+            writes,
+        });
+        Ok(())
     }
 }
 

@@ -1,1 +1,239 @@
+//! The worker: connects to Temporal (or starts a local dev server), registers `StatefulWorkflow` and
+//! the activities, serves Prometheus metrics, and shuts down gracefully.
+//!
+//! `main.rs` only parses flags; [`run`] does the work, so tests can drive it too.
 
+pub mod connect;
+pub mod devserver;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use stateful_engine::Schema;
+use stateful_workflows::{DEFAULT_TASK_QUEUE, SchemaActivities, StatefulWorkflow};
+use temporalio_client::{Client, WorkflowCountOptions};
+use temporalio_common::telemetry::{
+    PrometheusExporterOptions, TelemetryOptions, start_prometheus_metric_exporter,
+};
+use temporalio_sdk::runtime::PollerBehavior;
+use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::RuntimeOptions};
+use tracing::{info, warn};
+
+use crate::connect::ConnectArgs;
+use crate::devserver::{DevServer, DevServerOptions, find_cli, reachable};
+
+/// Worker flags.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "worker",
+    version,
+    about = "Runs StatefulWorkflow and its activities on a Temporal task queue."
+)]
+pub struct WorkerArgs {
+    /// Connection settings.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Task queue to poll.
+    #[arg(long, env = "STATEFUL_TASK_QUEUE", default_value = DEFAULT_TASK_QUEUE)]
+    pub task_queue: String,
+    /// Schema file (YAML or JSON) for workflows started without a `schema` in their input.
+    #[arg(long, env = "STATEFUL_SCHEMA")]
+    pub schema: Option<PathBuf>,
+    /// Prometheus metrics address (`none` to disable).
+    #[arg(long, env = "STATEFUL_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
+    /// Concurrent workflow-task polls. Trees start many children at once: more pollers start them
+    /// in parallel instead of one after another.
+    #[arg(long, default_value_t = 10)]
+    pub workflow_pollers: usize,
+    /// Concurrent activity-task polls.
+    #[arg(long, default_value_t = 5)]
+    pub activity_pollers: usize,
+    /// Workflows kept in memory between tasks (sticky cache).
+    #[arg(long, default_value_t = 1000)]
+    pub max_cached_workflows: usize,
+    /// How long in-flight activities may run on after a shutdown request.
+    #[arg(long, default_value = "10", value_name = "SECONDS")]
+    pub shutdown_grace: u64,
+    /// Never start a local dev server; fail if Temporal is unreachable.
+    #[arg(long)]
+    pub no_dev_server: bool,
+    /// The `temporal` CLI used for the local dev server (default: TEMPORAL_CLI, PATH, .tools/venv/bin).
+    #[arg(long)]
+    pub temporal_cli: Option<PathBuf>,
+    /// Port of the local dev server.
+    #[arg(long, default_value_t = 7233)]
+    pub dev_server_port: u16,
+    /// UI port of the local dev server.
+    #[arg(long, default_value_t = 8233)]
+    pub dev_server_ui_port: u16,
+    /// Keep the local dev server's state in this SQLite file (default: in memory).
+    #[arg(long)]
+    pub dev_server_db: Option<PathBuf>,
+}
+
+/// Runs the worker until `shutdown` completes (or a fatal error).
+pub async fn run(
+    args: WorkerArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let schema = match &args.schema {
+        Some(p) => {
+            let s = Schema::from_file(p).map_err(|e| anyhow!("{e}"))?;
+            info!(file = %p.display(), entities = s.entities().len(), "schema loaded");
+            Some(s)
+        }
+        None => {
+            warn!("no --schema: only workflows that carry `schema` in their input can start");
+            None
+        }
+    };
+    let mut resolved = args.connect.resolve()?;
+    let mut dev_server = None;
+    if !resolved.address_configured && !reachable("localhost:7233") {
+        if args.no_dev_server {
+            bail!(
+                "no Temporal server is configured and none answers at localhost:7233 (set TEMPORAL_ADDRESS or --address)"
+            );
+        }
+        let cli = find_cli(args.temporal_cli.as_deref())?;
+        let opts = DevServerOptions {
+            port: args.dev_server_port,
+            ui_port: Some(args.dev_server_ui_port),
+            namespace: resolved.namespace(),
+            db_file: args.dev_server_db.clone(),
+            extra_args: Vec::new(),
+            show_output: false,
+        };
+        let srv = DevServer::start(&cli, &opts).await?;
+        info!(
+            address = %srv.address,
+            ui = srv.ui.as_deref().unwrap_or("-"),
+            "no Temporal server configured: started a local dev server ({})",
+            cli.display()
+        );
+        resolved.profile.address = Some(srv.address.clone());
+        dev_server = Some(srv);
+    }
+    let identity = format!("stateful-worker-{}@{}", std::process::id(), hostname());
+    let client = connect_with_retry(&resolved, &identity).await?;
+    let result = run_with_client(
+        &args,
+        client,
+        schema,
+        &resolved.address(),
+        &resolved.namespace(),
+        shutdown,
+    )
+    .await;
+    if let Some(srv) = dev_server {
+        srv.stop().await;
+    }
+    result
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+async fn connect_with_retry(
+    resolved: &connect::Resolved,
+    identity: &str,
+) -> anyhow::Result<Client> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = async {
+            let client = resolved.connect(identity).await?;
+            client
+                .count_workflows("", WorkflowCountOptions::default())
+                .await
+                .map_err(|e| anyhow!("{e}"))
+                .with_context(|| format!("namespace `{}` does not answer", resolved.namespace()))?;
+            anyhow::Ok(client)
+        };
+        match attempt.await {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+async fn run_with_client(
+    args: &WorkerArgs,
+    client: Client,
+    schema: Option<Schema>,
+    address: &str,
+    namespace: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut meter = None;
+    let mut metrics_bound = None;
+    if args.metrics_addr != "none" {
+        let addr: SocketAddr = args
+            .metrics_addr
+            .parse()
+            .with_context(|| format!("--metrics-addr `{}` is not host:port", args.metrics_addr))?;
+        let srv = start_prometheus_metric_exporter(
+            PrometheusExporterOptions::builder()
+                .socket_addr(addr)
+                .build(),
+        )
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        metrics_bound = Some(srv.bound_addr);
+        meter = Some(srv.meter as Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>);
+    }
+    let telemetry = TelemetryOptions::builder().maybe_metrics(meter);
+    let runtime_opts = RuntimeOptions::builder()
+        .telemetry_options(telemetry.build())
+        .build()
+        .map_err(|e| anyhow!(e))?;
+    let runtime = Runtime::from_current_tokio(runtime_opts)?;
+    let options = WorkerOptions::new(args.task_queue.clone())
+        .register_workflow::<StatefulWorkflow>()?
+        .register_activities(SchemaActivities::new(schema.as_ref()))
+        .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(args.workflow_pollers.max(2)))
+        .activity_task_poller_behavior(PollerBehavior::SimpleMaximum(args.activity_pollers.max(1)))
+        .max_cached_workflows(args.max_cached_workflows)
+        .graceful_shutdown_period(Duration::from_secs(args.shutdown_grace))
+        .build();
+    let mut worker = Worker::new(&runtime, client, options)?;
+    let stop = worker.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown.await;
+        info!("shutting down: finishing in-flight tasks");
+        stop();
+    });
+    info!(
+        address,
+        namespace,
+        task_queue = %args.task_queue,
+        metrics = %metrics_bound.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
+        "worker ready"
+    );
+    worker.run().await?;
+    info!("worker stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

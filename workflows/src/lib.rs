@@ -1,1 +1,18 @@
+//! `StatefulWorkflow` on Temporal: the glue around the pure engine.
+//!
+//! - [`core`]: the workflow's state and decisions, without Temporal (inbox, batches, rejections, status).
+//! - [`stateful`]: the `#[workflow]` type, its signals, queries and updates, and the run loop.
+//! - [`input`]: the start input (wire protocol) and the continue-as-new carry-over.
+//! - [`payload`]: tolerant payload decoding.
+//! - [`markers`]: typed-by-name handles for clients and other workflows.
 
+pub mod core;
+pub mod input;
+pub mod markers;
+pub mod payload;
+pub mod stateful;
+
+pub use stateful::{SchemaActivities, StatefulWorkflow, WORKFLOW_TYPE};
+
+/// The default task queue.
+pub const DEFAULT_TASK_QUEUE: &str = "stateful";

@@ -1,0 +1,96 @@
+//! Connection settings shared by the worker and the starter: Temporal's standard environment variables
+//! (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`, `TEMPORAL_TLS_*`, `TEMPORAL_PROFILE`,
+//! `TEMPORAL_CONFIG_FILE`) and profile file, with flags that override them.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow};
+use temporalio_client::envconfig::{DataSource, LoadClientConfigProfileOptions};
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
+use temporalio_common::envconfig::{ClientConfigProfile, load_client_config_profile};
+
+/// Flags that override the environment and the profile file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConnectArgs {
+    /// Temporal frontend address (host:port or URL). Default: TEMPORAL_ADDRESS, the profile, or
+    /// localhost:7233.
+    #[arg(long)]
+    pub address: Option<String>,
+    /// Namespace. Default: TEMPORAL_NAMESPACE, the profile, or `default`.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Profile of the config file to use (default: TEMPORAL_PROFILE or `default`).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Client config file (TOML). Default: TEMPORAL_CONFIG_FILE or ~/.config/temporalio/temporal.toml.
+    #[arg(long)]
+    pub config_file: Option<PathBuf>,
+}
+
+/// Resolved connection settings.
+pub struct Resolved {
+    /// The merged profile (env, file, flags). Holds secrets (API key, TLS keys): never print it.
+    pub profile: ClientConfigProfile,
+    /// True when an address came from a flag, the environment or a file.
+    pub address_configured: bool,
+}
+
+impl ConnectArgs {
+    /// Merges flags over the environment and the profile file.
+    pub fn resolve(&self) -> anyhow::Result<Resolved> {
+        let opts = LoadClientConfigProfileOptions::builder()
+            .maybe_config_source(
+                self.config_file
+                    .as_ref()
+                    .map(|p| DataSource::Path(p.display().to_string())),
+            )
+            .maybe_config_file_profile(self.profile.clone())
+            .build();
+        let mut profile = load_client_config_profile(opts, None)
+            .map_err(|e| anyhow!("cannot read the Temporal client configuration: {e}"))?;
+        if let Some(a) = &self.address {
+            profile.address = Some(a.clone());
+        }
+        if let Some(n) = &self.namespace {
+            profile.namespace = Some(n.clone());
+        }
+        let address_configured = profile.address.is_some();
+        Ok(Resolved {
+            profile,
+            address_configured,
+        })
+    }
+}
+
+impl Resolved {
+    /// The address that will be used.
+    pub fn address(&self) -> String {
+        self.profile
+            .address
+            .clone()
+            .unwrap_or_else(|| "localhost:7233".to_string())
+    }
+
+    /// The namespace that will be used.
+    pub fn namespace(&self) -> String {
+        self.profile
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string())
+    }
+
+    /// Connects.
+    pub async fn connect(&self, identity: &str) -> anyhow::Result<Client> {
+        let mut conn = ConnectionOptions::try_from(self.profile.clone())
+            .map_err(|e| anyhow!("invalid Temporal connection settings: {e}"))?;
+        conn.identity = identity.to_string();
+        let connection = Connection::connect(conn).await.with_context(|| {
+            format!(
+                "cannot connect to Temporal at {} (set TEMPORAL_ADDRESS or --address)",
+                self.address()
+            )
+        })?;
+        Client::new(connection, ClientOptions::new(self.namespace()).build())
+            .map_err(|e| anyhow!("cannot create the Temporal client: {e}"))
+    }
+}

@@ -1,0 +1,605 @@
+//! The workflow's state and everything it decides without Temporal: the inbox of messages, batches,
+//! rejections, status, the token, queries' answers and the continue-as-new carry-over. The Temporal glue
+//! (`stateful.rs`) feeds it messages and the workflow time, and executes what it returns.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use stateful_engine::{
+    Change, ChangeKind, ChangeSet, EntityRef, Schema, Store, checksum, fingerprint, wire,
+};
+
+use crate::input::{Carry, StartInput};
+
+/// Default history length past which a workflow continues as new.
+pub const DEFAULT_MAX_HISTORY: u32 = 10_000;
+/// How many rejected inputs the `rejected` query keeps.
+pub const MAX_REJECTED: usize = 50;
+/// How many change records the `recentChanges` query keeps.
+pub const MAX_RECENT: usize = 50;
+
+/// The workflow's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Applying changes and their effects.
+    #[default]
+    Running,
+    /// Changes are recorded; their effects wait for `resume`.
+    Paused,
+    /// Ended by the `cancel` signal or a Temporal cancellation request.
+    Cancelled,
+    /// Ended because its entity was deleted, or by the `status` signal.
+    Completed,
+}
+
+impl Status {
+    /// The status as the wire spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Cancelled => "cancelled",
+            Status::Completed => "completed",
+        }
+    }
+
+    /// True once the workflow is ending.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Cancelled | Status::Completed)
+    }
+}
+
+/// Which signal or update a message came in through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MsgKind {
+    /// `update`
+    Update,
+    /// `delete`
+    Delete,
+    /// `state`
+    State,
+    /// `apiToken`
+    ApiToken,
+    /// `apiUrl`
+    ApiUrl,
+    /// `pause`
+    Pause,
+    /// `resume`
+    Resume,
+    /// `cancel`
+    Cancel,
+    /// `status` (chrono-forge's property signal)
+    Status,
+}
+
+impl MsgKind {
+    /// The signal name.
+    pub fn name(self) -> &'static str {
+        match self {
+            MsgKind::Update => "update",
+            MsgKind::Delete => "delete",
+            MsgKind::State => "state",
+            MsgKind::ApiToken => "apiToken",
+            MsgKind::ApiUrl => "apiUrl",
+            MsgKind::Pause => "pause",
+            MsgKind::Resume => "resume",
+            MsgKind::Cancel => "cancel",
+            MsgKind::Status => "status",
+        }
+    }
+}
+
+/// A received message, waiting for the next batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Msg {
+    /// Which signal or update.
+    pub kind: MsgKind,
+    /// Its decoded JSON, or why it could not be decoded.
+    pub payload: Result<Value, String>,
+    /// For Temporal updates: the ticket under which the result is kept for the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<u64>,
+}
+
+/// A rejected input, as the `rejected` query shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    /// Signal or update name.
+    pub signal: String,
+    /// Why it was rejected.
+    pub reason: String,
+    /// Workflow time (ms since the epoch).
+    pub time: u64,
+    /// State version when it was rejected.
+    pub version: u64,
+}
+
+/// One applied batch, as the `recentChanges` query shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    /// State version after the batch.
+    pub version: u64,
+    /// Workflow time (ms since the epoch).
+    pub time: u64,
+    /// Where the changes came from.
+    pub sources: Vec<String>,
+    /// Entities added, updated and deleted.
+    pub added: usize,
+    /// Entities updated.
+    pub updated: usize,
+    /// Entities deleted.
+    pub deleted: usize,
+    /// The first changed entities (`Entity.id`).
+    pub entities: Vec<String>,
+}
+
+/// What a batch did, for the glue to act on.
+#[derive(Debug, Default)]
+pub struct Processed {
+    /// The change set.
+    pub changes: ChangeSet,
+    /// The status changed.
+    pub status_changed: bool,
+    /// The token changed.
+    pub token_changed: bool,
+    /// The API URL changed.
+    pub url_changed: bool,
+    /// Rejections of this batch (to log).
+    pub rejected: Vec<Rejection>,
+}
+
+/// The state of one StatefulWorkflow.
+#[derive(Debug, Default)]
+pub struct Core {
+    /// Set once the input was accepted.
+    pub started: bool,
+    /// Entity id.
+    pub id: String,
+    /// Entity name.
+    pub entity: String,
+    /// This workflow's id.
+    pub workflow_id: String,
+    /// The schema it runs with.
+    pub schema: Option<Rc<Schema>>,
+    /// The schema as recorded (extended-format JSON), carried over continue-as-new and to children.
+    pub schema_json: Value,
+    /// The entities.
+    pub store: Store,
+    /// Status.
+    pub status: Status,
+    /// API URL.
+    pub api_url: Option<String>,
+    api_token: Option<String>,
+    /// How many times the token was rotated.
+    pub token_rotations: u64,
+    /// Subscriptions (chrono-forge shape).
+    pub subscriptions: Vec<Value>,
+    /// Ancestors' workflow ids.
+    pub ancestors: Vec<String>,
+    /// Messages waiting for the next batch.
+    pub inbox: VecDeque<Msg>,
+    next_ticket: u64,
+    results: BTreeMap<u64, Result<Value, String>>,
+    /// Recent rejections.
+    pub rejected: VecDeque<Rejection>,
+    /// Rejections ever.
+    pub rejected_total: u64,
+    /// Recent change records.
+    pub recent: VecDeque<ChangeRecord>,
+    /// Batches that changed something, ever.
+    pub changes_total: u64,
+    /// History length past which to continue as new.
+    pub max_history: u32,
+    /// Runs before this one (continue-as-new count).
+    pub runs: u64,
+}
+
+impl Core {
+    /// Accepts the start input: the schema, the entity, the initial data or state, or the carry-over of
+    /// a previous run. An error ends the workflow (it says what is wrong with the input).
+    pub fn start(
+        &mut self,
+        input: StartInput,
+        schema: Schema,
+        schema_json: Value,
+        workflow_id: String,
+        now: u64,
+    ) -> Result<(), String> {
+        schema
+            .entity(&input.entity_name)
+            .map_err(|e| e.to_string())?;
+        let schema = Rc::new(schema);
+        self.id = input.id;
+        self.entity = input.entity_name;
+        self.workflow_id = workflow_id;
+        self.schema = Some(schema.clone());
+        self.schema_json = schema_json;
+        self.status = input.status;
+        self.api_url = input.api_url;
+        self.api_token = input.api_token;
+        self.subscriptions = input.subscriptions;
+        self.ancestors = input.ancestor_workflow_ids;
+        self.max_history = input.max_history.unwrap_or(DEFAULT_MAX_HISTORY);
+        if let Some(c) = input.carry {
+            self.store = c.store;
+            self.token_rotations = c.token_rotations;
+            self.rejected = c.rejected.into();
+            self.rejected_total = c.rejected_total;
+            self.recent = c.recent.into();
+            self.changes_total = c.changes_total;
+            self.runs = c.runs + 1;
+            self.inbox = c.inbox.into();
+            self.started = true;
+            return Ok(());
+        }
+        let mut initial = Vec::new();
+        if let Some(state) = &input.state {
+            let parsed = wire::parse_state(&schema, state).map_err(|e| format!("`state`: {e}"))?;
+            initial.push(parsed.change);
+        }
+        if let Some(data) = input.data {
+            let data = self.own_data(data)?;
+            let entities = schema
+                .normalize_owned(&self.entity, data)
+                .map_err(|e| format!("`data`: {e}"))?;
+            initial.push(Change::Upsert {
+                entities,
+                strategy: Default::default(),
+            });
+        }
+        let mut batch = self.store.batch(&schema);
+        for c in &initial {
+            let stamp = batch.next_stamp(now, &self.workflow_id);
+            batch
+                .apply(c, &stamp, "input")
+                .map_err(|e| format!("the initial data does not apply: {e}"))?;
+        }
+        let cs = batch.finish();
+        self.record(&cs, now);
+        self.started = true;
+        Ok(())
+    }
+
+    /// The input's `data` for the own entity: its id is filled in when missing and must match.
+    fn own_data(&self, mut data: Value) -> Result<Value, String> {
+        let Some(schema) = &self.schema else {
+            return Ok(data);
+        };
+        let def = schema.entity(&self.entity).map_err(|e| e.to_string())?;
+        if let (Value::Object(m), Some(attr)) = (&mut data, def.id_attribute.single()) {
+            match m.get(attr) {
+                None | Some(Value::Null) => {
+                    m.insert(attr.to_string(), Value::String(self.id.clone()));
+                }
+                Some(v) => {
+                    if stateful_engine::normalize::id_key(v).as_deref() != Some(self.id.as_str()) {
+                        return Err(format!(
+                            "`data.{attr}` is {v} but the input's `id` is \"{}\"",
+                            self.id
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(data)
+    }
+
+    /// Queues a message; for Temporal updates, returns the ticket to wait for.
+    pub fn enqueue(
+        &mut self,
+        kind: MsgKind,
+        payload: Result<Value, String>,
+        with_ticket: bool,
+    ) -> Option<u64> {
+        let ticket = with_ticket.then(|| {
+            self.next_ticket += 1;
+            self.next_ticket
+        });
+        self.inbox.push_back(Msg {
+            kind,
+            payload,
+            ticket,
+        });
+        ticket
+    }
+
+    /// True once the batch that held `ticket` ran (or the workflow is ending).
+    pub fn results_ready(&self, ticket: u64) -> bool {
+        self.results.contains_key(&ticket) || self.status.is_terminal()
+    }
+
+    /// The result of an update, once its batch ran.
+    pub fn take_result(&mut self, ticket: u64) -> Option<Result<Value, String>> {
+        self.results.remove(&ticket)
+    }
+
+    /// True when a batch is due.
+    pub fn has_work(&self) -> bool {
+        self.started && !self.inbox.is_empty()
+    }
+
+    /// Checks an update before it is accepted (the validator): decodable, well-formed, and applicable to
+    /// the current state.
+    pub fn validate(&self, kind: MsgKind, payload: &Result<Value, String>) -> Result<(), String> {
+        let v = payload.as_ref().map_err(|e| e.clone())?;
+        let Some(schema) = &self.schema else {
+            return Ok(());
+        };
+        let parsed = match kind {
+            MsgKind::Update => wire::parse_update(schema, &self.entity, v),
+            MsgKind::Delete => wire::parse_delete(schema, &self.entity, v),
+            MsgKind::State => wire::parse_state(schema, v),
+            _ => return Ok(()),
+        }
+        .map_err(|e| e.to_string())?;
+        self.store
+            .check(schema, &parsed.change)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Applies every queued message, in arrival order, as one batch.
+    pub fn process(&mut self, now: u64) -> Processed {
+        let mut out = Processed::default();
+        let Some(schema) = self.schema.clone() else {
+            return out;
+        };
+        let msgs: Vec<Msg> = self.inbox.drain(..).collect();
+        let version = self.store.version();
+        let mut rejections = Vec::new();
+        let mut ok_tickets = Vec::new();
+        let before_status = self.status;
+        let mut batch = self.store.batch(&schema);
+        for msg in msgs {
+            let reject = |reason: String, rejections: &mut Vec<(Option<u64>, Rejection)>| {
+                rejections.push((
+                    msg.ticket,
+                    Rejection {
+                        signal: msg.kind.name().to_string(),
+                        reason,
+                        time: now,
+                        version,
+                    },
+                ))
+            };
+            match msg.kind {
+                MsgKind::Update | MsgKind::Delete | MsgKind::State => {
+                    let parsed = msg.payload.clone().and_then(|v| {
+                        match msg.kind {
+                            MsgKind::Update => wire::parse_update(&schema, &self.entity, &v),
+                            MsgKind::Delete => wire::parse_delete(&schema, &self.entity, &v),
+                            _ => wire::parse_state(&schema, &v),
+                        }
+                        .map_err(|e| e.to_string())
+                    });
+                    match parsed {
+                        Err(reason) => reject(reason, &mut rejections),
+                        Ok(inc) => {
+                            let stamp = batch.next_stamp(now, &self.workflow_id);
+                            let source = inc.origin.as_deref().unwrap_or("client");
+                            match batch.apply(&inc.change, &stamp, source) {
+                                Ok(()) => ok_tickets.extend(msg.ticket),
+                                Err(e) => reject(e.to_string(), &mut rejections),
+                            }
+                        }
+                    }
+                }
+                MsgKind::ApiToken => match &msg.payload {
+                    Ok(Value::String(t)) if t.is_empty() => {}
+                    Ok(Value::String(t)) => {
+                        if self.api_token.as_deref() != Some(t.as_str()) {
+                            self.api_token = Some(t.clone());
+                            self.token_rotations += 1;
+                            out.token_changed = true;
+                        }
+                    }
+                    Ok(Value::Null) => {}
+                    Ok(other) => reject(
+                        format!(
+                            "`apiToken` takes the token as a JSON string, found {}",
+                            stateful_engine::error::json_type(other)
+                        ),
+                        &mut rejections,
+                    ),
+                    Err(e) => reject(e.clone(), &mut rejections),
+                },
+                MsgKind::ApiUrl => match &msg.payload {
+                    Ok(Value::String(u)) if !u.is_empty() => {
+                        if self.api_url.as_deref() != Some(u.as_str()) {
+                            self.api_url = Some(u.clone());
+                            out.url_changed = true;
+                        }
+                    }
+                    Ok(_) => reject(
+                        "`apiUrl` takes the URL as a non-empty JSON string".into(),
+                        &mut rejections,
+                    ),
+                    Err(e) => reject(e.clone(), &mut rejections),
+                },
+                // Control signals take no argument; whatever came with them is ignored.
+                MsgKind::Pause => {
+                    if self.status == Status::Running {
+                        self.status = Status::Paused;
+                    }
+                }
+                MsgKind::Resume => {
+                    if self.status == Status::Paused {
+                        self.status = Status::Running;
+                    }
+                }
+                MsgKind::Cancel => {
+                    if !self.status.is_terminal() {
+                        self.status = Status::Cancelled;
+                    }
+                }
+                MsgKind::Status => match msg.payload.as_ref().ok().and_then(|v| v.as_str()) {
+                    Some("running") if self.status == Status::Paused => self.status = Status::Running,
+                    Some("paused") if self.status == Status::Running => self.status = Status::Paused,
+                    Some("running" | "paused") => {}
+                    Some("completed" | "complete") if !self.status.is_terminal() => {
+                        self.status = Status::Completed
+                    }
+                    Some("cancelled" | "cancelling" | "cancel") if !self.status.is_terminal() => {
+                        self.status = Status::Cancelled
+                    }
+                    Some("completed" | "complete" | "cancelled" | "cancelling" | "cancel") => {}
+                    _ => reject(
+                        "`status` takes one of \"running\", \"paused\", \"completed\", \"cancelled\"".into(),
+                        &mut rejections,
+                    ),
+                },
+            }
+        }
+        let cs = batch.finish();
+        let own = EntityRef::new(self.entity.clone(), self.id.clone());
+        if cs
+            .entities
+            .get(&own)
+            .is_some_and(|c| c.kind == ChangeKind::Deleted)
+            && !self.status.is_terminal()
+        {
+            self.status = Status::Completed;
+        }
+        let new_version = self.store.version();
+        for t in ok_tickets {
+            self.results
+                .insert(t, Ok(json!({"version": new_version, "changed": cs.len()})));
+        }
+        for (ticket, r) in rejections {
+            if let Some(t) = ticket {
+                self.results.insert(t, Err(r.reason.clone()));
+            }
+            self.rejected_total += 1;
+            self.rejected.push_back(r.clone());
+            while self.rejected.len() > MAX_REJECTED {
+                self.rejected.pop_front();
+            }
+            out.rejected.push(r);
+        }
+        self.record(&cs, now);
+        out.status_changed = self.status != before_status;
+        out.changes = cs;
+        out
+    }
+
+    fn record(&mut self, cs: &ChangeSet, now: u64) {
+        if cs.is_empty() {
+            return;
+        }
+        self.changes_total += 1;
+        let count = |k: ChangeKind| cs.entities.values().filter(|c| c.kind == k).count();
+        self.recent.push_back(ChangeRecord {
+            version: self.store.version(),
+            time: now,
+            sources: cs.sources().iter().map(|s| s.to_string()).collect(),
+            added: count(ChangeKind::Added),
+            updated: count(ChangeKind::Updated),
+            deleted: count(ChangeKind::Deleted),
+            entities: cs.entities.keys().take(10).map(|r| r.to_string()).collect(),
+        });
+        while self.recent.len() > MAX_RECENT {
+            self.recent.pop_front();
+        }
+    }
+
+    /// The API token (a secret: for activities and children only, never for queries or logs).
+    pub fn api_token(&self) -> Option<&str> {
+        self.api_token.as_deref()
+    }
+
+    /// What the `apiToken` query answers: a fingerprint and the rotation count, never the token.
+    pub fn token_info(&self) -> Value {
+        json!({
+            "set": self.api_token.is_some(),
+            "fingerprint": self.api_token.as_deref().map(fingerprint),
+            "rotations": self.token_rotations,
+        })
+    }
+
+    /// The own entity, denormalized, or null.
+    pub fn data(&self) -> Value {
+        match &self.schema {
+            Some(s) => s
+                .denormalize(self.store.entities(), &self.entity, &self.id)
+                .unwrap_or(Value::Null),
+            None => Value::Null,
+        }
+    }
+
+    /// The normalized state.
+    pub fn state(&self) -> Value {
+        serde_json::to_value(self.store.entities()).unwrap_or(Value::Null)
+    }
+
+    /// The `version` query.
+    pub fn version_info(&self) -> Value {
+        json!({
+            "version": self.store.version(),
+            "checksum": checksum(self.store.entities()),
+            "entities": self.store.len(),
+            "changes": self.changes_total,
+            "runs": self.runs + 1,
+        })
+    }
+
+    /// The `pendingChanges` query: what is queued for the next batch (signal names only; payloads may hold
+    /// secrets).
+    pub fn pending(&self) -> Value {
+        json!({
+            "count": self.inbox.len(),
+            "signals": self.inbox.iter().map(|m| m.kind.name()).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The `rejected` query.
+    pub fn rejected_info(&self) -> Value {
+        json!({"total": self.rejected_total, "recent": self.rejected})
+    }
+
+    /// The memo: entity name, id and status (never the token).
+    pub fn memo(&self) -> [(&'static str, String); 3] {
+        [
+            ("entityName", self.entity.clone()),
+            ("id", self.id.clone()),
+            ("status", self.status.as_str().to_string()),
+        ]
+    }
+
+    /// The input of the next run (continue-as-new): the wire fields plus the carry-over.
+    pub fn carry_input(&mut self) -> Value {
+        let carry = Carry {
+            store: self.store.clone(),
+            token_rotations: self.token_rotations,
+            rejected: self.rejected.iter().cloned().collect(),
+            rejected_total: self.rejected_total,
+            recent: self.recent.iter().cloned().collect(),
+            changes_total: self.changes_total,
+            runs: self.runs,
+            inbox: self
+                .inbox
+                .drain(..)
+                .filter(|m| m.ticket.is_none())
+                .collect(),
+        };
+        let mut v = json!({
+            "id": self.id,
+            "entityName": self.entity,
+            "status": if self.status == Status::Paused { "paused" } else { "running" },
+            "subscriptions": self.subscriptions,
+            "ancestorWorkflowIds": self.ancestors,
+            "schema": self.schema_json,
+            "maxHistoryLength": self.max_history,
+            "carry": carry,
+        });
+        if let Some(u) = &self.api_url {
+            v["apiUrl"] = json!(u);
+        }
+        if let Some(t) = &self.api_token {
+            v["apiToken"] = json!(t);
+        }
+        v
+    }
+}

@@ -1,0 +1,181 @@
+//! The workflow's start input (chrono-forge compatible, plus our optional fields).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use stateful_engine::Store;
+
+use crate::core::{ChangeRecord, Msg, Rejection, Status};
+
+/// What a continued-as-new run inherits besides the wire fields: the store with its stamps, counters and
+/// logs, and anything still queued.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Carry {
+    /// The store, stamps included.
+    pub store: Store,
+    /// How many times the token was rotated.
+    #[serde(default)]
+    pub token_rotations: u64,
+    /// Recent rejected inputs.
+    #[serde(default)]
+    pub rejected: Vec<Rejection>,
+    /// Rejected inputs ever.
+    #[serde(default)]
+    pub rejected_total: u64,
+    /// Recent change records.
+    #[serde(default)]
+    pub recent: Vec<ChangeRecord>,
+    /// Applied batches ever.
+    #[serde(default)]
+    pub changes_total: u64,
+    /// Runs before this one.
+    #[serde(default)]
+    pub runs: u64,
+    /// Messages not yet applied.
+    #[serde(default)]
+    pub inbox: Vec<Msg>,
+}
+
+/// A parsed start input.
+#[derive(Debug, Clone, Default)]
+pub struct StartInput {
+    /// Entity id (as a string key).
+    pub id: String,
+    /// Entity name.
+    pub entity_name: String,
+    /// Denormalized entity data.
+    pub data: Option<Value>,
+    /// Normalized state.
+    pub state: Option<Value>,
+    /// Initial status.
+    pub status: Status,
+    /// API URL.
+    pub api_url: Option<String>,
+    /// API token (a secret).
+    pub api_token: Option<String>,
+    /// Subscriptions.
+    pub subscriptions: Vec<Value>,
+    /// Ancestors' workflow ids.
+    pub ancestor_workflow_ids: Vec<String>,
+    /// The schema this workflow runs with (extended-format JSON), when the starter provided it.
+    pub schema: Option<Value>,
+    /// History length past which the workflow continues as new.
+    pub max_history: Option<u32>,
+    /// Carry-over from the previous run.
+    pub carry: Option<Carry>,
+}
+
+fn opt_str(m: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("`{key}` must be a string")),
+    }
+}
+
+impl StartInput {
+    /// Parses and checks the input; the error says what is wrong.
+    pub fn parse(v: &Value) -> Result<StartInput, String> {
+        let m = v.as_object().ok_or_else(|| {
+            "the input must be a JSON object like {\"id\": \"u1\", \"entityName\": \"User\", \"data\": {...}}"
+                .to_string()
+        })?;
+        let id = match m.get("id") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(_) => return Err("`id` must be a non-empty string or a number".into()),
+            None => return Err("the input needs `id` (the entity's id)".into()),
+        };
+        let entity_name = match opt_str(m, "entityName")? {
+            Some(e) if !e.is_empty() => e,
+            _ => return Err("the input needs `entityName` (e.g. \"User\")".into()),
+        };
+        let status = match opt_str(m, "status")?.as_deref() {
+            None | Some("running") => Status::Running,
+            Some("paused") => Status::Paused,
+            Some(other) => {
+                return Err(format!(
+                    "`status` must be \"running\" or \"paused\" at start, found \"{other}\""
+                ));
+            }
+        };
+        let list = |key: &str| -> Result<Vec<Value>, String> {
+            match m.get(key) {
+                None | Some(Value::Null) => Ok(Vec::new()),
+                Some(Value::Array(a)) => Ok(a.clone()),
+                Some(_) => Err(format!("`{key}` must be an array")),
+            }
+        };
+        let ancestor_workflow_ids = list("ancestorWorkflowIds")?
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err("`ancestorWorkflowIds` must hold workflow ids (strings)".to_string()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_history = match m.get("maxHistoryLength") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .filter(|n| (100..=50_000).contains(n))
+                    .ok_or("`maxHistoryLength` must be a number between 100 and 50000")?
+                    as u32,
+            ),
+        };
+        let carry = match m.get("carry") {
+            None | Some(Value::Null) => None,
+            Some(c) => Some(
+                serde_json::from_value(c.clone())
+                    .map_err(|e| format!("`carry` (continue-as-new state) is malformed: {e}"))?,
+            ),
+        };
+        let nonempty = |key: &str| m.get(key).filter(|v| !v.is_null()).cloned();
+        Ok(StartInput {
+            id,
+            entity_name,
+            data: nonempty("data"),
+            state: nonempty("state"),
+            status,
+            api_url: opt_str(m, "apiUrl")?,
+            api_token: opt_str(m, "apiToken")?.filter(|t| !t.is_empty()),
+            subscriptions: list("subscriptions")?,
+            ancestor_workflow_ids,
+            schema: nonempty("schema"),
+            max_history,
+            carry,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn missing_or_bad_fields_say_what_is_wrong() {
+        for (v, want) in [
+            (json!(42), "must be a JSON object"),
+            (json!({}), "needs `id`"),
+            (json!({"id": "1"}), "needs `entityName`"),
+            (json!({"id": true, "entityName": "User"}), "`id` must be"),
+            (
+                json!({"id": 1, "entityName": "User", "status": "done"}),
+                "`status`",
+            ),
+            (
+                json!({"id": 1, "entityName": "User", "apiToken": 5}),
+                "`apiToken` must be a string",
+            ),
+            (
+                json!({"id": 1, "entityName": "User", "ancestorWorkflowIds": [1]}),
+                "ancestorWorkflowIds",
+            ),
+        ] {
+            let e = StartInput::parse(&v).unwrap_err();
+            assert!(e.contains(want), "{v}: {e}");
+        }
+        let ok = StartInput::parse(&json!({"id": 7, "entityName": "User", "unknown": 1})).unwrap();
+        assert_eq!(ok.id, "7");
+    }
+}
