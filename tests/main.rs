@@ -1,1 +1,115 @@
+//! Integration tests against a real Temporal dev server (started from the `temporal` CLI) and the real
+//! `worker` binary. Run with `scripts/test`; `cargo test -p stateful-tests --test e2e -- NAME` runs the
+//! tests whose name contains NAME.
 
+mod cli; // the temporal CLI and the starter binary, as a user runs them
+mod lifecycle; // batching and continue-as-new, with workers of their own
+mod replay; // recorded histories replay with the current code
+mod workflow; // StatefulWorkflow's signals, updates, queries, status and input errors
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use stateful_tests::{Env, TestFn, WorkerProc, client, dev_server, root, run_all, temporal_cli};
+
+macro_rules! tests {
+    ($($path:path),* $(,)?) => {
+        vec![$((stringify!($path), (|env| Box::pin($path(env))) as TestFn)),*]
+    };
+}
+
+fn main() -> ExitCode {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(real_main())
+}
+
+async fn real_main() -> ExitCode {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let tests = tests![
+        workflow::starts_with_data_and_with_state,
+        workflow::applies_every_strategy,
+        workflow::deletes_entities,
+        workflow::bad_signals_never_wedge_the_workflow,
+        workflow::pause_resume_and_cancel,
+        workflow::acknowledged_updates_answer_or_refuse,
+        workflow::queries_answer_and_never_show_the_token,
+        workflow::bad_start_input_fails_at_once_with_a_reason,
+        cli::temporal_cli_drives_a_workflow,
+        cli::starter_starts_signals_queries_and_updates,
+        lifecycle::signals_of_one_task_apply_as_one_batch,
+        lifecycle::continue_as_new_loses_nothing,
+        replay::record_histories,
+    ];
+    let setup = async {
+        let cli = temporal_cli()?;
+        let log_dir = root().join("target/e2e/logs");
+        let _ = std::fs::remove_dir_all(root().join("target/e2e/histories"));
+        let srv = dev_server(&cli, &[]).await?;
+        let c = client(&srv.address).await?;
+        let task_queue = "e2e".to_string();
+        let worker = WorkerProc::start(&srv.address, &task_queue, &log_dir, "worker", &[]).await?;
+        let tag = format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis()
+        );
+        let env = Env {
+            client: c,
+            address: srv.address.clone(),
+            task_queue,
+            cli,
+            tag,
+            log_dir,
+        };
+        anyhow::Ok((srv, worker, env))
+    };
+    let (srv, worker, env) = match setup.await {
+        Ok(x) => x,
+        Err(e) => {
+            println!("e2e setup FAILED: {e:#}\n\n0 passed, 1 failed");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "e2e: dev server {} , worker log {}",
+        env.address,
+        worker.log.display()
+    );
+    let env = Arc::new(env);
+    let (mut passed, mut failed) = run_all(env.clone(), tests, &filters).await;
+    if filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| "replay::replay_all".contains(f.as_str()))
+    {
+        let replayed =
+            tokio::time::timeout(std::time::Duration::from_secs(120), replay::replay_all()).await;
+        match replayed
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("replay did not finish within 120 s")))
+        {
+            Ok(n) => {
+                println!("test replay::replay_all ... ok ({n} histories)");
+                passed += 1;
+            }
+            Err(e) => {
+                println!("test replay::replay_all ... FAILED\n{e:#}\n");
+                failed += 1;
+            }
+        }
+    }
+    worker.stop().await;
+    srv.stop().await;
+    println!("\n{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -21,6 +21,28 @@ pub type Entities = BTreeMap<String, BTreeMap<String, Row>>;
 /// otherwise grow exponentially.
 pub const DENORMALIZE_BUDGET: usize = 100_000;
 
+/// Where in the input a value is, rendered only when an error needs it (normalizing allocates no
+/// path strings on the happy path).
+#[derive(Clone, Copy)]
+pub enum Path<'a> {
+    /// The top (`data`, or a custom root such as `updates.User.u1`).
+    Root(&'a str),
+    /// An array element.
+    Index(&'a Path<'a>, usize),
+    /// An object field.
+    Field(&'a Path<'a>, &'a str),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Root(r) => write!(f, "{r}"),
+            Path::Index(p, i) => write!(f, "{p}[{i}]"),
+            Path::Field(p, k) => write!(f, "{p}.{k}"),
+        }
+    }
+}
+
 /// A reference to one entity: its name and its id (as a string key).
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -69,6 +91,16 @@ fn get_path<'a>(row: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
 impl EntityDef {
     /// The id of a row (as a key) and the value to put in relation fields that point at it.
     pub fn id_of(&self, row: &Map<String, Value>, path: &str) -> Result<(String, Value)> {
+        let key = self.key_of(row, &Path::Root(path))?;
+        let v = match &self.id_attribute {
+            IdAttribute::Single(attr) => row.get(attr).cloned().unwrap_or(Value::Null),
+            IdAttribute::Composite(_) => Value::String(key.clone()),
+        };
+        Ok((key, v))
+    }
+
+    /// The id key of a row.
+    pub fn key_of(&self, row: &Map<String, Value>, path: &Path<'_>) -> Result<String> {
         let bad = |message: String| Error::BadData {
             entity: self.name.clone(),
             path: path.to_string(),
@@ -78,17 +110,14 @@ impl EntityDef {
             IdAttribute::Single(attr) => match row.get(attr) {
                 None | Some(Value::Null) => Err(bad(format!("missing id attribute `{attr}`"))),
                 Some(v) => match id_key(v) {
-                    Some(k) => Ok((k, v.clone())),
+                    Some(k) => Ok(k),
                     None => Err(bad(format!(
                         "id attribute `{attr}` must be a non-empty string or a number, found {}",
                         json_type(v)
                     ))),
                 },
             },
-            IdAttribute::Composite(attrs) => {
-                let key = composite_key(row, attrs).map_err(bad)?;
-                Ok((key.clone(), Value::String(key)))
-            }
+            IdAttribute::Composite(attrs) => composite_key(row, attrs).map_err(bad),
         }
     }
 }
@@ -123,27 +152,29 @@ impl Schema {
     pub fn normalize_owned(&self, entity: &str, data: Value) -> Result<Entities> {
         let def = self.entity(entity)?;
         let mut out = Entities::new();
+        let root = Path::Root("data");
         match data {
             Value::Array(items) => {
                 for (i, item) in items.into_iter().enumerate() {
-                    self.normalize_one(def, item, &format!("data[{i}]"), &mut out, 0)?;
+                    self.normalize_one(def, item, &Path::Index(&root, i), &mut out, 0)?;
                 }
             }
             other => {
-                self.normalize_one(def, other, "data", &mut out, 0)?;
+                self.normalize_one(def, other, &root, &mut out, 0)?;
             }
         }
         Ok(out)
     }
 
+    /// Normalizes one entity into `out`; returns its id key.
     fn normalize_one(
         &self,
         def: &EntityDef,
         data: Value,
-        path: &str,
+        path: &Path<'_>,
         out: &mut Entities,
         depth: usize,
-    ) -> Result<Value> {
+    ) -> Result<String> {
         if depth > 256 {
             return Err(Error::BadData {
                 entity: def.name.clone(),
@@ -161,9 +192,14 @@ impl Schema {
                 });
             }
         };
-        let (key, id_value) = def.id_of(&row, path)?;
-        self.normalize_relations(def, &mut row, path, out, depth)?;
-        let group = out.entry(def.name.clone()).or_default();
+        let key = def.key_of(&row, path)?;
+        if !def.relations.is_empty() {
+            self.normalize_relations_at(def, &mut row, path, out, depth)?;
+        }
+        let group = match out.get_mut(&def.name) {
+            Some(g) => g,
+            None => out.entry(def.name.clone()).or_default(),
+        };
         match group.get_mut(&key) {
             Some(existing) => {
                 for (k, v) in row {
@@ -171,10 +207,10 @@ impl Schema {
                 }
             }
             None => {
-                group.insert(key, row);
+                group.insert(key.clone(), row);
             }
         }
-        Ok(id_value)
+        Ok(key)
     }
 
     /// Replaces nested objects in the relation fields of `row` by their ids, adding them to `out`, and
@@ -187,12 +223,23 @@ impl Schema {
         out: &mut Entities,
         depth: usize,
     ) -> Result<()> {
+        self.normalize_relations_at(def, row, &Path::Root(path), out, depth)
+    }
+
+    fn normalize_relations_at(
+        &self,
+        def: &EntityDef,
+        row: &mut Row,
+        path: &Path<'_>,
+        out: &mut Entities,
+        depth: usize,
+    ) -> Result<()> {
         for (field, rel) in &def.relations {
             let Some(v) = row.get_mut(field) else {
                 continue;
             };
             let target = self.entity(&rel.target)?;
-            let fpath = format!("{path}.{field}");
+            let fpath = Path::Field(path, field);
             let taken = std::mem::take(v);
             *v = match taken {
                 Value::Null => Value::Null,
@@ -202,7 +249,7 @@ impl Schema {
                         ids.push(self.normalize_ref(
                             target,
                             it,
-                            &format!("{fpath}[{i}]"),
+                            &Path::Index(&fpath, i),
                             out,
                             depth,
                         )?);
@@ -219,12 +266,17 @@ impl Schema {
         &self,
         target: &EntityDef,
         v: Value,
-        path: &str,
+        path: &Path<'_>,
         out: &mut Entities,
         depth: usize,
     ) -> Result<Value> {
         match v {
-            Value::Object(_) => self.normalize_one(target, v, path, out, depth + 1),
+            Value::Object(ref m) => {
+                // The value a relation holds: the id as given (composite ids as their key).
+                let idv = target.id_attribute.single().and_then(|a| m.get(a).cloned());
+                let key = self.normalize_one(target, v, path, out, depth + 1)?;
+                Ok(idv.unwrap_or(Value::String(key)))
+            }
             Value::String(ref s) if !s.is_empty() => Ok(v),
             Value::Number(_) => Ok(v),
             other => Err(Error::BadData {

@@ -195,6 +195,21 @@ fn take(map: &mut BTreeMap<String, BTreeMap<String, Meta>>, r: &EntityRef) -> Op
     m
 }
 
+/// The stamps of `r` in `map`, created when missing (keys are cloned only then).
+fn meta_mut<'m>(
+    map: &'m mut BTreeMap<String, BTreeMap<String, Meta>>,
+    r: &EntityRef,
+) -> &'m mut Meta {
+    if !map.get(&r.entity).is_some_and(|g| g.contains_key(&r.id)) {
+        map.entry(r.entity.clone())
+            .or_default()
+            .insert(r.id.clone(), Meta::default());
+    }
+    map.get_mut(&r.entity)
+        .and_then(|g| g.get_mut(&r.id))
+        .expect("inserted above")
+}
+
 fn put(map: &mut BTreeMap<String, BTreeMap<String, Meta>>, r: &EntityRef, m: Meta) {
     map.entry(r.entity.clone())
         .or_default()
@@ -315,7 +330,14 @@ impl Batch<'_> {
             .and_then(|d| d.id_attribute.single());
         let st = &mut *self.store;
         let was_live = st.contains(&r);
-        let mut m = st.take_meta(&r);
+        let m = meta_mut(
+            if was_live {
+                &mut st.meta
+            } else {
+                &mut st.tombstones
+            },
+            &r,
+        );
         let accepted: Vec<(String, FieldWrite)> = writes
             .into_iter()
             .filter(|(k, w)| m.accepts(k, &w.stamp))
@@ -331,6 +353,8 @@ impl Batch<'_> {
         }
         let lives = m.lives();
         if lives && !was_live {
+            let m = take(&mut st.tombstones, &r).unwrap_or_default();
+            put(&mut st.meta, &r, m);
             let mut row = Row::new();
             if let Some(a) = id_attr {
                 row.insert(
@@ -342,13 +366,15 @@ impl Batch<'_> {
                 .entry(r.entity.clone())
                 .or_default()
                 .insert(r.id.clone(), row);
+        } else if !lives {
+            st.trim_tombstones();
         }
         if lives {
             let row = st
                 .entities
                 .get_mut(&r.entity)
                 .and_then(|g| g.get_mut(&r.id))
-                .expect("created above");
+                .expect("live entities have a row");
             for (k, w) in &accepted {
                 match &w.value {
                     Some(v) => {
@@ -359,9 +385,6 @@ impl Batch<'_> {
                     }
                 }
             }
-            put(&mut st.meta, &r, m);
-        } else {
-            put(&mut st.tombstones, &r, m);
         }
         let touch = self.touch(&r);
         for (k, _) in accepted {

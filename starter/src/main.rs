@@ -1,1 +1,296 @@
-fn main() {}
+//! `starter`: start, signal, query and update StatefulWorkflows.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+use worker::connect::ConnectArgs;
+use worker::ops;
+
+#[derive(Parser)]
+#[command(
+    name = "starter",
+    version,
+    about = "Start and drive StatefulWorkflows."
+)]
+struct Cli {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Task queue of the workers.
+    #[arg(long, global = true, env = "STATEFUL_TASK_QUEUE", default_value = stateful_workflows::DEFAULT_TASK_QUEUE)]
+    task_queue: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the workflow of an entity (workflow id `{Entity}-{id}`).
+    Start {
+        /// Entity name, e.g. User.
+        #[arg(long)]
+        entity: String,
+        /// Entity id.
+        #[arg(long)]
+        id: String,
+        /// The entity's data: inline JSON, `@FILE`, or `-` for stdin.
+        #[arg(long)]
+        data: Option<String>,
+        /// Normalized state instead of data: inline JSON, `@FILE`, or `-`.
+        #[arg(long, conflicts_with = "data")]
+        state: Option<String>,
+        /// Read the API token from this environment variable.
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
+        /// Read the API token from stdin (one line).
+        #[arg(long, conflicts_with = "token_env")]
+        token_stdin: bool,
+        /// API URL of the entity.
+        #[arg(long)]
+        api_url: Option<String>,
+        /// Schema file to carry in the input (default: the worker's).
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        /// Start paused.
+        #[arg(long)]
+        paused: bool,
+        /// Workflow id (default `{Entity}-{id}`).
+        #[arg(long)]
+        workflow_id: Option<String>,
+    },
+    /// Send a signal: update, delete, state, apiToken, apiUrl, pause, resume, cancel.
+    Signal {
+        /// Workflow id, e.g. User-u1.
+        workflow_id: String,
+        /// Signal name.
+        name: String,
+        /// Payload: inline JSON, `@FILE`, or `-`. For apiToken use --token-env or --token-stdin.
+        payload: Option<String>,
+        /// apiToken: read the token from this environment variable.
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
+        /// apiToken: read the token from stdin.
+        #[arg(long, conflicts_with = "token_env")]
+        token_stdin: bool,
+    },
+    /// Run a query: state, data, status, version, apiToken, rejected, pendingChanges, ...
+    Query {
+        /// Workflow id.
+        workflow_id: String,
+        /// Query name.
+        name: String,
+    },
+    /// Apply a change and wait for the new state version (update, delete or state).
+    Update {
+        /// Workflow id.
+        workflow_id: String,
+        /// Payload: inline JSON, `@FILE`, or `-`.
+        payload: String,
+        /// Which change: update, delete or state.
+        #[arg(long, default_value = "update")]
+        name: String,
+    },
+}
+
+const SIGNALS: &[&str] = &[
+    "update", "delete", "state", "apiToken", "apiUrl", "pause", "resume", "cancel", "status",
+];
+
+fn read_json(arg: &str, what: &str) -> anyhow::Result<Value> {
+    let text = if arg == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading stdin")?;
+        s
+    } else if let Some(path) = arg.strip_prefix('@') {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {what} file {path}"))?
+    } else {
+        arg.to_string()
+    };
+    serde_json::from_str(&text)
+        .map_err(|e| anyhow!("{what} is not valid JSON: {e} (give inline JSON, @FILE or -)"))
+}
+
+fn read_token(env: Option<&str>, stdin: bool) -> anyhow::Result<Option<String>> {
+    if let Some(var) = env {
+        let t =
+            std::env::var(var).map_err(|_| anyhow!("the environment variable {var} is not set"))?;
+        if t.trim().is_empty() {
+            bail!("the environment variable {var} is empty");
+        }
+        return Ok(Some(t.trim().to_string()));
+    }
+    if stdin {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_line(&mut s)
+            .context("reading the token from stdin")?;
+        if s.trim().is_empty() {
+            bail!("no token on stdin");
+        }
+        return Ok(Some(s.trim().to_string()));
+    }
+    Ok(None)
+}
+
+fn print(json_out: bool, v: &Value, text: impl FnOnce() -> String) {
+    if json_out {
+        println!("{v}");
+    } else {
+        println!("{}", text());
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let resolved = cli.connect.resolve()?;
+    let client = resolved.connect("starter").await?;
+    match cli.command {
+        Command::Start {
+            entity,
+            id,
+            data,
+            state,
+            token_env,
+            token_stdin,
+            api_url,
+            schema,
+            paused,
+            workflow_id,
+        } => {
+            let wid = workflow_id.unwrap_or_else(|| ops::workflow_id(&entity, &id));
+            let mut input = json!({"id": id, "entityName": entity});
+            if let Some(d) = data {
+                input["data"] = read_json(&d, "--data")?;
+            }
+            if let Some(s) = state {
+                input["state"] = read_json(&s, "--state")?;
+            }
+            if let Some(t) = read_token(token_env.as_deref(), token_stdin)? {
+                input["apiToken"] = json!(t);
+            }
+            if let Some(u) = api_url {
+                input["apiUrl"] = json!(u);
+            }
+            if let Some(p) = schema {
+                let s = stateful_engine::Schema::from_file(&p).map_err(|e| anyhow!("{e}"))?;
+                input["schema"] = s.to_json();
+            }
+            if paused {
+                input["status"] = json!("paused");
+            }
+            let run_id = ops::start(&client, &cli.task_queue, &wid, input).await?;
+            print(
+                cli.json,
+                &json!({"workflowId": wid, "runId": run_id}),
+                || {
+                    format!(
+                        "started {wid} (run {run_id}) on task queue {}",
+                        cli.task_queue
+                    )
+                },
+            );
+        }
+        Command::Signal {
+            workflow_id,
+            name,
+            payload,
+            token_env,
+            token_stdin,
+        } => {
+            if !SIGNALS.contains(&name.as_str()) {
+                bail!("unknown signal `{name}` (one of: {})", SIGNALS.join(", "));
+            }
+            let value = match name.as_str() {
+                "apiToken" => {
+                    if payload.is_some() {
+                        bail!(
+                            "pass the token with --token-env VAR or --token-stdin, never as an argument"
+                        );
+                    }
+                    let t = read_token(token_env.as_deref(), token_stdin)?.ok_or_else(|| {
+                        anyhow!("apiToken needs --token-env VAR or --token-stdin")
+                    })?;
+                    Some(json!(t))
+                }
+                "pause" | "resume" | "cancel" => None,
+                "apiUrl" | "status" => Some(match payload {
+                    Some(p) => serde_json::from_str(&p).unwrap_or(Value::String(p)),
+                    None => bail!("`{name}` needs a value"),
+                }),
+                _ => Some(read_json(
+                    &payload.ok_or_else(|| {
+                        anyhow!("`{name}` needs a JSON payload (inline, @FILE or -)")
+                    })?,
+                    "the payload",
+                )?),
+            };
+            ops::signal(&client, &workflow_id, &name, value.as_ref()).await?;
+            print(
+                cli.json,
+                &json!({"workflowId": workflow_id, "signal": name, "sent": true}),
+                || format!("sent `{name}` to {workflow_id}"),
+            );
+        }
+        Command::Query { workflow_id, name } => {
+            let v = ops::query(&client, &workflow_id, &name).await?;
+            print(cli.json, &v, || {
+                serde_json::to_string_pretty(&v).unwrap_or_default()
+            });
+        }
+        Command::Update {
+            workflow_id,
+            payload,
+            name,
+        } => {
+            let v = ops::update(
+                &client,
+                &workflow_id,
+                &name,
+                &read_json(&payload, "the payload")?,
+            )
+            .await?;
+            print(cli.json, &v, || {
+                format!(
+                    "applied to {workflow_id}: version {} ({} entities changed)",
+                    v["version"], v["changed"]
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json_out = cli.json;
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json_out {
+                println!("{}", json!({"error": format!("{e:#}")}));
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

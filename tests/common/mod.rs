@@ -1,1 +1,277 @@
+//! The integration-test harness: a real Temporal dev server (from the `temporal` CLI), the real `worker`
+//! binary, and helpers to drive and poll workflows. Tests are async functions run concurrently by
+//! [`run_all`], which prints a line per test and a closing `N passed, M failed` line.
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::Value;
+use temporalio_client::Client;
+use tokio::process::{Child, Command};
+use worker::connect::ConnectArgs;
+use worker::devserver::{DevServer, DevServerOptions};
+
+/// What every test gets.
+pub struct Env {
+    /// A client of the shared dev server.
+    pub client: Client,
+    /// Its address.
+    pub address: String,
+    /// The task queue the shared worker polls.
+    pub task_queue: String,
+    /// The `temporal` CLI.
+    pub cli: PathBuf,
+    /// Unique per harness run, to keep workflow ids apart.
+    pub tag: String,
+    /// Where logs go.
+    pub log_dir: PathBuf,
+}
+
+impl Env {
+    /// A workflow id unique to this run: `{Entity}-{id}` with the run tag in the id.
+    pub fn id(&self, base: &str) -> String {
+        format!("{base}-{}", self.tag)
+    }
+}
+
+/// A test: a name and an async body.
+pub type TestFn =
+    for<'a> fn(&'a Env) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A built binary of the workspace (scripts/test builds them first).
+pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let p = target.join("debug").join(name);
+    if !p.is_file() {
+        bail!(
+            "{} is not built: run `cargo build --workspace --bins` (scripts/test does)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// The `temporal` CLI, or a loud failure.
+pub fn temporal_cli() -> anyhow::Result<PathBuf> {
+    let p = std::env::var_os("TEMPORAL_CLI").map(PathBuf::from).ok_or_else(|| {
+        anyhow!("TEMPORAL_CLI is not set: the integration tests need the temporal CLI; run them with scripts/test")
+    })?;
+    if !p.is_file() {
+        bail!(
+            "TEMPORAL_CLI={} does not exist; run scripts/setup",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// Starts a dev server with extra arguments.
+pub async fn dev_server(cli: &Path, extra: &[&str]) -> anyhow::Result<DevServer> {
+    DevServer::start(
+        cli,
+        &DevServerOptions {
+            port: 0,
+            ui_port: None,
+            namespace: "default".into(),
+            db_file: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            show_output: false,
+        },
+    )
+    .await
+}
+
+/// Connects a client.
+pub async fn client(address: &str) -> anyhow::Result<Client> {
+    let args = ConnectArgs {
+        address: Some(address.to_string()),
+        namespace: Some("default".into()),
+        ..Default::default()
+    };
+    let resolved = args.resolve()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match resolved.connect("e2e").await {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// A worker process (the real binary); killed when dropped.
+pub struct WorkerProc {
+    /// The process.
+    pub child: Child,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl WorkerProc {
+    /// Starts `worker` against `address` on `task_queue`, logging to `log_dir/{name}.log`.
+    pub async fn start(
+        address: &str,
+        task_queue: &str,
+        log_dir: &Path,
+        name: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<WorkerProc> {
+        std::fs::create_dir_all(log_dir)?;
+        let log = log_dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(bin("worker")?)
+            .args([
+                "--address",
+                address,
+                "--namespace",
+                "default",
+                "--task-queue",
+                task_queue,
+            ])
+            .arg("--schema")
+            .arg(root().join("tests/fixtures/schema.yaml"))
+            .args(["--metrics-addr", "127.0.0.1:0", "--no-dev-server"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the worker binary")?;
+        let w = WorkerProc { child, log };
+        w.wait_log("worker ready", Duration::from_secs(60)).await?;
+        Ok(w)
+    }
+
+    /// Waits until the log contains `needle`.
+    pub async fn wait_log(&self, needle: &str, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if text.contains(needle) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the worker did not log `{needle}` within {within:?}; its log:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops it with SIGTERM-like kill and waits.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Ok`, or fails with its last error after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!("still not true after {within:?}")));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Polls a query until `pred` holds for its answer; returns that answer.
+pub async fn query_until(
+    env: &Env,
+    wid: &str,
+    query: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    eventually(Duration::from_secs(30), || async {
+        let v = worker::ops::query(&env.client, wid, query).await?;
+        if pred(&v) {
+            Ok(v)
+        } else {
+            Err(anyhow!("`{query}` on {wid} is {v}"))
+        }
+    })
+    .await
+}
+
+/// Asserts, with a message.
+#[macro_export]
+macro_rules! ensure_eq {
+    ($left:expr, $right:expr $(,)?) => {{
+        let (l, r) = (&$left, &$right);
+        if l != r {
+            anyhow::bail!(
+                "{} != {}\n  left: {:?}\n right: {:?}",
+                stringify!($left),
+                stringify!($right),
+                l,
+                r
+            );
+        }
+    }};
+}
+
+/// Runs the tests (those whose name contains one of `filters`, or all), 6 at a time.
+pub async fn run_all(
+    env: Arc<Env>,
+    tests: Vec<(&'static str, TestFn)>,
+    filters: &[String],
+) -> (usize, usize) {
+    let sem = Arc::new(tokio::sync::Semaphore::new(6));
+    let mut handles = Vec::new();
+    for (name, f) in tests {
+        if !filters.is_empty() && !filters.iter().any(|x| name.contains(x.as_str())) {
+            continue;
+        }
+        let env = env.clone();
+        let sem = sem.clone();
+        handles.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await.expect("semaphore");
+            let t0 = Instant::now();
+            let res = tokio::time::timeout(Duration::from_secs(180), f(&env)).await;
+            let res = match res {
+                Ok(r) => r,
+                Err(_) => Err(anyhow!("timed out after 180 s")),
+            };
+            match &res {
+                Ok(()) => println!("test {name} ... ok ({:.1} s)", t0.elapsed().as_secs_f64()),
+                Err(e) => println!(
+                    "test {name} ... FAILED ({:.1} s)\n{e:#}\n",
+                    t0.elapsed().as_secs_f64()
+                ),
+            }
+            res.is_ok()
+        }));
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for h in handles {
+        match h.await {
+            Ok(true) => passed += 1,
+            _ => failed += 1,
+        }
+    }
+    (passed, failed)
+}

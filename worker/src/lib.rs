@@ -5,6 +5,7 @@
 
 pub mod connect;
 pub mod devserver;
+pub mod ops;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

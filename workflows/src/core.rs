@@ -183,6 +183,8 @@ pub struct Core {
     /// Messages waiting for the next batch.
     pub inbox: VecDeque<Msg>,
     next_ticket: u64,
+    /// Acknowledged updates whose handler has not yet taken its result.
+    open_tickets: std::collections::BTreeSet<u64>,
     results: BTreeMap<u64, Result<Value, String>>,
     /// Recent rejections.
     pub rejected: VecDeque<Rejection>,
@@ -232,7 +234,11 @@ impl Core {
             self.recent = c.recent.into();
             self.changes_total = c.changes_total;
             self.runs = c.runs + 1;
+            // Messages carried from the previous run came first; any that already arrived in this
+            // run's first task (their handlers ran before the run loop) follow them.
+            let arrived = std::mem::take(&mut self.inbox);
             self.inbox = c.inbox.into();
+            self.inbox.extend(arrived);
             self.started = true;
             return Ok(());
         }
@@ -297,6 +303,7 @@ impl Core {
     ) -> Option<u64> {
         let ticket = with_ticket.then(|| {
             self.next_ticket += 1;
+            self.open_tickets.insert(self.next_ticket);
             self.next_ticket
         });
         self.inbox.push_back(Msg {
@@ -314,7 +321,15 @@ impl Core {
 
     /// The result of an update, once its batch ran.
     pub fn take_result(&mut self, ticket: u64) -> Option<Result<Value, String>> {
+        self.open_tickets.remove(&ticket);
         self.results.remove(&ticket)
+    }
+
+    /// True when every acknowledged update has taken its result: the run may end or continue as new.
+    /// (Tracked here, in state that only changes through `state_mut`, so that waiting on it never misses
+    /// a wakeup, unlike `all_handlers_finished()`, whose change wakes nobody.)
+    pub fn handlers_idle(&self) -> bool {
+        self.open_tickets.is_empty()
     }
 
     /// True when a batch is due.
@@ -601,5 +616,146 @@ impl Core {
             v["apiToken"] = json!(t);
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Schema {
+        Schema::parse("User: {listings: [Listing]}\nListing: {user: User}", "t").unwrap()
+    }
+
+    fn started(input: Value) -> Core {
+        let mut c = Core::default();
+        let s = schema();
+        let js = s.to_json();
+        c.start(
+            StartInput::parse(&input).unwrap(),
+            s,
+            js,
+            "User-u".into(),
+            1000,
+        )
+        .unwrap();
+        c
+    }
+
+    #[test]
+    fn a_batch_applies_in_arrival_order_and_answers_each_update() {
+        let mut c = started(json!({"id": "u", "entityName": "User", "data": {"id": "u"}}));
+        c.enqueue(
+            MsgKind::Update,
+            Ok(json!({"data": {"id": "u", "n": 1}})),
+            false,
+        );
+        let t1 = c
+            .enqueue(
+                MsgKind::Update,
+                Ok(json!({"data": {"id": "u", "n": 2}})),
+                true,
+            )
+            .unwrap();
+        let t2 = c
+            .enqueue(
+                MsgKind::Update,
+                Ok(json!({"updates": {"Listing": {"x": {}}}, "strategy": "$set"})),
+                true,
+            )
+            .unwrap();
+        c.enqueue(MsgKind::Update, Err("no payload".into()), false);
+        let out = c.process(2000);
+        assert_eq!(c.data(), json!({"id": "u", "n": 2}));
+        assert_eq!(c.store.version(), 2, "one batch, one version");
+        assert_eq!(out.rejected.len(), 2);
+        assert_eq!(c.take_result(t1).unwrap().unwrap()["version"], json!(2));
+        assert!(
+            c.take_result(t2)
+                .unwrap()
+                .unwrap_err()
+                .contains("does not exist")
+        );
+        assert!(c.handlers_idle());
+    }
+
+    #[test]
+    fn carry_over_keeps_everything_and_messages_that_arrived_first_in_the_new_run() {
+        let mut c = started(
+            json!({"id": "u", "entityName": "User", "data": {"id": "u"}, "apiToken": "t1"}),
+        );
+        c.enqueue(MsgKind::ApiToken, Ok(json!("t2")), false);
+        c.enqueue(MsgKind::Update, Ok(json!(1)), false);
+        c.process(2000);
+        c.enqueue(
+            MsgKind::Update,
+            Ok(json!({"data": {"id": "u", "a": 1}})),
+            false,
+        );
+        let next = c.carry_input();
+        assert!(c.inbox.is_empty());
+        // In the new run, a message arrives before the run loop takes the input.
+        let mut n = Core::default();
+        n.enqueue(
+            MsgKind::Update,
+            Ok(json!({"data": {"id": "u", "a": 2}})),
+            false,
+        );
+        let s = schema();
+        let js = s.to_json();
+        n.start(
+            StartInput::parse(&next).unwrap(),
+            s,
+            js,
+            "User-u".into(),
+            3000,
+        )
+        .unwrap();
+        n.process(3000);
+        assert_eq!(
+            n.data(),
+            json!({"id": "u", "a": 2}),
+            "carried message first, then the new one"
+        );
+        assert_eq!(n.token_info()["fingerprint"], json!(fingerprint("t2")));
+        assert_eq!(n.token_info()["rotations"], json!(1));
+        assert_eq!(n.rejected_total, 1);
+        assert_eq!(n.runs, 1);
+    }
+
+    #[test]
+    fn control_signals_and_status_transitions() {
+        let mut c = started(json!({"id": "u", "entityName": "User", "status": "paused"}));
+        c.enqueue(MsgKind::Pause, Err("no payload".into()), false);
+        c.process(1);
+        assert_eq!(c.status, Status::Paused);
+        c.enqueue(MsgKind::Resume, Err("no payload".into()), false);
+        assert!(c.process(2).status_changed);
+        assert_eq!(c.status, Status::Running);
+        c.enqueue(MsgKind::Cancel, Ok(Value::Null), false);
+        c.enqueue(MsgKind::Resume, Ok(Value::Null), false);
+        c.process(3);
+        assert_eq!(
+            c.status,
+            Status::Cancelled,
+            "resume does not revive an ended workflow"
+        );
+    }
+
+    #[test]
+    fn queries_never_hold_the_token() {
+        let c = started(json!({"id": "u", "entityName": "User", "apiToken": "very-secret"}));
+        let all = [
+            c.token_info(),
+            c.version_info(),
+            c.pending(),
+            c.rejected_info(),
+            c.state(),
+            c.data(),
+        ];
+        for v in all {
+            assert!(!v.to_string().contains("very-secret"));
+        }
     }
 }

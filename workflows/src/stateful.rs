@@ -143,8 +143,7 @@ impl StatefulWorkflow {
             }
             if ctx.state(|s| s.core.status.is_terminal()) {
                 // Let updates already accepted see their results before the run ends.
-                let h = ctx.clone();
-                let _ = ctx.wait_condition(move |_| h.all_handlers_finished()).await;
+                let _ = ctx.wait_condition(|s| s.core.handlers_idle()).await;
                 return Ok(ctx.state(|s| s.core.data()));
             }
             let limit = ctx.state(|s| s.core.max_history);
@@ -379,13 +378,11 @@ async fn continue_as_new(ctx: &mut WorkflowContext<StatefulWorkflow>) -> Workflo
     loop {
         let now = now_ms(ctx.workflow_time());
         ctx.state_mut(|s| s.core.process(now));
-        let h = ctx.clone();
-        if ctx.state(|s| s.core.inbox.is_empty()) && h.all_handlers_finished() {
+        if ctx.state(|s| s.core.inbox.is_empty() && s.core.handlers_idle()) {
             break;
         }
-        let h = ctx.clone();
         let _ = ctx
-            .wait_condition(move |s| !s.core.inbox.is_empty() || h.all_handlers_finished())
+            .wait_condition(|s| !s.core.inbox.is_empty() || s.core.handlers_idle())
             .await;
     }
     let next = ctx.state_mut(|s| s.core.carry_input());

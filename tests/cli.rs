@@ -1,0 +1,220 @@
+//! The built binaries, used the way a user does: the `temporal` CLI against a workflow run by the
+//! worker binary, and the `starter` binary.
+
+use std::process::Command;
+
+use anyhow::bail;
+use serde_json::{Value, json};
+use stateful_tests::{Env, bin, ensure_eq, query_until};
+
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed ({}):\n{}\n{}",
+            cmd,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn temporal(env: &Env, args: &[&str]) -> anyhow::Result<String> {
+    run(Command::new(&env.cli).args(args).args([
+        "--address",
+        &env.address,
+        "--namespace",
+        "default",
+    ]))
+}
+
+fn starter(env: &Env, args: &[&str]) -> Command {
+    let mut c = Command::new(bin("starter").expect("starter is built"));
+    c.args([
+        "--address",
+        &env.address,
+        "--namespace",
+        "default",
+        "--task-queue",
+        &env.task_queue,
+    ])
+    .args(args);
+    c
+}
+
+pub async fn temporal_cli_drives_a_workflow(env: &Env) -> anyhow::Result<()> {
+    let id = env.id("cli");
+    let wid = format!("User-{id}");
+    let input = json!({"id": id, "entityName": "User", "data": {"id": id, "name": "Ann", "listings": [{"id": "l1", "user": id}]}});
+    temporal(
+        env,
+        &[
+            "workflow",
+            "start",
+            "--type",
+            "StatefulWorkflow",
+            "--task-queue",
+            &env.task_queue,
+            "--workflow-id",
+            &wid,
+            "--input",
+            &input.to_string(),
+        ],
+    )?;
+    temporal(
+        env,
+        &[
+            "workflow",
+            "signal",
+            "--workflow-id",
+            &wid,
+            "--name",
+            "update",
+            "--input",
+            &json!({"data": {"id": "l1", "name": "Loft"}, "entityName": "Listing"}).to_string(),
+        ],
+    )?;
+    query_until(env, &wid, "state", |v| v["Listing"]["l1"]["name"] == "Loft").await?;
+    let out = temporal(
+        env,
+        &[
+            "workflow",
+            "query",
+            "--workflow-id",
+            &wid,
+            "--name",
+            "data",
+            "-o",
+            "json",
+        ],
+    )?;
+    let v: Value = serde_json::from_str(&out)?;
+    let data = v["queryResult"][0].clone();
+    ensure_eq!(
+        data,
+        json!({"id": id, "name": "Ann", "listings": [{"id": "l1", "user": id, "name": "Loft"}]})
+    );
+    let out = temporal(
+        env,
+        &[
+            "workflow",
+            "update",
+            "execute",
+            "--workflow-id",
+            &wid,
+            "--name",
+            "update",
+            "--input",
+            &json!({"data": {"id": id, "name": "Bea"}}).to_string(),
+        ],
+    )?;
+    if !out.contains("version") {
+        bail!("the update's answer lacks the version: {out}");
+    }
+    // Zero-argument control signals work from the CLI.
+    temporal(
+        env,
+        &[
+            "workflow",
+            "signal",
+            "--workflow-id",
+            &wid,
+            "--name",
+            "pause",
+        ],
+    )?;
+    query_until(env, &wid, "status", |v| v == "paused").await?;
+    Ok(())
+}
+
+pub async fn starter_starts_signals_queries_and_updates(env: &Env) -> anyhow::Result<()> {
+    let id = env.id("starter");
+    let wid = format!("User-{id}");
+    let data = json!({"id": id, "name": "Ann"}).to_string();
+    let out = run(starter(
+        env,
+        &[
+            "--json",
+            "start",
+            "--entity",
+            "User",
+            "--id",
+            &id,
+            "--data",
+            &data,
+            "--token-env",
+            "E2E_TOKEN",
+        ],
+    )
+    .env("E2E_TOKEN", "starter-secret"))?;
+    let v: Value = serde_json::from_str(out.trim())?;
+    ensure_eq!(v["workflowId"], json!(wid));
+    run(&mut starter(
+        env,
+        &[
+            "signal",
+            &wid,
+            "update",
+            &json!({"data": {"id": id, "age": 3}}).to_string(),
+        ],
+    ))?;
+    query_until(env, &wid, "data", |v| v["age"] == 3).await?;
+    let out = run(&mut starter(
+        env,
+        &[
+            "--json",
+            "update",
+            &wid,
+            &json!({"data": {"id": id, "age": 4}}).to_string(),
+        ],
+    ))?;
+    let v: Value = serde_json::from_str(out.trim())?;
+    ensure_eq!(v["changed"], json!(1));
+    let out = run(&mut starter(env, &["--json", "query", &wid, "apiToken"]))?;
+    let v: Value = serde_json::from_str(out.trim())?;
+    ensure_eq!(
+        v["fingerprint"],
+        json!(stateful_engine::fingerprint("starter-secret"))
+    );
+    // Rotation reads the token from stdin, never from an argument.
+    let mut c = starter(env, &["signal", &wid, "apiToken", "--token-stdin"]);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = c.spawn()?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"starter-secret-2\n")?;
+    if !child.wait_with_output()?.status.success() {
+        bail!("starter signal apiToken --token-stdin failed");
+    }
+    query_until(env, &wid, "apiToken", |v| v["rotations"] == 1).await?;
+    let out = starter(env, &["signal", &wid, "apiToken", "inline-token"]).output()?;
+    if out.status.success() || !String::from_utf8_lossy(&out.stderr).contains("--token-env") {
+        bail!(
+            "a token given as an argument was not refused: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A refused update is a failure with the reason, for scripts too.
+    let out = starter(
+        env,
+        &[
+            "update",
+            &wid,
+            &json!({"updates": {"Listing": {"x": {"a": 1}}}, "strategy": "$set"}).to_string(),
+        ],
+    )
+    .output()?;
+    if out.status.success() || !String::from_utf8_lossy(&out.stderr).contains("does not exist") {
+        bail!(
+            "a refused update did not fail with its reason: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}

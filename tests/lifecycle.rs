@@ -1,0 +1,169 @@
+//! Batching and continue-as-new, each with workers of their own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+use serde_json::{Value, json};
+use stateful_tests::{Env, WorkerProc, client, dev_server, ensure_eq, eventually};
+use temporalio_client::WorkflowCountOptions;
+use tokio::sync::Semaphore;
+use worker::ops;
+
+pub async fn signals_of_one_task_apply_as_one_batch(env: &Env) -> anyhow::Result<()> {
+    // No worker polls this queue yet: the start and every signal wait in history, and the first
+    // workflow task delivers them together.
+    let tq = format!("batch-{}", env.tag);
+    let id = env.id("batch");
+    let wid = format!("User-{id}");
+    ops::start(
+        &env.client,
+        &tq,
+        &wid,
+        json!({"id": id, "entityName": "User", "data": {"id": id}}),
+    )
+    .await?;
+    for i in 0..5 {
+        ops::signal(
+            &env.client,
+            &wid,
+            "update",
+            Some(&json!({"data": {"id": id, format!("f{i}"): i}})),
+        )
+        .await?;
+    }
+    ops::signal(&env.client, &wid, "update", Some(&json!(42))).await?;
+    let w = WorkerProc::start(&env.address, &tq, &env.log_dir, "worker-batch", &[]).await?;
+    let recent = eventually(Duration::from_secs(30), || async {
+        let r = ops::query(&env.client, &wid, "recentChanges").await?;
+        if r.as_array().map(Vec::len) == Some(2) {
+            Ok(r)
+        } else {
+            bail!("recentChanges: {r}")
+        }
+    })
+    .await?;
+    // One record for the initial data, one for the batch of five updates.
+    ensure_eq!(recent[0]["version"], json!(1));
+    ensure_eq!(recent[1]["version"], json!(2));
+    ensure_eq!(recent[1]["updated"], json!(1));
+    let v = ops::query(&env.client, &wid, "data").await?;
+    ensure_eq!(
+        v,
+        json!({"id": id, "f0": 0, "f1": 1, "f2": 2, "f3": 3, "f4": 4})
+    );
+    ensure_eq!(
+        ops::query(&env.client, &wid, "rejected").await?["total"],
+        json!(1)
+    );
+    w.stop().await;
+    Ok(())
+}
+
+pub async fn continue_as_new_loses_nothing(env: &Env) -> anyhow::Result<()> {
+    // A server of its own that suggests continue-as-new after 40 history events.
+    let srv = dev_server(
+        &env.cli,
+        &[
+            "--dynamic-config-value",
+            "limit.historyCount.suggestContinueAsNew=40",
+        ],
+    )
+    .await?;
+    let c = client(&srv.address).await?;
+    let tq = "can";
+    let w = WorkerProc::start(&srv.address, tq, &env.log_dir, "worker-can", &[]).await?;
+    let id = "can1";
+    let wid = "User-can1";
+    ops::start(
+        &c,
+        tq,
+        wid,
+        json!({"id": id, "entityName": "User", "data": {"id": id}, "apiToken": "can-token"}),
+    )
+    .await?;
+    ops::signal(&c, wid, "update", Some(&json!("not an object"))).await?;
+    // 150 updates, 8 in flight at a time, a third of them acknowledged; each sets its own field, so
+    // a lost one shows.
+    let sem = Arc::new(Semaphore::new(8));
+    let mut tasks = Vec::new();
+    for i in 0..150 {
+        let (c, sem) = (c.clone(), sem.clone());
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire().await?;
+            let msg = json!({"data": {"id": id, format!("f{i:03}"): i}});
+            if i % 3 == 0 {
+                ops::update(&c, wid, "update", &msg).await.map(|_| ())
+            } else {
+                ops::signal(&c, wid, "update", Some(&msg)).await
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let data = eventually(Duration::from_secs(60), || async {
+        let d = ops::query(&c, wid, "data").await?;
+        let n = d.as_object().map(|m| m.len()).unwrap_or(0);
+        if n == 151 {
+            Ok(d)
+        } else {
+            bail!("{} of 151 fields so far", n)
+        }
+    })
+    .await?;
+    for i in 0..150 {
+        ensure_eq!(data[format!("f{i:03}")], json!(i));
+    }
+    let version = ops::query(&c, wid, "version").await?;
+    let runs = version["runs"].as_u64().unwrap_or(0);
+    if runs < 3 {
+        bail!("expected several continues-as-new, the workflow is on run {runs}: {version}");
+    }
+    let n = c
+        .count_workflows(
+            &format!("WorkflowId = '{wid}' AND ExecutionStatus = 'ContinuedAsNew'"),
+            WorkflowCountOptions::default(),
+        )
+        .await?
+        .count();
+    ensure_eq!(n as u64, runs - 1);
+    // The token, its rotation count, the rejections and the status came along.
+    let tok = ops::query(&c, wid, "apiToken").await?;
+    ensure_eq!(
+        tok["fingerprint"],
+        json!(stateful_engine::fingerprint("can-token"))
+    );
+    ensure_eq!(ops::query(&c, wid, "rejected").await?["total"], json!(1));
+    ensure_eq!(ops::query(&c, wid, "status").await?, Value::from("running"));
+    // And it still works after the switches.
+    ops::update(
+        &c,
+        wid,
+        "update",
+        &json!({"data": {"id": id, "after": true}}),
+    )
+    .await?;
+    // A run that started from a carry-over, for the replay tests (ended first: only complete
+    // histories replay).
+    ops::signal(&c, wid, "cancel", None).await?;
+    eventually(Duration::from_secs(30), || async {
+        let n = c
+            .count_workflows(
+                &format!("WorkflowId = '{wid}' AND ExecutionStatus = 'Completed'"),
+                WorkflowCountOptions::default(),
+            )
+            .await?
+            .count();
+        if n == 1 {
+            Ok(())
+        } else {
+            bail!("not completed yet")
+        }
+    })
+    .await?;
+    crate::replay::save_from(&c, wid, "continued-as-new-run").await?;
+    w.stop().await;
+    srv.stop().await;
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! Replay: recorded histories of representative runs must replay with the current code, so a change
+//! that would break running workflows fails CI. `record_histories` makes fresh ones on every run (and,
+//! with `E2E_RECORD_HISTORIES=1`, rewrites the committed fixtures in `tests/histories/`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use stateful_tests::{Env, query_until, root};
+use stateful_workflows::StatefulWorkflow;
+use stateful_workflows::markers::JsonWorkflow;
+use temporalio_client::{
+    UntypedWorkflow, WorkflowCancelOptions, WorkflowFetchHistoryOptions, WorkflowHistory,
+};
+use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
+use worker::ops;
+
+/// Where fresh histories go.
+pub fn fresh_dir() -> PathBuf {
+    root().join("target/e2e/histories")
+}
+
+/// Where the committed fixtures are.
+pub fn fixture_dir() -> PathBuf {
+    root().join("tests/histories")
+}
+
+async fn save(env: &Env, wid: &str, name: &str) -> anyhow::Result<()> {
+    save_from(&env.client, wid, name).await
+}
+
+/// Saves the history of the latest run of `wid` as `name`.
+pub async fn save_from(
+    client: &temporalio_client::Client,
+    wid: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    let json = client
+        .get_workflow_handle::<UntypedWorkflow>(wid)
+        .fetch_history(WorkflowFetchHistoryOptions::default())
+        .to_json()
+        .await?;
+    std::fs::create_dir_all(fresh_dir())?;
+    std::fs::write(fresh_dir().join(format!("{name}.json")), &json)?;
+    if std::env::var_os("E2E_RECORD_HISTORIES").is_some() {
+        std::fs::create_dir_all(fixture_dir())?;
+        std::fs::write(fixture_dir().join(format!("{name}.json")), &json)?;
+    }
+    Ok(())
+}
+
+pub async fn record_histories(env: &Env) -> anyhow::Result<()> {
+    // 1. Data, every kind of message, an acknowledged and a refused update, pause/resume, cancel.
+    let id = env.id("rec1");
+    let wid = ops::workflow_id("User", &id);
+    ops::start(
+        &env.client,
+        &env.task_queue,
+        &wid,
+        json!({"id": id, "entityName": "User", "apiToken": "rec-token",
+        "data": {"id": id, "name": "Ann", "listings": [{"id": "l1", "user": id}]}}),
+    )
+    .await?;
+    ops::signal(
+        &env.client,
+        &wid,
+        "update",
+        Some(&json!({"data": {"id": "l1", "name": "Loft"}, "entityName": "Listing"})),
+    )
+    .await?;
+    ops::signal(&env.client, &wid, "update", None).await?;
+    ops::signal(
+        &env.client,
+        &wid,
+        "update",
+        Some(&json!({"updates": {"User": {id.clone(): {"tags": ["a"]}}}, "strategy": "$push"})),
+    )
+    .await?;
+    ops::update(
+        &env.client,
+        &wid,
+        "update",
+        &json!({"data": {"id": id, "age": 3}}),
+    )
+    .await?;
+    let _ = ops::update(
+        &env.client,
+        &wid,
+        "update",
+        &json!({"updates": {"Listing": {"zz": {"a": 1}}}, "strategy": "$set"}),
+    )
+    .await;
+    ops::signal(
+        &env.client,
+        &wid,
+        "delete",
+        Some(&json!({"deletions": {"Listing": {"l1": {}}}})),
+    )
+    .await?;
+    ops::signal(&env.client, &wid, "apiToken", Some(&json!("rec-token-2"))).await?;
+    ops::signal(
+        &env.client,
+        &wid,
+        "apiUrl",
+        Some(&json!("http://127.0.0.1:9/u")),
+    )
+    .await?;
+    ops::signal(&env.client, &wid, "pause", None).await?;
+    ops::signal(&env.client, &wid, "resume", None).await?;
+    query_until(env, &wid, "apiToken", |v| v["rotations"] == 1).await?;
+    ops::signal(&env.client, &wid, "cancel", None).await?;
+    crate::workflow::result(env, &wid).await?;
+    save(env, &wid, "signals-updates-cancel").await?;
+
+    // 2. Started with its schema in the input (no local activity), ended by a Temporal cancellation.
+    let id = env.id("rec2");
+    let wid = ops::workflow_id("User", &id);
+    let schema =
+        stateful_engine::Schema::from_file(root().join("tests/fixtures/schema.yaml"))?.to_json();
+    ops::start(
+        &env.client,
+        &env.task_queue,
+        &wid,
+        json!({"id": id, "entityName": "User", "schema": schema,
+        "state": {"User": {id.clone(): {"id": id}}}}),
+    )
+    .await?;
+    ops::signal(
+        &env.client,
+        &wid,
+        "state",
+        Some(&json!({"User": {id.clone(): {"id": id, "v": 2}}})),
+    )
+    .await?;
+    query_until(env, &wid, "data", |v| v["v"] == 2).await?;
+    env.client
+        .get_workflow_handle::<JsonWorkflow>(&wid)
+        .cancel(WorkflowCancelOptions::default())
+        .await?;
+    crate::workflow::result(env, &wid).await?;
+    save(env, &wid, "state-and-temporal-cancel").await?;
+
+    // 3. A bad input that fails the workflow at once.
+    let wid = env.id("User-rec3");
+    ops::start(
+        &env.client,
+        &env.task_queue,
+        &wid,
+        json!({"entityName": "User"}),
+    )
+    .await?;
+    let _ = crate::workflow::result(env, &wid).await;
+    save(env, &wid, "bad-input").await?;
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    Ok(())
+}
+
+fn histories_in(dir: &Path) -> anyhow::Result<Vec<(String, WorkflowHistory)>> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
+    let mut paths: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    for p in paths {
+        let bytes = std::fs::read(&p)?;
+        let h = WorkflowHistory::from_json(&bytes)
+            .with_context(|| format!("{} is not a history", p.display()))?;
+        out.push((p.display().to_string(), h));
+    }
+    Ok(out)
+}
+
+/// Replays the committed fixtures and the fresh histories (on the calling task: replay is `!Send`).
+pub async fn replay_all() -> anyhow::Result<usize> {
+    let fixtures = histories_in(&fixture_dir())?;
+    if fixtures.is_empty() {
+        bail!(
+            "no history fixtures in {}: record them with `E2E_RECORD_HISTORIES=1 scripts/test`",
+            fixture_dir().display()
+        );
+    }
+    let fresh = histories_in(&fresh_dir())?;
+    let replayer = WorkflowReplayer::new(
+        WorkflowReplayerOptions::new()
+            .register_workflow::<StatefulWorkflow>()?
+            .build(),
+    )?;
+    let mut n = 0;
+    for (name, h) in fixtures.into_iter().chain(fresh) {
+        replayer
+            .replay_workflow(h)
+            .await
+            .with_context(|| format!("replaying {name}"))?;
+        n += 1;
+    }
+    Ok(n)
+}

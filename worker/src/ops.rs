@@ -1,0 +1,130 @@
+//! Client-side operations on StatefulWorkflows by name and JSON, shared by the starter and the tests.
+
+use anyhow::{Context, anyhow};
+use serde_json::Value;
+use stateful_workflows::markers::JsonWorkflow;
+use stateful_workflows::{WORKFLOW_TYPE, payload};
+use temporalio_client::{
+    Client, UntypedQuery, UntypedSignal, UntypedUpdate, UntypedWorkflow,
+    WorkflowExecuteUpdateOptions, WorkflowQueryOptions, WorkflowSignalOptions,
+    WorkflowStartOptions, errors::WorkflowUpdateError,
+};
+use temporalio_common::data_converters::RawValue;
+
+/// The workflow id of an entity: `{Entity}-{id}`.
+pub fn workflow_id(entity: &str, id: &str) -> String {
+    format!("{entity}-{id}")
+}
+
+/// Starts a StatefulWorkflow; returns its run id.
+pub async fn start(
+    client: &Client,
+    task_queue: &str,
+    workflow_id: &str,
+    input: Value,
+) -> anyhow::Result<String> {
+    let h = client
+        .start_workflow(
+            JsonWorkflow(WORKFLOW_TYPE.to_string()),
+            input,
+            WorkflowStartOptions::new(task_queue, workflow_id).build(),
+        )
+        .await
+        .map_err(|e| anyhow!("cannot start {workflow_id}: {e}"))?;
+    Ok(h.run_id().unwrap_or_default().to_string())
+}
+
+/// Sends a signal; `None` sends it without a payload (as `pause`, `resume` and `cancel` are sent).
+pub async fn signal(
+    client: &Client,
+    workflow_id: &str,
+    name: &str,
+    input: Option<&Value>,
+) -> anyhow::Result<()> {
+    let raw = match input {
+        Some(v) => payload::encode(v),
+        None => RawValue::new(vec![]),
+    };
+    client
+        .get_workflow_handle::<UntypedWorkflow>(workflow_id)
+        .signal(
+            UntypedSignal::new(name),
+            raw,
+            WorkflowSignalOptions::default(),
+        )
+        .await
+        .map_err(|e| anyhow!("cannot signal `{name}` to {workflow_id}: {e}"))
+}
+
+/// Runs a query.
+pub async fn query(client: &Client, workflow_id: &str, name: &str) -> anyhow::Result<Value> {
+    let raw = client
+        .get_workflow_handle::<UntypedWorkflow>(workflow_id)
+        .query(
+            UntypedQuery::new(name),
+            RawValue::new(vec![]),
+            WorkflowQueryOptions::default(),
+        )
+        .await
+        .map_err(|e| anyhow!("cannot query `{name}` on {workflow_id}: {e}"))?;
+    payload::decode(&raw)
+        .map_err(|e| anyhow!("query `{name}` answered something that is not JSON: {e}"))
+}
+
+/// A unique update id (process id, time, counter): retries of one update reuse it, so the server
+/// applies it at most once.
+fn update_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "upd-{}-{t:x}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs an acknowledged update; `Err` carries the workflow's reason when it refused the change.
+///
+/// The server aborts an update that was not yet accepted when the workflow task carrying it fails or is
+/// superseded (for example by a continue-as-new); such an update was not applied, and it is retried
+/// (a few times, with the same update id).
+pub async fn update(
+    client: &Client,
+    workflow_id: &str,
+    name: &str,
+    input: &Value,
+) -> anyhow::Result<Value> {
+    let id = update_id();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let res = client
+            .get_workflow_handle::<UntypedWorkflow>(workflow_id)
+            .execute_update(
+                UntypedUpdate::new(name),
+                payload::encode(input),
+                WorkflowExecuteUpdateOptions::builder()
+                    .update_id(id.clone())
+                    .build(),
+            )
+            .await;
+        match res {
+            Ok(raw) => {
+                return payload::decode(&raw)
+                    .map_err(|e| anyhow!("the update answered something that is not JSON: {e}"));
+            }
+            Err(WorkflowUpdateError::Failed(f)) => return Err(anyhow!("refused: {}", f.message)),
+            Err(e) if attempt < 5 && e.to_string().contains("unexpected workflow task failure") => {
+                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+            }
+            Err(e) => {
+                return Err(anyhow!("{e}"))
+                    .with_context(|| format!("update `{name}` on {workflow_id}"));
+            }
+        }
+    }
+}
