@@ -6,6 +6,7 @@
 //! - [`change`]: changes, strategies, stamps, change sets.
 //! - [`store`]: the stamped store; changes apply whole or not at all, last-writer-wins per field.
 //! - [`slice`]: the part of a store reachable from an entity, and an index of many slices.
+//! - [`plan`]: which children to run, and what each copy (child, parent, subscriber) must be sent.
 //! - [`canonical`]: canonical JSON, checksums, token fingerprints.
 //! - [`wire`]: the wire protocol's `update` / `delete` / `state` payloads turned into changes.
 //!
@@ -30,6 +31,7 @@ pub mod canonical;
 pub mod change;
 pub mod error;
 pub mod normalize;
+pub mod plan;
 pub mod schema;
 pub mod slice;
 pub mod store;

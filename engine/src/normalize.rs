@@ -43,6 +43,40 @@ impl std::fmt::Display for Path<'_> {
     }
 }
 
+/// Rows collected during a normalization, per entity in arrival order; [`Staged::finish`] sorts them
+/// (stably, so later copies of the same entity merge over earlier ones) and builds each map in one pass.
+#[derive(Default)]
+struct Staged {
+    groups: BTreeMap<String, Vec<(String, Row)>>,
+}
+
+impl Staged {
+    fn push(&mut self, entity: &str, key: String, row: Row) {
+        match self.groups.get_mut(entity) {
+            Some(v) => v.push((key, row)),
+            None => {
+                self.groups.insert(entity.to_string(), vec![(key, row)]);
+            }
+        }
+    }
+
+    fn finish(self) -> Entities {
+        let mut out = Entities::new();
+        for (name, mut rows) in self.groups {
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut merged: Vec<(String, Row)> = Vec::with_capacity(rows.len());
+            for (k, r) in rows {
+                match merged.last_mut() {
+                    Some((lk, lr)) if *lk == k => lr.extend(r),
+                    _ => merged.push((k, r)),
+                }
+            }
+            out.insert(name, merged.into_iter().collect());
+        }
+        out
+    }
+}
+
 /// A reference to one entity: its name and its id (as a string key).
 #[derive(
     Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
@@ -151,30 +185,30 @@ impl Schema {
     /// Normalizes nested data, taking ownership (no copy of the rows).
     pub fn normalize_owned(&self, entity: &str, data: Value) -> Result<Entities> {
         let def = self.entity(entity)?;
-        let mut out = Entities::new();
+        let mut staged = Staged::default();
         let root = Path::Root("data");
         match data {
             Value::Array(items) => {
                 for (i, item) in items.into_iter().enumerate() {
-                    self.normalize_one(def, item, &Path::Index(&root, i), &mut out, 0)?;
+                    self.normalize_one(def, item, &Path::Index(&root, i), &mut staged, 0)?;
                 }
             }
             other => {
-                self.normalize_one(def, other, &root, &mut out, 0)?;
+                self.normalize_one(def, other, &root, &mut staged, 0)?;
             }
         }
-        Ok(out)
+        Ok(staged.finish())
     }
 
-    /// Normalizes one entity into `out`; returns its id key.
+    /// Normalizes one entity into `out`.
     fn normalize_one(
         &self,
         def: &EntityDef,
         data: Value,
         path: &Path<'_>,
-        out: &mut Entities,
+        out: &mut Staged,
         depth: usize,
-    ) -> Result<String> {
+    ) -> Result<()> {
         if depth > 256 {
             return Err(Error::BadData {
                 entity: def.name.clone(),
@@ -196,21 +230,8 @@ impl Schema {
         if !def.relations.is_empty() {
             self.normalize_relations_at(def, &mut row, path, out, depth)?;
         }
-        let group = match out.get_mut(&def.name) {
-            Some(g) => g,
-            None => out.entry(def.name.clone()).or_default(),
-        };
-        match group.get_mut(&key) {
-            Some(existing) => {
-                for (k, v) in row {
-                    existing.insert(k, v);
-                }
-            }
-            None => {
-                group.insert(key.clone(), row);
-            }
-        }
-        Ok(key)
+        out.push(&def.name, key, row);
+        Ok(())
     }
 
     /// Replaces nested objects in the relation fields of `row` by their ids, adding them to `out`, and
@@ -223,7 +244,20 @@ impl Schema {
         out: &mut Entities,
         depth: usize,
     ) -> Result<()> {
-        self.normalize_relations_at(def, row, &Path::Root(path), out, depth)
+        let mut staged = Staged::default();
+        self.normalize_relations_at(def, row, &Path::Root(path), &mut staged, depth)?;
+        for (name, group) in staged.finish() {
+            let g = out.entry(name).or_default();
+            for (id, r) in group {
+                match g.get_mut(&id) {
+                    Some(existing) => existing.extend(r),
+                    None => {
+                        g.insert(id, r);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn normalize_relations_at(
@@ -231,7 +265,7 @@ impl Schema {
         def: &EntityDef,
         row: &mut Row,
         path: &Path<'_>,
-        out: &mut Entities,
+        out: &mut Staged,
         depth: usize,
     ) -> Result<()> {
         for (field, rel) in &def.relations {
@@ -267,15 +301,18 @@ impl Schema {
         target: &EntityDef,
         v: Value,
         path: &Path<'_>,
-        out: &mut Entities,
+        out: &mut Staged,
         depth: usize,
     ) -> Result<Value> {
         match v {
             Value::Object(ref m) => {
                 // The value a relation holds: the id as given (composite ids as their key).
-                let idv = target.id_attribute.single().and_then(|a| m.get(a).cloned());
-                let key = self.normalize_one(target, v, path, out, depth + 1)?;
-                Ok(idv.unwrap_or(Value::String(key)))
+                let idv = match target.id_attribute.single() {
+                    Some(a) => m.get(a).cloned().unwrap_or(Value::Null),
+                    None => Value::String(target.key_of(m, path)?),
+                };
+                self.normalize_one(target, v, path, out, depth + 1)?;
+                Ok(idv)
             }
             Value::String(ref s) if !s.is_empty() => Ok(v),
             Value::Number(_) => Ok(v),

@@ -220,6 +220,8 @@ struct Touch {
     before: Option<Row>,
     fields: BTreeMap<String, Arc<str>>,
     deletion: Option<Deletion>,
+    /// The source of the write that (re)created the entity in this batch.
+    created_by: Option<Arc<str>>,
 }
 
 /// Changes being applied together; [`Batch::finish`] returns their change set.
@@ -279,6 +281,7 @@ impl Batch<'_> {
             before: store.get(&r.entity, &r.id).cloned(),
             fields: BTreeMap::new(),
             deletion: None,
+            created_by: None,
         })
     }
 
@@ -387,6 +390,9 @@ impl Batch<'_> {
             }
         }
         let touch = self.touch(&r);
+        if lives && !was_live {
+            touch.created_by = Some(source.clone());
+        }
         for (k, _) in accepted {
             touch.fields.insert(k, source.clone());
         }
@@ -416,6 +422,7 @@ impl Batch<'_> {
                 t.fields
                     .get(k)
                     .cloned()
+                    .or_else(|| t.created_by.clone().filter(|_| id_attr == Some(k)))
                     .or_else(|| t.deletion.as_ref().map(|d| d.source.clone()))
                     .unwrap_or_else(|| Arc::from(""))
             };

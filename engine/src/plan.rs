@@ -1,0 +1,397 @@
+//! Planning what a workflow sends: which child workflows its entity's managed relations call for, and,
+//! for a change set, the stamped `update` / `delete` messages each copy (a child, a parent, any
+//! subscriber) must receive — never what came from that copy itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value, json};
+
+use crate::change::{ChangeSet, Stamp};
+use crate::normalize::{EntityRef, composite_key, id_key};
+use crate::schema::{IdAttribute, Managed, Schema};
+use crate::store::Store;
+
+/// A child workflow the own entity calls for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildSpec {
+    /// `{Entity}-{id}` (or `{Entity}-{id}-{parentId}`).
+    pub workflow_id: String,
+    /// The child's own entity.
+    pub entity: EntityRef,
+    /// The relation field of the parent entity that holds it.
+    pub field: String,
+    /// How it is managed.
+    pub managed: Managed,
+}
+
+/// A child that is not started, and why.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Skipped {
+    /// The workflow id it would have.
+    pub workflow_id: String,
+    /// Why it is not started.
+    pub reason: String,
+}
+
+/// The children that the own entity's managed relations call for (autoStart only), in a stable order,
+/// and those skipped because they would close a cycle (their id is the workflow's own or an
+/// ancestor's).
+pub fn desired_children(
+    schema: &Schema,
+    store: &Store,
+    own: &EntityRef,
+    own_workflow_id: &str,
+    ancestors: &[String],
+) -> (Vec<ChildSpec>, Vec<Skipped>) {
+    let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    let mut seen = BTreeSet::new();
+    let (Some(def), Some(row)) = (schema.get(&own.entity), store.get(&own.entity, &own.id)) else {
+        return (out, skipped);
+    };
+    for (field, rel) in &def.relations {
+        if !rel.managed.auto_start {
+            continue;
+        }
+        let ids: Vec<String> = match row.get(field) {
+            Some(Value::Array(items)) => items.iter().filter_map(id_key).collect(),
+            Some(v) => id_key(v).into_iter().collect(),
+            None => Vec::new(),
+        };
+        for id in ids {
+            let Some(wid) =
+                child_workflow_id(schema, store, &rel.target, &id, &rel.managed, &own.id)
+            else {
+                continue;
+            };
+            if wid == own_workflow_id || ancestors.iter().any(|a| *a == wid) {
+                skipped.push(Skipped {
+                    workflow_id: wid,
+                    reason: "circular: it is this workflow or one of its ancestors".into(),
+                });
+                continue;
+            }
+            if seen.insert(wid.clone()) {
+                out.push(ChildSpec {
+                    workflow_id: wid,
+                    entity: EntityRef::new(rel.target.clone(), id),
+                    field: field.clone(),
+                    managed: rel.managed.clone(),
+                });
+            }
+        }
+    }
+    skipped.sort();
+    skipped.dedup();
+    (out, skipped)
+}
+
+/// The workflow id of the child managing `target`/`id`: `{Entity}-{id}`, `{Entity}-{id}-{parentId}`,
+/// or with the relation's composite id (which needs the child's row).
+pub fn child_workflow_id(
+    schema: &Schema,
+    store: &Store,
+    target: &str,
+    id: &str,
+    managed: &Managed,
+    parent_id: &str,
+) -> Option<String> {
+    let key = match &managed.id_attribute {
+        Some(IdAttribute::Composite(attrs)) => composite_key(store.get(target, id)?, attrs).ok()?,
+        Some(IdAttribute::Single(a)) => store.get(target, id)?.get(a).and_then(id_key)?,
+        None => id.to_string(),
+    };
+    let _ = schema;
+    Some(if managed.include_parent_id {
+        format!("{target}-{key}-{parent_id}")
+    } else {
+        format!("{target}-{key}")
+    })
+}
+
+/// A subscription selector: `*`, `Entity`, `Entity.*`, `Entity.id`, `Entity.*.field`, ... Parts are
+/// matched against `Entity.id.field`; `*` matches any one part (a lone `*` matches everything) and
+/// a shorter selector matches everything below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector(Vec<String>);
+
+impl Selector {
+    /// Parses a selector (`*` when empty).
+    pub fn parse(s: &str) -> Selector {
+        let s = s.trim();
+        if s.is_empty() || s == "*" {
+            return Selector(Vec::new());
+        }
+        Selector(s.split('.').map(str::to_string).collect())
+    }
+
+    fn part(&self, i: usize, v: &str) -> bool {
+        self.0.get(i).is_none_or(|p| p == "*" || p == v)
+    }
+
+    /// True when the selector takes this entity's field.
+    pub fn matches_field(&self, r: &EntityRef, field: &str) -> bool {
+        self.part(0, &r.entity) && self.part(1, &r.id) && self.part(2, field)
+    }
+
+    /// True when the selector takes this entity's deletion.
+    pub fn matches_entity(&self, r: &EntityRef) -> bool {
+        self.part(0, &r.entity) && self.part(1, &r.id)
+    }
+}
+
+/// The `update` and `delete` messages for one receiver (chrono-forge's payloads plus `stamps`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Outgoing {
+    /// `{updates, stamps, changeOrigin}`, when there are field writes.
+    pub update: Option<Value>,
+    /// `{deletions, stamps, changeOrigin}`, when there are deletions.
+    pub delete: Option<Value>,
+}
+
+impl Outgoing {
+    /// True when there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.update.is_none() && self.delete.is_none()
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    updates: BTreeMap<String, BTreeMap<String, Map<String, Value>>>,
+    ustamps: BTreeMap<String, BTreeMap<String, Map<String, Value>>>,
+    deletions: BTreeMap<String, BTreeMap<String, Value>>,
+    dstamps: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+impl Builder {
+    fn field(&mut self, r: &EntityRef, f: &str, value: Option<&Value>, stamp: &Stamp) {
+        let st = json!([stamp.time, &*stamp.origin]);
+        self.ustamps
+            .entry(r.entity.clone())
+            .or_default()
+            .entry(r.id.clone())
+            .or_default()
+            .insert(f.to_string(), st);
+        let row = self
+            .updates
+            .entry(r.entity.clone())
+            .or_default()
+            .entry(r.id.clone())
+            .or_default();
+        if let Some(v) = value {
+            row.insert(f.to_string(), v.clone());
+        }
+    }
+
+    fn delete(&mut self, r: &EntityRef, stamp: &Stamp) {
+        self.deletions
+            .entry(r.entity.clone())
+            .or_default()
+            .insert(r.id.clone(), json!({}));
+        self.dstamps
+            .entry(r.entity.clone())
+            .or_default()
+            .insert(r.id.clone(), json!([stamp.time, &*stamp.origin]));
+    }
+
+    fn finish(self, origin: &str) -> Outgoing {
+        let mut out = Outgoing::default();
+        if !self.ustamps.is_empty() {
+            out.update = Some(
+                json!({"updates": self.updates, "stamps": self.ustamps, "changeOrigin": origin}),
+            );
+        }
+        if !self.dstamps.is_empty() {
+            out.delete = Some(
+                json!({"deletions": self.deletions, "stamps": self.dstamps, "changeOrigin": origin}),
+            );
+        }
+        out
+    }
+}
+
+/// What `receiver` must learn of `cs`: the fields and deletions whose source is not `receiver`,
+/// restricted to `within` when given and to what `selector` takes, plus the whole stamped rows of
+/// `entered` (entities that just joined the receiver's slice). `origin` is this workflow's id.
+pub fn outgoing(
+    store: &Store,
+    schema: &Schema,
+    cs: &ChangeSet,
+    receiver: &str,
+    origin: &str,
+    within: Option<&BTreeSet<EntityRef>>,
+    entered: &BTreeSet<EntityRef>,
+    selector: &Selector,
+) -> Outgoing {
+    let mut b = Builder::default();
+    for (r, c) in &cs.entities {
+        if within.is_some_and(|w| !w.contains(r)) || entered.contains(r) {
+            continue;
+        }
+        if let Some(d) = &c.deletion
+            && &*d.source != receiver
+            && selector.matches_entity(r)
+        {
+            b.delete(r, &d.stamp);
+        }
+        for (f, fc) in &c.fields {
+            if &*fc.source != receiver && selector.matches_field(r, f) {
+                b.field(r, f, fc.value.as_ref(), &fc.stamp);
+            }
+        }
+    }
+    for r in entered {
+        full_row(store, schema, r, selector, &mut b);
+    }
+    b.finish(origin)
+}
+
+fn full_row(store: &Store, schema: &Schema, r: &EntityRef, selector: &Selector, b: &mut Builder) {
+    let (Some(row), Some(meta)) = (store.get(&r.entity, &r.id), store.meta(&r.entity, &r.id))
+    else {
+        return;
+    };
+    let id_attr = schema.get(&r.entity).and_then(|d| d.id_attribute.single());
+    let zero = Stamp::new(0, "");
+    for (f, v) in row {
+        if !selector.matches_field(r, f) {
+            continue;
+        }
+        let stamp = if id_attr == Some(f.as_str()) {
+            meta.alive.as_ref().unwrap_or(&zero)
+        } else {
+            meta.stamps.get(f).unwrap_or(&zero)
+        };
+        b.field(r, f, Some(v), stamp);
+    }
+}
+
+/// A stamped copy of some entities, as the `state` and `stateStamps` of a child's start input.
+pub fn stamped_slice(
+    store: &Store,
+    schema: &Schema,
+    members: &BTreeSet<EntityRef>,
+) -> (Value, Value) {
+    let mut b = Builder::default();
+    for r in members {
+        full_row(store, schema, r, &Selector::parse("*"), &mut b);
+    }
+    (json!(b.updates), json!(b.ustamps))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::Change;
+    use crate::wire;
+
+    fn schema() -> Schema {
+        Schema::parse(
+            "User: {listings: [Listing], profile: {entity: Profile, autoStart: false}}\nListing: {user: User, photos: [Photo]}\nPhoto: {listing: Listing}\nProfile: {}",
+            "t",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn children_follow_managed_relations_and_skip_cycles() {
+        let s = schema();
+        let mut st = Store::new();
+        let m = wire::parse_update(
+            &s,
+            "User",
+            &json!({"data": {"id": "u", "profile": {"id": "p"}, "listings": [{"id": "l1", "user": "u"}, {"id": "l2"}]}}),
+        )
+        .unwrap();
+        st.apply(&s, &m.change, &Stamp::new(1, "w"), "c").unwrap();
+        let (kids, skipped) =
+            desired_children(&s, &st, &EntityRef::new("User", "u"), "User-u", &[]);
+        let ids: Vec<_> = kids.iter().map(|k| k.workflow_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["Listing-l1", "Listing-l2"],
+            "profile has autoStart: false"
+        );
+        assert!(skipped.is_empty());
+        // From the listing's side, the back-reference to its parent is a cycle.
+        let (kids, skipped) = desired_children(
+            &s,
+            &st,
+            &EntityRef::new("Listing", "l1"),
+            "Listing-l1",
+            &["User-u".into()],
+        );
+        assert!(kids.is_empty());
+        assert_eq!(skipped[0].workflow_id, "User-u");
+    }
+
+    #[test]
+    fn outgoing_skips_what_came_from_the_receiver_and_applies_selectors() {
+        let s = schema();
+        let mut st = Store::new();
+        let mut b = st.batch(&s);
+        let c1 = Change::Upsert {
+            entities: serde_json::from_value(json!({"Listing": {"l1": {"name": "a", "size": 1}}}))
+                .unwrap(),
+            strategy: Default::default(),
+        };
+        let c2 = Change::Upsert {
+            entities: serde_json::from_value(json!({"Listing": {"l1": {"color": "red"}}})).unwrap(),
+            strategy: Default::default(),
+        };
+        b.apply(&c1, &Stamp::new(5, "Listing-l1"), "Listing-l1")
+            .unwrap();
+        b.apply(&c2, &Stamp::new(6, "User-u"), "client").unwrap();
+        let cs = b.finish();
+        let none = BTreeSet::new();
+        let all = Selector::parse("*");
+        let to_child = outgoing(&st, &s, &cs, "Listing-l1", "User-u", None, &none, &all);
+        let upd = to_child.update.unwrap();
+        assert_eq!(upd["updates"]["Listing"]["l1"], json!({"color": "red"}));
+        assert_eq!(
+            upd["stamps"]["Listing"]["l1"]["color"],
+            json!([6, "User-u"])
+        );
+        assert_eq!(upd["changeOrigin"], json!("User-u"));
+        let names = outgoing(
+            &st,
+            &s,
+            &cs,
+            "Other-1",
+            "User-u",
+            None,
+            &none,
+            &Selector::parse("Listing.*.name"),
+        );
+        assert_eq!(
+            names.update.unwrap()["updates"]["Listing"]["l1"],
+            json!({"name": "a"})
+        );
+        assert!(
+            outgoing(
+                &st,
+                &s,
+                &cs,
+                "x",
+                "User-u",
+                None,
+                &none,
+                &Selector::parse("Photo")
+            )
+            .is_empty()
+        );
+        // What a receiver gets reproduces the change on its copy.
+        let mut copy = Store::new();
+        let m = wire::parse_update(
+            &s,
+            "User",
+            &outgoing(&st, &s, &cs, "x", "o", None, &none, &all)
+                .update
+                .unwrap(),
+        )
+        .unwrap();
+        copy.apply(&s, &m.change, &Stamp::new(7, "x"), "o").unwrap();
+        assert_eq!(copy.entities(), st.entities());
+    }
+}
