@@ -64,7 +64,7 @@ pub fn desired_children(
             else {
                 continue;
             };
-            if wid == own_workflow_id || ancestors.iter().any(|a| *a == wid) {
+            if wid == own_workflow_id || ancestors.contains(&wid) {
                 skipped.push(Skipped {
                     workflow_id: wid,
                     reason: "circular: it is this workflow or one of its ancestors".into(),
@@ -211,19 +211,34 @@ impl Builder {
     }
 }
 
-/// What `receiver` must learn of `cs`: the fields and deletions whose source is not `receiver`,
-/// restricted to `within` when given and to what `selector` takes, plus the whole stamped rows of
-/// `entered` (entities that just joined the receiver's slice). `origin` is this workflow's id.
+/// Who receives a message, and what of a change set concerns it.
+pub struct Audience<'a> {
+    /// The receiver's workflow id: what came from it is not sent back.
+    pub receiver: &'a str,
+    /// Only these entities (a child's slice), or all.
+    pub within: Option<&'a BTreeSet<EntityRef>>,
+    /// Entities that just joined the receiver's slice: their whole stamped rows are sent.
+    pub entered: &'a BTreeSet<EntityRef>,
+    /// What the receiver subscribed to.
+    pub selector: &'a Selector,
+}
+
+/// What `to.receiver` must learn of `cs`: the fields and deletions whose source is not the receiver,
+/// restricted as `to` says, plus the whole stamped rows of what entered its slice. `origin` is this
+/// workflow's id.
 pub fn outgoing(
     store: &Store,
     schema: &Schema,
     cs: &ChangeSet,
-    receiver: &str,
     origin: &str,
-    within: Option<&BTreeSet<EntityRef>>,
-    entered: &BTreeSet<EntityRef>,
-    selector: &Selector,
+    to: &Audience<'_>,
 ) -> Outgoing {
+    let Audience {
+        receiver,
+        within,
+        entered,
+        selector,
+    } = *to;
     let mut b = Builder::default();
     for (r, c) in &cs.entities {
         if within.is_some_and(|w| !w.contains(r)) || entered.contains(r) {
@@ -346,7 +361,13 @@ mod tests {
         let cs = b.finish();
         let none = BTreeSet::new();
         let all = Selector::parse("*");
-        let to_child = outgoing(&st, &s, &cs, "Listing-l1", "User-u", None, &none, &all);
+        let aud = |receiver, selector| Audience {
+            receiver,
+            within: None,
+            entered: &none,
+            selector,
+        };
+        let to_child = outgoing(&st, &s, &cs, "User-u", &aud("Listing-l1", &all));
         let upd = to_child.update.unwrap();
         assert_eq!(upd["updates"]["Listing"]["l1"], json!({"color": "red"}));
         assert_eq!(
