@@ -375,43 +375,18 @@ mod tests {
             json!([6, "User-u"])
         );
         assert_eq!(upd["changeOrigin"], json!("User-u"));
-        let names = outgoing(
-            &st,
-            &s,
-            &cs,
-            "Other-1",
-            "User-u",
-            None,
-            &none,
-            &Selector::parse("Listing.*.name"),
-        );
+        let names_sel = Selector::parse("Listing.*.name");
+        let names = outgoing(&st, &s, &cs, "User-u", &aud("Other-1", &names_sel));
         assert_eq!(
             names.update.unwrap()["updates"]["Listing"]["l1"],
             json!({"name": "a"})
         );
-        assert!(
-            outgoing(
-                &st,
-                &s,
-                &cs,
-                "x",
-                "User-u",
-                None,
-                &none,
-                &Selector::parse("Photo")
-            )
-            .is_empty()
-        );
+        let photo_sel = Selector::parse("Photo");
+        assert!(outgoing(&st, &s, &cs, "User-u", &aud("x", &photo_sel)).is_empty());
         // What a receiver gets reproduces the change on its copy.
         let mut copy = Store::new();
-        let m = wire::parse_update(
-            &s,
-            "User",
-            &outgoing(&st, &s, &cs, "x", "o", None, &none, &all)
-                .update
-                .unwrap(),
-        )
-        .unwrap();
+        let msg = outgoing(&st, &s, &cs, "o", &aud("x", &all)).update.unwrap();
+        let m = wire::parse_update(&s, "User", &msg).unwrap();
         copy.apply(&s, &m.change, &Stamp::new(7, "x"), "o").unwrap();
         assert_eq!(copy.entities(), st.entities());
     }
