@@ -5,6 +5,7 @@
 mod cli; // the temporal CLI and the starter binary, as a user runs them
 mod lifecycle; // batching and continue-as-new, with workers of their own
 mod replay; // recorded histories replay with the current code
+mod tree; // managed children and subscriptions
 mod workflow; // StatefulWorkflow's signals, updates, queries, status and input errors
 
 use std::process::ExitCode;
@@ -45,6 +46,17 @@ async fn real_main() -> ExitCode {
         lifecycle::signals_of_one_task_apply_as_one_batch,
         lifecycle::continue_as_new_loses_nothing,
         replay::record_histories,
+        tree::three_listings_start_three_children_holding_their_slices,
+        tree::nested_levels_hold_exactly_their_slices_and_changes_bubble_up,
+        tree::a_root_change_reaches_exactly_the_affected_children,
+        tree::a_burst_at_every_level_converges_and_goes_quiet,
+        tree::concurrent_writes_of_one_field_converge_by_stamp,
+        tree::removing_a_listing_cancels_that_child_only,
+        tree::a_child_ended_from_outside_is_restarted_with_current_state_and_token,
+        tree::cancel_cascades_and_pause_resume_reach_descendants,
+        tree::continue_as_new_keeps_children_running,
+        tree::a_shared_entity_has_one_workflow_adopted_by_its_second_parent,
+        tree::any_workflow_can_subscribe_with_a_selector,
     ];
     let setup = async {
         let cli = temporal_cli()?;

@@ -12,6 +12,7 @@ use stateful_engine::{
 };
 
 use crate::input::{Carry, StartInput};
+use crate::tree::{ChildEvent, Effect, Me, Subscription, Tree};
 
 /// Default history length past which a workflow continues as new.
 pub const DEFAULT_MAX_HISTORY: u32 = 10_000;
@@ -74,6 +75,16 @@ pub enum MsgKind {
     Cancel,
     /// `status` (chrono-forge's property signal)
     Status,
+    /// `subscribe`: a subscription object.
+    Subscribe,
+    /// `unsubscribe`: `{workflowId, subscriptionId}`.
+    Unsubscribe,
+    /// `childEnded`: a child (or any publisher) reports that it ended.
+    ChildEnded,
+    /// What happened to a child (from the glue).
+    ChildEvent,
+    /// A Temporal cancellation request (from the glue).
+    TemporalCancel,
 }
 
 impl MsgKind {
@@ -89,6 +100,11 @@ impl MsgKind {
             MsgKind::Resume => "resume",
             MsgKind::Cancel => "cancel",
             MsgKind::Status => "status",
+            MsgKind::Subscribe => "subscribe",
+            MsgKind::Unsubscribe => "unsubscribe",
+            MsgKind::ChildEnded => "childEnded",
+            MsgKind::ChildEvent => "childEvent",
+            MsgKind::TemporalCancel => "cancellation",
         }
     }
 }
@@ -150,6 +166,8 @@ pub struct Processed {
     pub url_changed: bool,
     /// Rejections of this batch (to log).
     pub rejected: Vec<Rejection>,
+    /// What to do: start, signal, cancel.
+    pub effects: Vec<Effect>,
 }
 
 /// The state of one StatefulWorkflow.
@@ -176,8 +194,10 @@ pub struct Core {
     api_token: Option<String>,
     /// How many times the token was rotated.
     pub token_rotations: u64,
-    /// Subscriptions (chrono-forge shape).
-    pub subscriptions: Vec<Value>,
+    /// Children and subscriptions.
+    pub tree: Tree,
+    /// Why the workflow ends, once it does.
+    pub end_reason: Option<String>,
     /// Ancestors' workflow ids.
     pub ancestors: Vec<String>,
     /// Messages waiting for the next batch.
@@ -198,6 +218,7 @@ pub struct Core {
     pub max_history: u32,
     /// Runs before this one (continue-as-new count).
     pub runs: u64,
+    initial: Option<ChangeSet>,
 }
 
 impl Core {
@@ -223,7 +244,10 @@ impl Core {
         self.status = input.status;
         self.api_url = input.api_url;
         self.api_token = input.api_token;
-        self.subscriptions = input.subscriptions;
+        let bad_subs = self.tree.set_subscriptions(&input.subscriptions);
+        if let Some(e) = bad_subs.into_iter().next() {
+            return Err(format!("`subscriptions`: {e}"));
+        }
         self.ancestors = input.ancestor_workflow_ids;
         self.max_history = input.max_history.unwrap_or(DEFAULT_MAX_HISTORY);
         if let Some(c) = input.carry {
@@ -239,12 +263,24 @@ impl Core {
             let arrived = std::mem::take(&mut self.inbox);
             self.inbox = c.inbox.into();
             self.inbox.extend(arrived);
+            self.tree.children = c.children;
             self.started = true;
+            self.rebuild();
             return Ok(());
         }
         let mut initial = Vec::new();
         if let Some(state) = &input.state {
-            let parsed = wire::parse_state(&schema, state).map_err(|e| format!("`state`: {e}"))?;
+            // A parent hands its child a stamped slice, so that the child's copy keeps the parent's
+            // stamps (and a later, older-stamped write does not lose to the copy made at start).
+            let parsed = match &input.state_stamps {
+                Some(stamps) => wire::parse_update(
+                    &schema,
+                    &self.entity,
+                    &json!({"updates": state, "stamps": stamps}),
+                ),
+                None => wire::parse_state(&schema, state),
+            }
+            .map_err(|e| format!("`state`: {e}"))?;
             initial.push(parsed.change);
         }
         if let Some(data) = input.data {
@@ -267,7 +303,46 @@ impl Core {
         let cs = batch.finish();
         self.record(&cs, now);
         self.started = true;
+        self.rebuild();
+        // The children of the initial state are started by the first batch's plan.
+        self.initial = Some(cs);
         Ok(())
+    }
+
+    fn me(&self) -> Option<Me<'_>> {
+        Some(Me {
+            schema: self.schema.as_deref()?,
+            store: &self.store,
+            own: EntityRef::new(self.entity.clone(), self.id.clone()),
+            workflow_id: &self.workflow_id,
+            ancestors: &self.ancestors,
+            api_token: self.api_token.as_deref(),
+            schema_json: &self.schema_json,
+        })
+    }
+
+    fn rebuild(&mut self) {
+        let mut tree = std::mem::take(&mut self.tree);
+        if let Some(me) = self.me() {
+            tree.rebuild_slices(&me);
+        }
+        self.tree = tree;
+    }
+
+    /// Plans the effects of the start (children of the initial state); call once after `start`.
+    pub fn initial_effects(&mut self) -> Vec<Effect> {
+        let cs = self.initial.take().unwrap_or_default();
+        if self.status != Status::Running {
+            self.tree.dirty = true;
+            return Vec::new();
+        }
+        let mut tree = std::mem::take(&mut self.tree);
+        let effects = self
+            .me()
+            .map(|me| tree.plan(&me, &cs, false))
+            .unwrap_or_default();
+        self.tree = tree;
+        effects
     }
 
     /// The input's `data` for the own entity: its id is filled in when missing and must match.
@@ -367,6 +442,7 @@ impl Core {
         let mut rejections = Vec::new();
         let mut ok_tickets = Vec::new();
         let before_status = self.status;
+        let mut child_events: Vec<ChildEvent> = Vec::new();
         let mut batch = self.store.batch(&schema);
         for msg in msgs {
             let reject = |reason: String, rejections: &mut Vec<(Option<u64>, Rejection)>| {
@@ -450,6 +526,50 @@ impl Core {
                         self.status = Status::Cancelled;
                     }
                 }
+                MsgKind::TemporalCancel => {
+                    if !self.status.is_terminal() {
+                        self.status = Status::Cancelled;
+                        self.end_reason = Some("cancelled".into());
+                    }
+                }
+                MsgKind::Subscribe => match msg.payload.clone().map(serde_json::from_value::<Subscription>) {
+                    Ok(Ok(sub)) if !sub.workflow_id.is_empty() => self.tree.subscribe(sub),
+                    Ok(Ok(_)) => reject("a subscription needs `workflowId`".into(), &mut rejections),
+                    Ok(Err(e)) => reject(format!("not a subscription: {e}"), &mut rejections),
+                    Err(e) => reject(e, &mut rejections),
+                },
+                MsgKind::Unsubscribe => {
+                    let p = msg.payload.as_ref().ok();
+                    let field = |k: &str| p.and_then(|v| v.get(k)).and_then(|v| v.as_str()).map(str::to_string);
+                    match (field("workflowId"), field("subscriptionId")) {
+                        (Some(w), Some(sid)) => {
+                            if self.tree.unsubscribe(&w, &sid) && !self.status.is_terminal() {
+                                // No managing parent references this entity any more.
+                                self.status = Status::Cancelled;
+                                self.end_reason = Some("no parent references it any more".into());
+                            }
+                        }
+                        _ => reject("`unsubscribe` takes {workflowId, subscriptionId}".into(), &mut rejections),
+                    }
+                }
+                MsgKind::ChildEnded | MsgKind::ChildEvent => {
+                    let ev = msg.payload.clone().and_then(|v| {
+                        if msg.kind == MsgKind::ChildEvent {
+                            serde_json::from_value::<ChildEvent>(v).map_err(|e| e.to_string())
+                        } else {
+                            // A report from a child: {workflowId, status, reason}.
+                            let wid = v.get("workflowId").and_then(|x| x.as_str()).unwrap_or_default().to_string();
+                            let reason = v.get("reason").and_then(|x| x.as_str()).unwrap_or_default().to_string();
+                            let generation = self.tree.children.get(&wid).map_or(0, |c| c.generation);
+                            let outcome = if reason == "cancelled" { "cancelled" } else { "completed" };
+                            Ok(ChildEvent { workflow_id: wid, generation, event: "reported".into(), outcome: outcome.into(), detail: reason })
+                        }
+                    });
+                    match ev {
+                        Ok(ev) => child_events.push(ev),
+                        Err(e) => reject(e, &mut rejections),
+                    }
+                }
                 MsgKind::Status => match msg.payload.as_ref().ok().and_then(|v| v.as_str()) {
                     Some("running") if self.status == Status::Paused => self.status = Status::Running,
                     Some("paused") if self.status == Status::Running => self.status = Status::Paused,
@@ -495,9 +615,69 @@ impl Core {
             out.rejected.push(r);
         }
         self.record(&cs, now);
+        if self.status.is_terminal() && self.end_reason.is_none() {
+            self.end_reason = Some(match self.status {
+                Status::Completed => "completed".into(),
+                _ => "cancel signal".into(),
+            });
+        }
         out.status_changed = self.status != before_status;
+        out.effects = self.effects(&cs, &child_events, before_status, out.token_changed);
         out.changes = cs;
         out
+    }
+
+    fn effects(
+        &mut self,
+        cs: &ChangeSet,
+        events: &[ChildEvent],
+        before: Status,
+        token_changed: bool,
+    ) -> Vec<Effect> {
+        let mut tree = std::mem::take(&mut self.tree);
+        let mut effects = Vec::new();
+        if let Some(me) = self.me() {
+            let ending = self.status.is_terminal();
+            for ev in events {
+                effects.extend(tree.on_child_event(&me, ev, ending));
+            }
+            if ending {
+                // The cascade: every child is cancelled, and subscribers learn that we ended.
+                effects.extend(tree.cancel_all());
+                let reason = self.end_reason.clone().unwrap_or_default();
+                let mut told = std::collections::BTreeSet::new();
+                for s in &tree.subscriptions {
+                    if told.insert(s.workflow_id.clone()) {
+                        effects.push(Effect::Signal {
+                            workflow_id: s.workflow_id.clone(),
+                            name: "childEnded".into(),
+                            payload: Some(json!({"workflowId": self.workflow_id, "status": self.status.as_str(), "reason": reason})),
+                            child_generation: None,
+                        });
+                    }
+                }
+            } else if self.status == Status::Paused {
+                if before != Status::Paused {
+                    tree.forward(&mut effects, "pause", None);
+                }
+                if !cs.is_empty() || token_changed {
+                    tree.dirty = true;
+                }
+            } else {
+                if before == Status::Paused {
+                    tree.forward(&mut effects, "resume", None);
+                    if tree.dirty {
+                        effects.extend(tree.resync(&me));
+                        if let Some(t) = me.api_token {
+                            tree.forward(&mut effects, "apiToken", Some(json!(t)));
+                        }
+                    }
+                }
+                effects.extend(tree.plan(&me, cs, token_changed));
+            }
+        }
+        self.tree = tree;
+        effects
     }
 
     fn record(&mut self, cs: &ChangeSet, now: u64) {
@@ -598,12 +778,13 @@ impl Core {
                 .drain(..)
                 .filter(|m| m.ticket.is_none())
                 .collect(),
+            children: self.tree.children.clone(),
         };
         let mut v = json!({
             "id": self.id,
             "entityName": self.entity,
             "status": if self.status == Status::Paused { "paused" } else { "running" },
-            "subscriptions": self.subscriptions,
+            "subscriptions": self.tree.subscriptions,
             "ancestorWorkflowIds": self.ancestors,
             "schema": self.schema_json,
             "maxHistoryLength": self.max_history,

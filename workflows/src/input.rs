@@ -34,6 +34,9 @@ pub struct Carry {
     /// Messages not yet applied.
     #[serde(default)]
     pub inbox: Vec<Msg>,
+    /// Managed children (they keep running across continue-as-new).
+    #[serde(default)]
+    pub children: std::collections::BTreeMap<String, crate::tree::ChildRec>,
 }
 
 /// A parsed start input.
@@ -47,6 +50,8 @@ pub struct StartInput {
     pub data: Option<Value>,
     /// Normalized state.
     pub state: Option<Value>,
+    /// Ours: the stamps of `state` (a parent's slice keeps the parent's stamps).
+    pub state_stamps: Option<Value>,
     /// Initial status.
     pub status: Status,
     /// API URL.
@@ -135,6 +140,7 @@ impl StartInput {
             entity_name,
             data: nonempty("data"),
             state: nonempty("state"),
+            state_stamps: nonempty("stateStamps"),
             status,
             api_url: opt_str(m, "apiUrl")?,
             api_token: opt_str(m, "apiToken")?.filter(|t| !t.is_empty()),

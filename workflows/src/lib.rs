@@ -5,12 +5,14 @@
 //! - [`input`]: the start input (wire protocol) and the continue-as-new carry-over.
 //! - [`payload`]: tolerant payload decoding.
 //! - [`markers`]: typed-by-name handles for clients and other workflows.
+//! - [`tree`]: managed children and subscriptions: what a batch must start, signal and cancel.
 
 pub mod core;
 pub mod input;
 pub mod markers;
 pub mod payload;
 pub mod stateful;
+pub mod tree;
 
 pub use stateful::{SchemaActivities, StatefulWorkflow, WORKFLOW_TYPE};
 

@@ -17,9 +17,181 @@ use temporalio_sdk::{
 };
 use tracing::{info, warn};
 
-use crate::core::{Core, MsgKind, Status};
+use futures::FutureExt;
+use futures::future::LocalBoxFuture;
+use stateful_engine::schema::{CancellationType, ParentClosePolicy};
+use temporalio_common::UntypedWorkflow;
+use temporalio_common::error::{IncomingError, StartChildWorkflowExecutionFailedCause};
+use temporalio_sdk::{
+    ChildWorkflowCancellationType, ChildWorkflowExecutionError, ChildWorkflowOptions,
+    ChildWorkflowStartError, SignalWorkflowOptions, WorkflowCancellationToken,
+};
+
+use crate::core::{Core, MsgKind};
 use crate::input::StartInput;
+use crate::markers::{JsonSignal, JsonWorkflow};
 use crate::payload;
+use crate::tree::{ChildEvent, Effect};
+
+type Outcome = LocalBoxFuture<'static, Option<ChildEvent>>;
+
+/// Effects in flight. Each resolves to a child event (fed back into the inbox) or nothing. Plain
+/// vectors polled with the workflow's own context, not `FuturesUnordered`: its internal wakers are not
+/// SDK primitives, and the SDK's nondeterminism detector rightly refuses them.
+#[derive(Default)]
+struct InFlight {
+    /// Child starts and their results: they resolve when a child ends.
+    watchers: Vec<Outcome>,
+    /// Signal deliveries and cancellation requests: they resolve within a workflow task or two.
+    acks: Vec<Outcome>,
+}
+
+/// Polls every future of `set` once; removes and returns the first one that is done.
+fn poll_set(set: &mut Vec<Outcome>, cx: &mut std::task::Context<'_>) -> Option<Option<ChildEvent>> {
+    for i in 0..set.len() {
+        if let std::task::Poll::Ready(x) = set[i].as_mut().poll(cx) {
+            drop(set.remove(i));
+            return Some(x);
+        }
+    }
+    None
+}
+
+fn child_event(
+    workflow_id: &str,
+    generation: u32,
+    event: &str,
+    outcome: &str,
+    detail: String,
+) -> Option<ChildEvent> {
+    Some(ChildEvent {
+        workflow_id: workflow_id.to_string(),
+        generation,
+        event: event.into(),
+        outcome: outcome.into(),
+        detail,
+    })
+}
+
+/// Runs effects: their commands are issued now; their outcomes arrive through `inflight`.
+fn execute(ctx: &WorkflowContext<StatefulWorkflow>, effects: Vec<Effect>, inflight: &mut InFlight) {
+    // Effects never inherit the workflow's own cancellation: a cancelled parent must still be able to
+    // cancel its children and tell its subscribers.
+    for e in effects {
+        match e {
+            Effect::Start {
+                workflow_id,
+                generation,
+                workflow_type,
+                task_queue,
+                input,
+                parent_close,
+                cancel_type,
+            } => {
+                let opts = ChildWorkflowOptions::builder()
+                    .workflow_id(workflow_id.clone())
+                    .maybe_task_queue(task_queue)
+                    .parent_close_policy(match parent_close {
+                        ParentClosePolicy::Abandon => temporalio_sdk::ParentClosePolicy::Abandon,
+                        ParentClosePolicy::RequestCancel => {
+                            temporalio_sdk::ParentClosePolicy::RequestCancel
+                        }
+                        ParentClosePolicy::Terminate => {
+                            temporalio_sdk::ParentClosePolicy::Terminate
+                        }
+                    })
+                    .cancel_type(match cancel_type {
+                        CancellationType::TryCancel => ChildWorkflowCancellationType::TryCancel,
+                        CancellationType::WaitCancellationRequested => {
+                            ChildWorkflowCancellationType::WaitCancellationRequested
+                        }
+                        CancellationType::WaitCancellationCompleted => {
+                            ChildWorkflowCancellationType::WaitCancellationCompleted
+                        }
+                        CancellationType::Abandon => ChildWorkflowCancellationType::Abandon,
+                    })
+                    .cancellation_token(WorkflowCancellationToken::new())
+                    .build();
+                let c = ctx.clone();
+                inflight.watchers.push(
+                    async move {
+                        let started = c.start_child_workflow(JsonWorkflow(workflow_type), input, opts).await;
+                        match started {
+                            Err(ChildWorkflowStartError::StartFailed { cause: StartChildWorkflowExecutionFailedCause::WorkflowAlreadyExists, .. }) => {
+                                child_event(&workflow_id, generation, "alreadyRunning", "", String::new())
+                            }
+                            Err(e) => child_event(&workflow_id, generation, "startFailed", "", e.to_string()),
+                            Ok(started) => match started.result().await {
+                                Ok(_) => child_event(&workflow_id, generation, "ended", "completed", String::new()),
+                                Err(ChildWorkflowExecutionError::Failed(f)) => {
+                                    let outcome = match f.cause() {
+                                        Some(IncomingError::Cancelled(_)) => "cancelled",
+                                        Some(IncomingError::Terminated(_)) => "terminated",
+                                        Some(IncomingError::Timeout(_)) => "timedOut",
+                                        _ => "failed",
+                                    };
+                                    child_event(&workflow_id, generation, "ended", outcome, f.failure().message.clone())
+                                }
+                                Err(e) => child_event(&workflow_id, generation, "ended", "failed", e.to_string()),
+                            },
+                        }
+                    }
+                    .boxed_local(),
+                );
+            }
+            Effect::Signal {
+                workflow_id,
+                name,
+                payload,
+                child_generation,
+            } => {
+                let fut = ctx.external_workflow(workflow_id.clone(), None).signal(
+                    JsonSignal::<UntypedWorkflow>::new(name),
+                    payload.unwrap_or(Value::Null),
+                    SignalWorkflowOptions::builder()
+                        .cancellation_token(WorkflowCancellationToken::new())
+                        .build(),
+                );
+                inflight.acks.push(
+                    async move {
+                        match (fut.await, child_generation) {
+                            (Err(e), Some(g)) => {
+                                child_event(&workflow_id, g, "signalFailed", "gone", e.to_string())
+                            }
+                            _ => None,
+                        }
+                    }
+                    .boxed_local(),
+                );
+            }
+            Effect::Cancel { workflow_id } => {
+                let handle = ctx.external_workflow(workflow_id, None);
+                inflight.acks.push(
+                    async move {
+                        let _ = handle
+                            .cancel(Some("its parent removed it or ended".into()))
+                            .await;
+                        None
+                    }
+                    .boxed_local(),
+                );
+            }
+        }
+    }
+}
+
+/// The next effect outcome (never, when none is in flight).
+async fn next_outcome(inflight: &mut InFlight) -> Option<ChildEvent> {
+    futures::future::poll_fn(|cx| {
+        for set in [&mut inflight.acks, &mut inflight.watchers] {
+            if let Some(x) = poll_set(set, cx) {
+                return std::task::Poll::Ready(x);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
 
 /// The workflow type name on the wire.
 pub const WORKFLOW_TYPE: &str = "StatefulWorkflow";
@@ -112,16 +284,35 @@ impl StatefulWorkflow {
         ctx.state_mut(|s| s.core.start(start, schema, schema_json, wid, now))
             .map_err(|e| fail(format!("bad workflow input: {e}")))?;
         upsert_memo(ctx);
+        let mut inflight = InFlight::default();
+        let first = ctx.state_mut(|s| s.core.initial_effects());
+        execute(ctx, first, &mut inflight);
         loop {
-            let cancelled = ctx.wait_condition(|s| s.core.has_work()).await.is_err();
-            let now = now_ms(ctx.workflow_time());
-            let out = ctx.state_mut(|s| {
-                let out = s.core.process(now);
-                if cancelled && !s.core.status.is_terminal() {
-                    s.core.status = Status::Cancelled;
+            enum Wake {
+                Work(bool),
+                Outcome(Option<ChildEvent>),
+            }
+            let wake = temporalio_sdk::workflows::select! {
+                r = ctx.wait_condition(|s| s.core.has_work()).fuse() => Wake::Work(r.is_err()),
+                o = next_outcome(&mut inflight).fuse() => Wake::Outcome(o),
+            };
+            let cancelled = match wake {
+                Wake::Work(c) => c,
+                Wake::Outcome(None) => continue,
+                Wake::Outcome(Some(ev)) => {
+                    let v = serde_json::to_value(&ev).unwrap_or(Value::Null);
+                    ctx.state_mut(|s| s.core.enqueue(MsgKind::ChildEvent, Ok(v), false));
+                    false
                 }
-                out
-            });
+            };
+            if cancelled {
+                ctx.state_mut(|s| {
+                    s.core
+                        .enqueue(MsgKind::TemporalCancel, Ok(Value::Null), false)
+                });
+            }
+            let now = now_ms(ctx.workflow_time());
+            let out = ctx.state_mut(|s| s.core.process(now));
             if !ctx.is_replaying() {
                 for r in &out.rejected {
                     warn!(workflow_id = ctx.workflow_id(), signal = %r.signal, reason = %r.reason, "rejected input");
@@ -137,18 +328,36 @@ impl StatefulWorkflow {
                 if out.token_changed {
                     info!(workflow_id = ctx.workflow_id(), fingerprint = %ctx.state(|s| s.core.token_info()["fingerprint"].clone()), "api token rotated");
                 }
+                for e in &out.effects {
+                    match e {
+                        Effect::Start {
+                            workflow_id,
+                            generation,
+                            ..
+                        } => {
+                            info!(workflow_id = ctx.workflow_id(), child = %workflow_id, generation, "starting child")
+                        }
+                        Effect::Cancel { workflow_id } => {
+                            info!(workflow_id = ctx.workflow_id(), child = %workflow_id, "cancelling child")
+                        }
+                        Effect::Signal { .. } => {}
+                    }
+                }
             }
+            execute(ctx, out.effects, &mut inflight);
             if out.status_changed || cancelled {
                 upsert_memo(ctx);
             }
             if ctx.state(|s| s.core.status.is_terminal()) {
-                // Let updates already accepted see their results before the run ends.
+                // Let accepted updates see their results, and the cascade's commands go out, before the
+                // run ends.
                 let _ = ctx.wait_condition(|s| s.core.handlers_idle()).await;
+                drain_signals(&mut inflight).await;
                 return Ok(ctx.state(|s| s.core.data()));
             }
             let limit = ctx.state(|s| s.core.max_history);
             if ctx.continue_as_new_suggested() || ctx.history_length() >= limit {
-                return continue_as_new(ctx).await;
+                return continue_as_new(ctx, &mut inflight).await;
             }
         }
     }
@@ -205,6 +414,24 @@ impl StatefulWorkflow {
     #[signal(name = "status")]
     pub fn on_status(&mut self, _ctx: &mut SyncWorkflowContext<Self>, input: RawValue) {
         self.queue(MsgKind::Status, input);
+    }
+
+    /// `subscribe`: a subscription object `{workflowId, subscriptionId, signalName, selector, ...}`.
+    #[signal(name = "subscribe")]
+    pub fn on_subscribe(&mut self, _ctx: &mut SyncWorkflowContext<Self>, input: RawValue) {
+        self.queue(MsgKind::Subscribe, input);
+    }
+
+    /// `unsubscribe`: `{workflowId, subscriptionId}`.
+    #[signal(name = "unsubscribe")]
+    pub fn on_unsubscribe(&mut self, _ctx: &mut SyncWorkflowContext<Self>, input: RawValue) {
+        self.queue(MsgKind::Unsubscribe, input);
+    }
+
+    /// `childEnded`: a workflow we manage or follow reports that it ended (`{workflowId, status, reason}`).
+    #[signal(name = "childEnded")]
+    pub fn on_child_ended(&mut self, _ctx: &mut SyncWorkflowContext<Self>, input: RawValue) {
+        self.queue(MsgKind::ChildEnded, input);
     }
 
     /// Acknowledged `update`: answers with the new state version, or the reason it was refused.
@@ -336,7 +563,24 @@ impl StatefulWorkflow {
     /// Subscriptions.
     #[query(name = "subscriptions")]
     pub fn q_subscriptions(&self, _ctx: &WorkflowContextView) -> Value {
-        Value::Array(self.core.subscriptions.clone())
+        serde_json::to_value(&self.core.tree.subscriptions).unwrap_or(Value::Null)
+    }
+
+    /// Managed children (workflow id, entity, status, generation, last version sent) and the ones
+    /// skipped as circular.
+    #[query(name = "children")]
+    pub fn q_children(&self, _ctx: &WorkflowContextView) -> Value {
+        self.core.tree.children_info()
+    }
+
+    /// The managed relations of the own entity and their options.
+    #[query(name = "managedPaths")]
+    pub fn q_managed_paths(&self, _ctx: &WorkflowContextView) -> Value {
+        self.core
+            .schema_json
+            .get(&self.core.entity)
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 
     /// Ancestors' workflow ids.
@@ -373,11 +617,33 @@ fn upsert_memo(ctx: &WorkflowContext<StatefulWorkflow>) {
     let _ = ctx.upsert_memo(memo.map(|(k, v)| (k, Some(MemoValue::new(v)))));
 }
 
-async fn continue_as_new(ctx: &mut WorkflowContext<StatefulWorkflow>) -> WorkflowResult<Value> {
+/// Before a run ends: every effect has been polled (so its command is out), and every signal and
+/// cancellation request is resolved. Child watchers are dropped with the run; the children keep running
+/// (they are abandoned on close, and re-attached through the carried registry).
+async fn drain_signals(inflight: &mut InFlight) {
+    futures::future::poll_fn(|cx| {
+        while poll_set(&mut inflight.watchers, cx).is_some() {}
+        std::task::Poll::Ready(())
+    })
+    .await;
+    while !inflight.acks.is_empty() {
+        futures::future::poll_fn(|cx| match poll_set(&mut inflight.acks, cx) {
+            Some(_) => std::task::Poll::Ready(()),
+            None => std::task::Poll::Pending,
+        })
+        .await;
+    }
+}
+
+async fn continue_as_new(
+    ctx: &mut WorkflowContext<StatefulWorkflow>,
+    inflight: &mut InFlight,
+) -> WorkflowResult<Value> {
     // Apply whatever is still arriving and let accepted updates answer, then hand over.
     loop {
         let now = now_ms(ctx.workflow_time());
-        ctx.state_mut(|s| s.core.process(now));
+        let out = ctx.state_mut(|s| s.core.process(now));
+        execute(ctx, out.effects, inflight);
         if ctx.state(|s| s.core.inbox.is_empty() && s.core.handlers_idle()) {
             break;
         }
@@ -385,6 +651,7 @@ async fn continue_as_new(ctx: &mut WorkflowContext<StatefulWorkflow>) -> Workflo
             .wait_condition(|s| !s.core.inbox.is_empty() || s.core.handlers_idle())
             .await;
     }
+    drain_signals(inflight).await;
     let next = ctx.state_mut(|s| s.core.carry_input());
     if !ctx.is_replaying() {
         info!(workflow_id = ctx.workflow_id(), "continuing as new");
