@@ -218,3 +218,51 @@ pub async fn starter_starts_signals_queries_and_updates(env: &Env) -> anyhow::Re
     }
     Ok(())
 }
+
+pub async fn starter_tree_shows_and_cancels_a_hierarchy(env: &Env) -> anyhow::Result<()> {
+    let u = env.id("stree");
+    let (l, p) = (format!("{u}-l"), format!("{u}-p"));
+    let data =
+        json!({"id": u, "listings": [{"id": l, "user": u, "photos": [{"id": p, "listing": l}]}]})
+            .to_string();
+    let wid = format!("User-{u}");
+    run(starter(
+        env,
+        &[
+            "start",
+            "--entity",
+            "User",
+            "--id",
+            &u,
+            "--data",
+            &data,
+            "--token-env",
+            "TREE_TOKEN",
+        ],
+    )
+    .env("TREE_TOKEN", "tree-secret"))?;
+    query_until(env, &format!("Photo-{p}"), "status", |v| v == "running").await?;
+    let out = run(&mut starter(env, &["--json", "tree", &wid]))?;
+    let t: Value = serde_json::from_str(out.trim())?;
+    ensure_eq!(t["entityName"], json!("User"));
+    ensure_eq!(
+        t["children"][0]["workflowId"],
+        json!(format!("Listing-{l}"))
+    );
+    ensure_eq!(
+        t["children"][0]["children"][0]["workflowId"],
+        json!(format!("Photo-{p}"))
+    );
+    ensure_eq!(
+        t["children"][0]["children"][0]["apiToken"],
+        json!(stateful_engine::fingerprint("tree-secret"))
+    );
+    let text = run(&mut starter(env, &["tree", &wid]))?;
+    if !text.contains(&format!("  Listing {l} [running] v1")) || text.contains("tree-secret") {
+        bail!("unexpected tree output:\n{text}");
+    }
+    let out = run(&mut starter(env, &["--json", "tree", &wid, "--cancel"]))?;
+    let v: Value = serde_json::from_str(out.trim())?;
+    ensure_eq!(v["cancelled"].as_array().map(Vec::len), Some(3));
+    Ok(())
+}

@@ -43,6 +43,7 @@ async fn real_main() -> ExitCode {
         workflow::bad_start_input_fails_at_once_with_a_reason,
         cli::temporal_cli_drives_a_workflow,
         cli::starter_starts_signals_queries_and_updates,
+        cli::starter_tree_shows_and_cancels_a_hierarchy,
         lifecycle::signals_of_one_task_apply_as_one_batch,
         lifecycle::continue_as_new_loses_nothing,
         replay::record_histories,

@@ -432,7 +432,8 @@ pub async fn a_child_ended_from_outside_is_restarted_with_current_state_and_toke
         })
     })
     .await?;
-    ensure_eq!(status_of(env, &c2).await? != RUNNING, true);
+    // Its report comes just before its run closes.
+    ended(env, &c2).await?;
     Ok(())
 }
 

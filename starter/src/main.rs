@@ -86,6 +86,14 @@ enum Command {
         /// Query name.
         name: String,
     },
+    /// Print the hierarchy under a workflow (entity, id, status, version, token fingerprint).
+    Tree {
+        /// Root workflow id.
+        workflow_id: String,
+        /// Cancel the whole tree (the root's cancellation cascades) and wait until every workflow ended.
+        #[arg(long)]
+        cancel: bool,
+    },
     /// Apply a change and wait for the new state version (update, delete or state).
     Update {
         /// Workflow id.
@@ -244,6 +252,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 serde_json::to_string_pretty(&v).unwrap_or_default()
             });
         }
+        Command::Tree {
+            workflow_id,
+            cancel,
+        } => {
+            let tree = collect_tree(&client, &workflow_id).await;
+            if cancel {
+                let ids = all_ids(&tree);
+                client
+                    .get_workflow_handle::<temporalio_client::UntypedWorkflow>(&workflow_id)
+                    .cancel(temporalio_client::WorkflowCancelOptions::default())
+                    .await
+                    .map_err(|e| anyhow!("cannot cancel {workflow_id}: {e}"))?;
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+                loop {
+                    let mut running = 0;
+                    for id in &ids {
+                        if is_running(&client, id).await {
+                            running += 1;
+                        }
+                    }
+                    if !cli.json {
+                        eprint!(
+                            "\rcancelling {} workflows: {} still running   ",
+                            ids.len(),
+                            running
+                        );
+                    }
+                    if running == 0 {
+                        break;
+                    }
+                    if std::time::Instant::now() > deadline {
+                        bail!("{running} workflows of the tree still run after 120 s");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                print(cli.json, &json!({"cancelled": ids}), || {
+                    format!("\ncancelled {} workflows", ids.len())
+                });
+            } else {
+                print(cli.json, &tree, || render(&tree, 0));
+            }
+        }
         Command::Update {
             workflow_id,
             payload,
@@ -265,6 +315,105 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The tree under `wid`, from each workflow's queries (breadth-first; a workflow that cannot be
+/// queried shows why).
+async fn collect_tree(client: &temporalio_client::Client, wid: &str) -> Value {
+    let mut node = json!({"workflowId": wid});
+    for (q, key) in [
+        ("entityName", "entityName"),
+        ("id", "id"),
+        ("status", "status"),
+        ("version", "version"),
+        ("apiToken", "apiToken"),
+    ] {
+        match ops::query(client, wid, q).await {
+            Ok(v) => {
+                node[key] = match key {
+                    "version" => v["version"].clone(),
+                    "apiToken" => v["fingerprint"].clone(),
+                    _ => v,
+                }
+            }
+            Err(e) => {
+                node["error"] = json!(format!("{e:#}"));
+                return node;
+            }
+        }
+    }
+    let mut children = Vec::new();
+    if let Ok(kids) = ops::query(client, wid, "children").await {
+        for c in kids["children"].as_array().cloned().unwrap_or_default() {
+            let cw = c["workflowId"].as_str().unwrap_or_default().to_string();
+            if c["status"] == "running" {
+                children.push(Box::pin(collect_tree(client, &cw)).await);
+            } else {
+                children.push(json!({"workflowId": cw, "entityName": c["entityName"], "id": c["id"], "status": c["status"], "ended": c["ended"]}));
+            }
+        }
+    }
+    node["children"] = json!(children);
+    node
+}
+
+fn all_ids(tree: &Value) -> Vec<String> {
+    let mut out = vec![tree["workflowId"].as_str().unwrap_or_default().to_string()];
+    for c in tree["children"].as_array().into_iter().flatten() {
+        if c["status"] == "running" {
+            out.extend(all_ids(c));
+        }
+    }
+    out
+}
+
+async fn is_running(client: &temporalio_client::Client, wid: &str) -> bool {
+    client
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(wid)
+        .describe(temporalio_client::WorkflowDescribeOptions::default())
+        .await
+        .ok()
+        .and_then(|d| {
+            d.raw()
+                .workflow_execution_info
+                .as_ref()
+                .map(|i| i.status == 1)
+        })
+        .unwrap_or(false)
+}
+
+fn render(node: &Value, depth: usize) -> String {
+    let s = |k: &str| {
+        node[k]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| node[k].to_string())
+    };
+    let mut line = format!(
+        "{}{} {} [{}]",
+        "  ".repeat(depth),
+        s("entityName"),
+        s("id"),
+        s("status")
+    );
+    if node.get("version").is_some_and(|v| !v.is_null()) {
+        line.push_str(&format!(" v{}", node["version"]));
+    }
+    if let Some(f) = node.get("apiToken").and_then(|v| v.as_str()) {
+        line.push_str(&format!(" token {f}"));
+    }
+    line.push_str(&format!("  ({})", s("workflowId")));
+    if let Some(e) = node.get("error").and_then(|v| v.as_str()) {
+        line.push_str(&format!("  unreachable: {e}"));
+    }
+    if let Some(e) = node.get("ended").and_then(|v| v.as_str()) {
+        line.push_str(&format!("  ended: {e}"));
+    }
+    let mut out = vec![line];
+    for c in node["children"].as_array().into_iter().flatten() {
+        out.push(render(c, depth + 1));
+    }
+    out.join("\n")
 }
 
 #[tokio::main]
