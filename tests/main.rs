@@ -58,6 +58,7 @@ async fn real_main() -> ExitCode {
         tree::continue_as_new_keeps_children_running,
         tree::a_shared_entity_has_one_workflow_adopted_by_its_second_parent,
         tree::any_workflow_can_subscribe_with_a_selector,
+        tree::a_child_of_another_type_on_another_queue_gets_the_same_input_and_signals,
     ];
     let setup = async {
         let cli = temporal_cli()?;

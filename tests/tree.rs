@@ -679,3 +679,72 @@ pub async fn any_workflow_can_subscribe_with_a_selector(env: &Env) -> anyhow::Re
     let _ = anyhow!("");
     Ok(())
 }
+
+pub async fn a_child_of_another_type_on_another_queue_gets_the_same_input_and_signals(
+    env: &Env,
+) -> anyhow::Result<()> {
+    let tq = format!("recorder-{}", env.tag);
+    stateful_tests::recorder::spawn_recorder_worker(env.client.clone(), tq.clone());
+    let schema = stateful_engine::Schema::parse(
+        &format!("Shop: {{items: {{entity: Item, many: true, workflowType: RecorderWorkflow, taskQueue: {tq}}}}}\nItem: {{}}\n"),
+        "inline",
+    )
+    .map_err(|e| anyhow!("{e}"))?
+    .to_json();
+    let s = env.id("shop");
+    let i = format!("{s}-i");
+    let wid = format!("Shop-{s}");
+    ops::start(
+        &env.client,
+        &env.task_queue,
+        &wid,
+        json!({"id": s, "entityName": "Shop", "schema": schema, "apiToken": "fleet-1",
+        "data": {"id": s, "items": [{"id": i, "price": 3}]}}),
+    )
+    .await?;
+    let iw = format!("Item-{i}");
+    let got = query_until(env, &iw, "received", |v| v["input"].is_object()).await?;
+    let input = &got["input"];
+    ensure_eq!(input["id"], json!(i));
+    ensure_eq!(input["entityName"], json!("Item"));
+    ensure_eq!(
+        input["state"],
+        json!({"Item": {i.clone(): {"id": i, "price": 3}}})
+    );
+    ensure_eq!(input["apiToken"], json!("fleet-1"));
+    ensure_eq!(input["ancestorWorkflowIds"], json!([wid]));
+    ensure_eq!(input["subscriptions"][0]["workflowId"], json!(wid));
+    ensure_eq!(input["subscriptions"][0]["signalName"], json!("update"));
+    ops::signal(
+        &env.client,
+        &wid,
+        "update",
+        Some(&json!({"updates": {"Item": {i.clone(): {"price": 4}}}})),
+    )
+    .await?;
+    ops::signal(&env.client, &wid, "apiToken", Some(&json!("fleet-2"))).await?;
+    let got = query_until(env, &iw, "received", |v| {
+        v["signals"].as_array().is_some_and(|a| a.len() >= 2)
+    })
+    .await?;
+    ensure_eq!(got["signals"][0]["signal"], json!("update"));
+    ensure_eq!(
+        got["signals"][0]["payload"]["updates"],
+        json!({"Item": {i.clone(): {"price": 4}}})
+    );
+    ensure_eq!(got["signals"][0]["payload"]["changeOrigin"], json!(wid));
+    ensure_eq!(
+        got["signals"][1],
+        json!({"signal": "apiToken", "payload": "fleet-2"})
+    );
+    // Removed: a foreign child is cancelled (it cannot take part in our unsubscribe protocol).
+    ops::signal(
+        &env.client,
+        &wid,
+        "update",
+        Some(&json!({"updates": {"Shop": {s.clone(): {"items": []}}}, "strategy": "$set"})),
+    )
+    .await?;
+    ended(env, &iw).await?;
+    Ok(())
+}

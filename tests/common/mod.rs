@@ -16,6 +16,8 @@ use tokio::process::{Child, Command};
 use worker::connect::ConnectArgs;
 use worker::devserver::{DevServer, DevServerOptions};
 
+pub mod recorder;
+
 /// What every test gets.
 pub struct Env {
     /// A client of the shared dev server.
