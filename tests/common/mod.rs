@@ -16,6 +16,7 @@ use tokio::process::{Child, Command};
 use worker::connect::ConnectArgs;
 use worker::devserver::{DevServer, DevServerOptions};
 
+pub mod floor;
 pub mod recorder;
 
 /// What every test gets.
@@ -55,10 +56,15 @@ pub fn root() -> PathBuf {
 
 /// A built binary of the workspace (scripts/test builds them first).
 pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    bin_in(name, "debug")
+}
+
+/// A built binary of the workspace, in the `debug` or `release` profile.
+pub fn bin_in(name: &str, profile: &str) -> anyhow::Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
-    let p = target.join("debug").join(name);
+    let p = target.join(profile).join(name);
     if !p.is_file() {
         bail!(
             "{} is not built: run `cargo build --workspace --bins` (scripts/test does)",
@@ -133,10 +139,22 @@ impl WorkerProc {
         name: &str,
         extra: &[&str],
     ) -> anyhow::Result<WorkerProc> {
+        Self::start_with(address, task_queue, log_dir, name, extra, "debug").await
+    }
+
+    /// Same, with the binary of a given profile (`release` for benchmarks).
+    pub async fn start_with(
+        address: &str,
+        task_queue: &str,
+        log_dir: &Path,
+        name: &str,
+        extra: &[&str],
+        profile: &str,
+    ) -> anyhow::Result<WorkerProc> {
         std::fs::create_dir_all(log_dir)?;
         let log = log_dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log)?;
-        let child = Command::new(bin("worker")?)
+        let child = Command::new(bin_in("worker", profile)?)
             .args([
                 "--address",
                 address,

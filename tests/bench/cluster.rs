@@ -1,0 +1,587 @@
+//! Cluster scenarios (S1–S8 and the raw-Temporal floor): a local dev server, the release `worker`
+//! binary, and the client. Run with `scripts/bench` (builds everything in release first).
+//!
+//! Method: times run from just before the start or signal call; each workflow's query is polled every
+//! 50 ms, at most 8 queries in flight; every figure is the median of several runs, with its spread.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+use serde_json::{Value, json};
+use stateful_tests::floor::{FloorParent, spawn_floor_worker};
+use stateful_tests::{WorkerProc, client, dev_server, root, temporal_cli};
+use temporalio_client::{Client, WorkflowDescribeOptions};
+use tokio::sync::Semaphore;
+use worker::ops;
+
+const POLL: Duration = Duration::from_millis(50);
+
+struct Ctx {
+    client: Client,
+    tq: String,
+    floor_tq: String,
+    tag: String,
+    poll: Arc<Semaphore>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if s.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((s.len() - 1) as f64 * p).round() as usize;
+    s[i]
+}
+
+/// Polls `query` on `wid` every 50 ms (through the shared 8-slot limiter) until `pred`.
+async fn poll_until(
+    c: &Ctx,
+    wid: &str,
+    query: &str,
+    pred: impl Fn(&Value) -> bool,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let ok = {
+            let _p = c.poll.acquire().await?;
+            ops::query(&c.client, wid, query)
+                .await
+                .map(|v| pred(&v))
+                .unwrap_or(false)
+        };
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{wid}: `{query}` not as expected within {within:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls many workflows at once until each satisfies `pred`.
+async fn poll_all(
+    c: &Arc<Ctx>,
+    wids: Vec<String>,
+    query: &'static str,
+    pred: fn(&str, &Value) -> bool,
+) -> anyhow::Result<()> {
+    let mut tasks = Vec::new();
+    for w in wids {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let w2 = w.clone();
+            poll_until(
+                &c,
+                &w,
+                query,
+                move |v| pred(&w2, v),
+                Duration::from_secs(300),
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+async fn s1(c: &Ctx, ack: bool) -> anyhow::Result<(f64, f64)> {
+    let id = format!("s1{}-{}", if ack { "a" } else { "s" }, c.tag);
+    let wid = format!("User-{id}");
+    ops::start(
+        &c.client,
+        &c.tq,
+        &wid,
+        json!({"id": id, "entityName": "User", "data": {"id": id}}),
+    )
+    .await?;
+    poll_until(
+        c,
+        &wid,
+        "status",
+        |v| v == "running",
+        Duration::from_secs(30),
+    )
+    .await?;
+    let mut lat = Vec::new();
+    for i in 0..200 {
+        let msg = json!({"data": {"id": id, "n": i}});
+        let t0 = Instant::now();
+        if ack {
+            ops::update(&c.client, &wid, "update", &msg).await?;
+        } else {
+            ops::signal(&c.client, &wid, "update", Some(&msg)).await?;
+            poll_until(c, &wid, "data", |v| v["n"] == i, Duration::from_secs(30)).await?;
+        }
+        lat.push(ms(t0.elapsed()));
+    }
+    Ok((pct(&lat, 0.5), pct(&lat, 0.95)))
+}
+
+async fn s2(c: &Arc<Ctx>, workflows: usize, per: usize) -> anyhow::Result<f64> {
+    let run = format!("s2-{}-{}", workflows, c.tag);
+    let mut wids = Vec::new();
+    for w in 0..workflows {
+        let id = format!("{run}-{w}");
+        let wid = format!("User-{id}");
+        ops::start(
+            &c.client,
+            &c.tq,
+            &wid,
+            json!({"id": id, "entityName": "User", "data": {"id": id}}),
+        )
+        .await?;
+        wids.push((id, wid));
+    }
+    for (_, wid) in &wids {
+        poll_until(
+            c,
+            wid,
+            "status",
+            |v| v == "running",
+            Duration::from_secs(60),
+        )
+        .await?;
+    }
+    let sem = Arc::new(Semaphore::new(32));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..per {
+        for (id, wid) in &wids {
+            let (c, sem, id, wid) = (c.clone(), sem.clone(), id.clone(), wid.clone());
+            tasks.push(tokio::spawn(async move {
+                let _p = sem.acquire().await?;
+                ops::signal(
+                    &c.client,
+                    &wid,
+                    "update",
+                    Some(&json!({"data": {"id": id, format!("f{i}"): i}})),
+                )
+                .await
+            }));
+        }
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let need = per + 1;
+    for (_, wid) in &wids {
+        poll_until(
+            c,
+            wid,
+            "data",
+            move |v| v.as_object().map(|m| m.len()) == Some(need),
+            Duration::from_secs(300),
+        )
+        .await?;
+    }
+    Ok((workflows * per) as f64 / t0.elapsed().as_secs_f64())
+}
+
+fn tree_data(id: &str, listings: usize, photos: usize) -> Value {
+    json!({"id": id, "listings": (0..listings).map(|l| {
+        let lid = format!("{id}-l{l}");
+        json!({"id": lid, "user": id, "name": "x", "photos": (0..photos).map(|p| json!({"id": format!("{lid}-p{p}"), "listing": lid})).collect::<Vec<_>>()})
+    }).collect::<Vec<_>>()})
+}
+
+fn tree_ids(id: &str, listings: usize, photos: usize) -> (Vec<String>, Vec<String>) {
+    let mut ls = Vec::new();
+    let mut ps = Vec::new();
+    for l in 0..listings {
+        let lid = format!("{id}-l{l}");
+        for p in 0..photos {
+            ps.push(format!("Photo-{lid}-p{p}"));
+        }
+        ls.push(format!("Listing-{lid}"));
+    }
+    (ls, ps)
+}
+
+fn holds_own(wid: &str, v: &Value) -> bool {
+    let (entity, id) = wid.split_once('-').unwrap_or_default();
+    v[entity].get(id).is_some()
+}
+
+/// S3–S6 on one tree; returns (start, down, up, token) in ms.
+async fn tree(
+    c: &Arc<Ctx>,
+    run: usize,
+    listings: usize,
+    photos: usize,
+) -> anyhow::Result<BTreeMap<&'static str, f64>> {
+    let id = format!("t{listings}x{photos}-{run}-{}", c.tag);
+    let root = format!("User-{id}");
+    let (ls, ps) = tree_ids(&id, listings, photos);
+    let mut all: Vec<String> = vec![root.clone()];
+    all.extend(ls.iter().cloned());
+    all.extend(ps.iter().cloned());
+    let mut out = BTreeMap::new();
+    let t0 = Instant::now();
+    ops::start(&c.client, &c.tq, &root, json!({"id": id, "entityName": "User", "apiToken": "bench-1", "data": tree_data(&id, listings, photos)})).await?;
+    poll_all(c, all.clone(), "state", holds_own).await?;
+    out.insert("start", ms(t0.elapsed()));
+    if photos > 0 {
+        // S4: one root update renaming every listing.
+        let upd: serde_json::Map<String, Value> = (0..listings)
+            .map(|l| (format!("{id}-l{l}"), json!({"name": "renamed"})))
+            .collect();
+        let t0 = Instant::now();
+        ops::signal(
+            &c.client,
+            &root,
+            "update",
+            Some(&json!({"updates": {"Listing": upd}})),
+        )
+        .await?;
+        poll_all(c, ls.clone(), "data", |_, v| v["name"] == "renamed").await?;
+        out.insert("down", ms(t0.elapsed()));
+        // S5: a photo change reaches the root.
+        let p0 = format!("{id}-l0-p0");
+        let t0 = Instant::now();
+        ops::signal(
+            &c.client,
+            &format!("Photo-{p0}"),
+            "update",
+            Some(&json!({"data": {"id": p0, "caption": "up"}, "entityName": "Photo"})),
+        )
+        .await?;
+        poll_until(
+            c,
+            &root,
+            "state",
+            |v| v["Photo"][&p0]["caption"] == "up",
+            Duration::from_secs(60),
+        )
+        .await?;
+        out.insert("up", ms(t0.elapsed()));
+        // S6: a token rotation reaches every descendant.
+        let fp = stateful_engine::fingerprint("bench-2");
+        let t0 = Instant::now();
+        ops::signal(&c.client, &root, "apiToken", Some(&json!("bench-2"))).await?;
+        let desc: Vec<String> = all[1..].to_vec();
+        let fp2 = fp.clone();
+        let _ = fp2;
+        poll_all(c, desc, "apiToken", |_, v| {
+            v["fingerprint"] == json!(stateful_engine::fingerprint("bench-2"))
+        })
+        .await?;
+        out.insert("token", ms(t0.elapsed()));
+    }
+    // Leave nothing running behind.
+    ops::signal(&c.client, &root, "cancel", None).await?;
+    Ok(out)
+}
+
+async fn floor_s1(c: &Ctx) -> anyhow::Result<(f64, f64)> {
+    let wid = format!("floor-s1-{}", c.tag);
+    c.client
+        .start_workflow(
+            FloorParent::run,
+            json!({"children": 0, "grandchildren": 0}),
+            temporalio_client::WorkflowStartOptions::new(c.floor_tq.clone(), wid.clone()).build(),
+        )
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut lat = Vec::new();
+    for i in 0..200 {
+        let t0 = Instant::now();
+        ops::signal(&c.client, &wid, "set", Some(&json!({"n": i}))).await?;
+        poll_until(c, &wid, "get", |v| v["n"] == i, Duration::from_secs(30)).await?;
+        lat.push(ms(t0.elapsed()));
+    }
+    ops::signal(&c.client, &wid, "done", Some(&json!(true))).await?;
+    Ok((pct(&lat, 0.5), pct(&lat, 0.95)))
+}
+
+async fn floor_s2(c: &Arc<Ctx>) -> anyhow::Result<f64> {
+    let wid = format!("floor-s2-{}", c.tag);
+    c.client
+        .start_workflow(
+            FloorParent::run,
+            json!({"children": 0, "grandchildren": 0}),
+            temporalio_client::WorkflowStartOptions::new(c.floor_tq.clone(), wid.clone()).build(),
+        )
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let sem = Arc::new(Semaphore::new(32));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let (c, sem, wid) = (c.clone(), sem.clone(), wid.clone());
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire().await?;
+            ops::signal(&c.client, &wid, "set", Some(&json!({format!("f{i}"): i}))).await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    poll_until(
+        c,
+        &wid,
+        "get",
+        |v| v.as_object().map(|m| m.len()) == Some(500),
+        Duration::from_secs(120),
+    )
+    .await?;
+    ops::signal(&c.client, &wid, "done", Some(&json!(true))).await?;
+    Ok(500.0 / t0.elapsed().as_secs_f64())
+}
+
+async fn floor_s3(c: &Arc<Ctx>, run: usize) -> anyhow::Result<f64> {
+    let wid = format!("floor-s3-{run}-{}", c.tag);
+    let t0 = Instant::now();
+    c.client
+        .start_workflow(
+            FloorParent::run,
+            json!({"children": 10, "grandchildren": 10}),
+            temporalio_client::WorkflowStartOptions::new(c.floor_tq.clone(), wid.clone()).build(),
+        )
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut all = vec![wid.clone()];
+    for i in 0..10 {
+        all.push(format!("{wid}-c{i}"));
+        for j in 0..10 {
+            all.push(format!("{wid}-c{i}-g{j}"));
+        }
+    }
+    poll_all(c, all, "get", |_, v| v.is_object()).await?;
+    let d = ms(t0.elapsed());
+    ops::signal(&c.client, &wid, "done", Some(&json!(true))).await?;
+    Ok(d)
+}
+
+fn rss_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn med(v: &[f64]) -> f64 {
+    pct(v, 0.5)
+}
+
+fn spread(v: &[f64]) -> String {
+    format!("{:.0}–{:.0}", pct(v, 0.0), pct(v, 1.0))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let cli = temporal_cli()?;
+    let srv = dev_server(&cli, &[]).await?;
+    let c = client(&srv.address).await?;
+    let log_dir = root().join("target/bench");
+    let tq = "bench".to_string();
+    let w = WorkerProc::start_with(&srv.address, &tq, &log_dir, "worker", &[], "release").await?;
+    let pid = w.child.id().unwrap_or(0);
+    let floor_tq = "floor".to_string();
+    spawn_floor_worker(c.clone(), floor_tq.clone());
+    let tag = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+    );
+    let ctx = Arc::new(Ctx {
+        client: c,
+        tq,
+        floor_tq,
+        tag,
+        poll: Arc::new(Semaphore::new(8)),
+    });
+    eprintln!(
+        "bench: dev server {}, release worker pid {pid}, {runs} runs per figure",
+        srv.address
+    );
+
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    let (mut p50, mut p95, mut ap50, mut ap95, mut fp50, mut fp95) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        eprintln!("bench: S1 (200 sequential updates)...");
+        let (a, b) = s1(&ctx, false).await?;
+        p50.push(a);
+        p95.push(b);
+        let (a, b) = s1(&ctx, true).await?;
+        ap50.push(a);
+        ap95.push(b);
+        let (a, b) = floor_s1(&ctx).await?;
+        fp50.push(a);
+        fp95.push(b);
+    }
+    rows.push((
+        "S1 update → visible, p50 / p95 (signal + poll)".into(),
+        format!("{:.1} / {:.1} ms", med(&p50), med(&p95)),
+        format!("{:.1} / {:.1} ms", med(&fp50), med(&fp95)),
+    ));
+    rows.push((
+        "S1 acknowledged update, p50 / p95".into(),
+        format!("{:.1} / {:.1} ms", med(&ap50), med(&ap95)),
+        "–".into(),
+    ));
+    let (mut t1, mut t20, mut tf) = (vec![], vec![], vec![]);
+    for _ in 0..runs {
+        eprintln!("bench: S2 (throughput)...");
+        t1.push(s2(&ctx, 1, 500).await?);
+        t20.push(s2(&ctx, 20, 100).await?);
+        tf.push(floor_s2(&ctx).await?);
+    }
+    rows.push((
+        "S2 500 updates, 32 signals in flight".into(),
+        format!("{:.0} updates/s ({})", med(&t1), spread(&t1)),
+        format!("{:.0} updates/s ({})", med(&tf), spread(&tf)),
+    ));
+    rows.push((
+        "S2 20 workflows × 100 updates".into(),
+        format!("{:.0} updates/s ({})", med(&t20), spread(&t20)),
+        "–".into(),
+    ));
+    let mut s3 = vec![];
+    let (mut s4, mut s5, mut s6, mut fs3) = (vec![], vec![], vec![], vec![]);
+    for r in 0..runs {
+        eprintln!("bench: S3–S6 (111-workflow tree)...");
+        let t = tree(&ctx, r, 10, 10).await?;
+        s3.push(t["start"]);
+        s4.push(t["down"]);
+        s5.push(t["up"]);
+        s6.push(t["token"]);
+        fs3.push(floor_s3(&ctx, r).await?);
+    }
+    rows.push((
+        "S3 111-workflow tree start (polled)".into(),
+        format!("{:.0} ms ({})", med(&s3), spread(&s3)),
+        format!("{:.0} ms ({})", med(&fs3), spread(&fs3)),
+    ));
+    rows.push((
+        "S4 root rename reaches 10 listings".into(),
+        format!("{:.0} ms ({})", med(&s4), spread(&s4)),
+        "–".into(),
+    ));
+    rows.push((
+        "S5 photo change reaches the root".into(),
+        format!("{:.0} ms ({})", med(&s5), spread(&s5)),
+        "–".into(),
+    ));
+    rows.push((
+        "S6 token rotation reaches 110 descendants".into(),
+        format!("{:.0} ms ({})", med(&s6), spread(&s6)),
+        "–".into(),
+    ));
+    let mut big = vec![];
+    for r in 0..runs.min(2) {
+        eprintln!("bench: S3 (1 + 1,000)...");
+        big.push(tree(&ctx, 100 + r, 1000, 0).await?["start"]);
+    }
+    rows.push((
+        "S3 1 + 1,000 tree start (polled)".into(),
+        format!("{:.0} ms ({})", med(&big), spread(&big)),
+        "–".into(),
+    ));
+    let peak = rss_kb(pid, "VmHWM:");
+    rows.push((
+        "S7 worker peak RSS after S1–S6".into(),
+        format!("{:.0} MB", peak as f64 / 1024.0),
+        "–".into(),
+    ));
+    // S8: history cost per applied update, from the S1 workflows.
+    let d = ctx
+        .client
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(format!("User-s1s-{}", ctx.tag))
+        .describe(WorkflowDescribeOptions::default())
+        .await?;
+    let (len, size) = (
+        d.history_length() as f64,
+        d.raw()
+            .workflow_execution_info
+            .as_ref()
+            .map(|i| i.history_size_bytes)
+            .unwrap_or(0) as f64,
+    );
+    rows.push((
+        "S8 history per applied update (S1 workflow)".into(),
+        format!("{:.1} events, {:.0} bytes", len / 201.0, size / 201.0),
+        "–".into(),
+    ));
+
+    let mut table = String::from("| scenario | ours | raw-Temporal floor |\n|---|---|---|\n");
+    for (a, b, f) in &rows {
+        table.push_str(&format!("| {a} | {b} | {f} |\n"));
+    }
+    println!("{table}");
+    let machine = format!(
+        "{} cores, {} GB RAM, {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()))
+            .unwrap_or(0)
+            / 1024
+            / 1024,
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(
+                |s| s.lines().find(|l| l.starts_with("model name")).map(|l| l
+                    .split(':')
+                    .nth(1)
+                    .unwrap_or("")
+                    .trim()
+                    .to_string())
+            )
+            .unwrap_or_default()
+    );
+    let section = format!(
+        "<!-- cluster:start -->\nMeasured {} on {machine}; local dev server (temporal CLI 1.9.1 = server 1.32.0), one release worker, {runs} runs per figure (median, range in brackets).\n\n{table}<!-- cluster:end -->",
+        std::process::Command::new("date")
+            .arg("-u")
+            .arg("+%Y-%m-%d")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    );
+    let path = root().join("BENCHMARKS.md");
+    let doc = std::fs::read_to_string(&path).unwrap_or_default();
+    let new = match (
+        doc.find("<!-- cluster:start -->"),
+        doc.find("<!-- cluster:end -->"),
+    ) {
+        (Some(a), Some(b)) => format!(
+            "{}{}{}",
+            &doc[..a],
+            section,
+            &doc[b + "<!-- cluster:end -->".len()..]
+        ),
+        _ => format!("{doc}\n{section}\n"),
+    };
+    std::fs::write(&path, new)?;
+    eprintln!("bench: wrote the cluster section of {}", path.display());
+    w.stop().await;
+    srv.stop().await;
+    Ok(())
+}
