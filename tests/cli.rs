@@ -46,8 +46,9 @@ fn starter(env: &Env, args: &[&str]) -> Command {
 
 pub async fn temporal_cli_drives_a_workflow(env: &Env) -> anyhow::Result<()> {
     let id = env.id("cli");
+    let l1 = format!("{id}-l1");
     let wid = format!("User-{id}");
-    let input = json!({"id": id, "entityName": "User", "data": {"id": id, "name": "Ann", "listings": [{"id": "l1", "user": id}]}});
+    let input = json!({"id": id, "entityName": "User", "data": {"id": id, "name": "Ann", "listings": [{"id": l1, "user": id}]}});
     temporal(
         env,
         &[
@@ -73,10 +74,10 @@ pub async fn temporal_cli_drives_a_workflow(env: &Env) -> anyhow::Result<()> {
             "--name",
             "update",
             "--input",
-            &json!({"data": {"id": "l1", "name": "Loft"}, "entityName": "Listing"}).to_string(),
+            &json!({"data": {"id": l1, "name": "Loft"}, "entityName": "Listing"}).to_string(),
         ],
     )?;
-    query_until(env, &wid, "state", |v| v["Listing"]["l1"]["name"] == "Loft").await?;
+    query_until(env, &wid, "state", |v| v["Listing"][&l1]["name"] == "Loft").await?;
     let out = temporal(
         env,
         &[
@@ -94,7 +95,7 @@ pub async fn temporal_cli_drives_a_workflow(env: &Env) -> anyhow::Result<()> {
     let data = v["queryResult"][0].clone();
     ensure_eq!(
         data,
-        json!({"id": id, "name": "Ann", "listings": [{"id": "l1", "user": id, "name": "Loft"}]})
+        json!({"id": id, "name": "Ann", "listings": [{"id": l1, "user": id, "name": "Loft"}]})
     );
     let out = temporal(
         env,

@@ -53,20 +53,21 @@ pub async fn save_from(
 pub async fn record_histories(env: &Env) -> anyhow::Result<()> {
     // 1. Data, every kind of message, an acknowledged and a refused update, pause/resume, cancel.
     let id = env.id("rec1");
+    let l1 = format!("{id}-l1");
     let wid = ops::workflow_id("User", &id);
     ops::start(
         &env.client,
         &env.task_queue,
         &wid,
         json!({"id": id, "entityName": "User", "apiToken": "rec-token",
-        "data": {"id": id, "name": "Ann", "listings": [{"id": "l1", "user": id}]}}),
+        "data": {"id": id, "name": "Ann", "listings": [{"id": l1, "user": id}]}}),
     )
     .await?;
     ops::signal(
         &env.client,
         &wid,
         "update",
-        Some(&json!({"data": {"id": "l1", "name": "Loft"}, "entityName": "Listing"})),
+        Some(&json!({"data": {"id": l1, "name": "Loft"}, "entityName": "Listing"})),
     )
     .await?;
     ops::signal(&env.client, &wid, "update", None).await?;
@@ -95,7 +96,7 @@ pub async fn record_histories(env: &Env) -> anyhow::Result<()> {
         &env.client,
         &wid,
         "delete",
-        Some(&json!({"deletions": {"Listing": {"l1": {}}}})),
+        Some(&json!({"deletions": {"Listing": {l1.clone(): {}}}})),
     )
     .await?;
     ops::signal(&env.client, &wid, "apiToken", Some(&json!("rec-token-2"))).await?;

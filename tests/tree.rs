@@ -340,6 +340,7 @@ pub async fn removing_a_listing_cancels_that_child_only(env: &Env) -> anyhow::Re
     // (Deleting the entity leaves a dangling id in `listings`: the id no longer resolves, so the child goes.)
     ops::signal(&env.client, &root, "update", Some(&json!({"updates": {"User": {u.clone(): {"id": u, "listings": [ls[1], ls[3]]}}}, "strategy": "$replace"}))).await?;
     ended(env, &format!("Listing-{}", ls[2])).await?;
+    ended(env, &format!("Listing-{}", ls[1])).await?;
     ensure_eq!(
         status_of(env, &format!("Listing-{}", ls[3])).await?,
         RUNNING

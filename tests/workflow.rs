@@ -63,20 +63,22 @@ pub async fn result(env: &Env, wid: &str) -> anyhow::Result<Value> {
 
 pub async fn starts_with_data_and_with_state(env: &Env) -> anyhow::Result<()> {
     let id = env.id("start-data");
+    let l1 = format!("{id}-l1");
     let data =
-        json!({"id": id, "name": "Ann", "listings": [{"id": "l1", "name": "Loft", "user": id}]});
+        json!({"id": id, "name": "Ann", "listings": [{"id": l1, "name": "Loft", "user": id}]});
     let wid = start_user(env, &id, json!({"data": data})).await?;
     let want = normalized("User", &data);
     query_until(env, &wid, "state", |v| *v == want).await?;
     ensure_eq!(ops::query(&env.client, &wid, "data").await?, data);
 
     let id2 = env.id("start-state");
-    let state = json!({"User": {id2.clone(): {"id": id2, "listings": ["l9"]}}, "Listing": {"l9": {"id": "l9", "user": id2}}});
+    let l9 = format!("{id2}-l9");
+    let state = json!({"User": {id2.clone(): {"id": id2, "listings": [l9]}}, "Listing": {l9.clone(): {"id": l9, "user": id2}}});
     let wid2 = start_user(env, &id2, json!({"state": state})).await?;
     query_until(env, &wid2, "state", |v| *v == state).await?;
     ensure_eq!(
         ops::query(&env.client, &wid2, "data").await?,
-        json!({"id": id2, "listings": [{"id": "l9", "user": id2}]})
+        json!({"id": id2, "listings": [{"id": l9, "user": id2}]})
     );
     Ok(())
 }
@@ -154,27 +156,28 @@ pub async fn applies_every_strategy(env: &Env) -> anyhow::Result<()> {
 
 pub async fn deletes_entities(env: &Env) -> anyhow::Result<()> {
     let id = env.id("deletes");
-    let data = json!({"id": id, "listings": [{"id": "l1"}, {"id": "l2"}, {"id": "l3"}]});
+    let (l1, l2, l3) = (format!("{id}-l1"), format!("{id}-l2"), format!("{id}-l3"));
+    let data = json!({"id": id, "listings": [{"id": l1}, {"id": l2}, {"id": l3}]});
     let wid = start_user(env, &id, json!({"data": data})).await?;
     ops::signal(
         &env.client,
         &wid,
         "delete",
-        Some(&json!({"data": {"id": "l1"}, "entityName": "Listing"})),
+        Some(&json!({"data": {"id": l1}, "entityName": "Listing"})),
     )
     .await?;
     ops::signal(
         &env.client,
         &wid,
         "delete",
-        Some(&json!({"deletions": {"Listing": {"l2": {}}}})),
+        Some(&json!({"deletions": {"Listing": {l2.clone(): {}}}})),
     )
     .await?;
     let st = query_until(env, &wid, "state", |v| {
         v["Listing"].as_object().is_some_and(|m| m.len() == 1)
     })
     .await?;
-    ensure_eq!(st["Listing"], json!({"l3": {"id": "l3"}}));
+    ensure_eq!(st["Listing"], json!({l3.clone(): {"id": l3}}));
     Ok(())
 }
 

@@ -33,7 +33,8 @@ pub struct Skipped {
     pub reason: String,
 }
 
-/// The children that the own entity's managed relations call for (autoStart only), in a stable order,
+/// The children that the own entity's managed relations call for (autoStart only, stored entities
+/// only), in a stable order,
 /// and those skipped because they would close a cycle (their id is the workflow's own or an
 /// ancestor's).
 pub fn desired_children(
@@ -69,6 +70,10 @@ pub fn desired_children(
                     workflow_id: wid,
                     reason: "circular: it is this workflow or one of its ancestors".into(),
                 });
+                continue;
+            }
+            // A dangling id (the entity was deleted, or is not loaded yet) calls for no child.
+            if store.get(&rel.target, &id).is_none() {
                 continue;
             }
             if seen.insert(wid.clone()) {
