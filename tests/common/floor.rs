@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use temporalio_client::Client;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ChildWorkflowOptions, ParentClosePolicy, SyncWorkflowContext, Worker, WorkerOptions,
-    WorkflowContext, WorkflowContextView, WorkflowResult, runtime::PollerBehavior,
+    ChildWorkflowOptions, ParentClosePolicy, SyncWorkflowContext, WorkerOptions, WorkflowContext,
+    WorkflowContextView, WorkflowResult, runtime::PollerBehavior,
 };
 
 /// The floor workflow.
@@ -75,21 +75,11 @@ impl FloorParent {
 
 /// Runs a worker for the floor workflow on `task_queue`, on a thread of its own.
 pub fn spawn_floor_worker(client: Client, task_queue: String) {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
+    crate::spawn_worker(client, move || {
+        WorkerOptions::new(task_queue)
+            .register_workflow::<FloorParent>()
+            .expect("register")
+            .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(10))
             .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let runtime = temporalio_sdk::Runtime::from_current_tokio(Default::default())
-                .expect("sdk runtime");
-            let opts = WorkerOptions::new(task_queue)
-                .register_workflow::<FloorParent>()
-                .expect("register")
-                .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(10))
-                .build();
-            let mut w = Worker::new(&runtime, client, opts).expect("worker");
-            let _ = w.run().await;
-        });
     });
 }

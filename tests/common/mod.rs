@@ -201,6 +201,26 @@ impl WorkerProc {
     }
 }
 
+/// Runs an in-process worker with the options `build` makes, on a thread of its own (the SDK's worker
+/// future is not `Send`), until the process ends.
+pub fn spawn_worker(
+    client: Client,
+    build: impl FnOnce() -> temporalio_sdk::WorkerOptions + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let runtime = temporalio_sdk::Runtime::from_current_tokio(Default::default())
+                .expect("sdk runtime");
+            let mut w = temporalio_sdk::Worker::new(&runtime, client, build()).expect("worker");
+            let _ = w.run().await;
+        });
+    });
+}
+
 /// Polls `check` every 50 ms until it returns `Ok`, or fails with its last error after `within`.
 pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> anyhow::Result<T>
 where

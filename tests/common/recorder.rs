@@ -7,8 +7,7 @@ use temporalio_client::Client;
 use temporalio_common::data_converters::RawValue;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    SyncWorkflowContext, Worker, WorkerOptions, WorkflowContext, WorkflowContextView,
-    WorkflowResult,
+    SyncWorkflowContext, WorkerOptions, WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
 /// The recorder.
@@ -79,20 +78,10 @@ impl RecorderWorkflow {
 /// Runs a worker for `RecorderWorkflow` on `task_queue`, on a thread of its own (the SDK's worker
 /// future is not `Send`), until the process ends.
 pub fn spawn_recorder_worker(client: Client, task_queue: String) {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
+    crate::spawn_worker(client, move || {
+        WorkerOptions::new(task_queue)
+            .register_workflow::<RecorderWorkflow>()
+            .expect("register")
             .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let runtime = temporalio_sdk::Runtime::from_current_tokio(Default::default())
-                .expect("sdk runtime");
-            let opts = WorkerOptions::new(task_queue)
-                .register_workflow::<RecorderWorkflow>()
-                .expect("register")
-                .build();
-            let mut w = Worker::new(&runtime, client, opts).expect("worker");
-            let _ = w.run().await;
-        });
     });
 }
