@@ -6,6 +6,7 @@ use std::process::Command;
 use anyhow::bail;
 use serde_json::{Value, json};
 use stateful_tests::{Env, bin, ensure_eq, query_until};
+use worker::ops;
 
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output()?;
@@ -265,5 +266,120 @@ pub async fn starter_tree_shows_and_cancels_a_hierarchy(env: &Env) -> anyhow::Re
     let out = run(&mut starter(env, &["--json", "tree", &wid, "--cancel"]))?;
     let v: Value = serde_json::from_str(out.trim())?;
     ensure_eq!(v["cancelled"].as_array().map(Vec::len), Some(3));
+    Ok(())
+}
+
+fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+pub async fn worker_binary_starts_a_dev_server_serves_metrics_and_stops_on_sigterm(
+    env: &Env,
+) -> anyhow::Result<()> {
+    use worker::devserver::{free_port, reachable};
+    if reachable("localhost:7233") {
+        bail!(
+            "something listens on localhost:7233, so the worker would use it instead of starting its own dev server: stop it to run this test"
+        );
+    }
+    let (port, ui, metrics) = (free_port()?, free_port()?, free_port()?);
+    let home = stateful_tests::root().join(format!("target/e2e/home-{}", env.tag));
+    std::fs::create_dir_all(&home)?;
+    let log = env.log_dir.join("worker-embedded.log");
+    let out = std::fs::File::create(&log)?;
+    let mut child = tokio::process::Command::new(bin("worker")?)
+        .args(["--schema"])
+        .arg(stateful_tests::root().join("tests/fixtures/schema.yaml"))
+        .arg("--temporal-cli")
+        .arg(&env.cli)
+        .args([
+            "--dev-server-port",
+            &port.to_string(),
+            "--dev-server-ui-port",
+            &ui.to_string(),
+        ])
+        .args([
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics}"),
+            "--task-queue",
+            "embedded",
+        ])
+        .env_remove("TEMPORAL_ADDRESS")
+        .env_remove("TEMPORAL_NAMESPACE")
+        .env_remove("TEMPORAL_PROFILE")
+        .env_remove("TEMPORAL_CONFIG_FILE")
+        .env("HOME", &home)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()?;
+    let wait_log = |needle: &'static str| {
+        let log = log.clone();
+        async move {
+            stateful_tests::eventually(std::time::Duration::from_secs(60), || async {
+                let t = std::fs::read_to_string(&log).unwrap_or_default();
+                if t.contains(needle) {
+                    Ok(t)
+                } else {
+                    bail!("no `{needle}` in the worker log yet:\n{t}")
+                }
+            })
+            .await
+        }
+    };
+    let text = wait_log("worker ready").await?;
+    if !text.contains("started a local dev server")
+        || !text.contains(&format!("http://127.0.0.1:{ui}"))
+    {
+        bail!("the worker did not say it started a dev server, with the UI address:\n{text}");
+    }
+    // It works: a workflow runs on it.
+    let c = stateful_tests::client(&format!("127.0.0.1:{port}")).await?;
+    ops::start(
+        &c,
+        "embedded",
+        "User-emb",
+        json!({"id": "emb", "entityName": "User", "data": {"id": "emb"}}),
+    )
+    .await?;
+    stateful_tests::eventually(std::time::Duration::from_secs(30), || async {
+        let v = ops::query(&c, "User-emb", "status").await?;
+        if v == "running" { Ok(()) } else { bail!("{v}") }
+    })
+    .await?;
+    // Prometheus metrics.
+    let m = http_get(&format!("127.0.0.1:{metrics}"), "/metrics")?;
+    if !m.contains("200 OK") || !m.contains("temporal_") {
+        bail!("no Prometheus metrics: {}", &m[..m.len().min(300)]);
+    }
+    // SIGTERM: a graceful stop that also stops the dev server it started.
+    let pid = child.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()?;
+    let status = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait()).await??;
+    if !status.success() {
+        bail!("the worker exited with {status} on SIGTERM");
+    }
+    wait_log("worker stopped").await?;
+    stateful_tests::eventually(std::time::Duration::from_secs(10), || async {
+        if reachable(&format!("127.0.0.1:{port}")) {
+            bail!("the dev server still listens")
+        } else {
+            Ok(())
+        }
+    })
+    .await?;
     Ok(())
 }

@@ -167,3 +167,66 @@ pub async fn continue_as_new_loses_nothing(env: &Env) -> anyhow::Result<()> {
     srv.stop().await;
     Ok(())
 }
+
+pub async fn a_restarted_worker_with_another_schema_does_not_change_running_workflows(
+    env: &Env,
+) -> anyhow::Result<()> {
+    let tq = format!("pin-{}", env.tag);
+    let id = env.id("pin");
+    let wid = format!("User-{id}");
+    let w = WorkerProc::start(&env.address, &tq, &env.log_dir, "worker-pin-a", &[]).await?;
+    ops::start(
+        &env.client,
+        &tq,
+        &wid,
+        json!({"id": id, "entityName": "User", "data": {"id": id}}),
+    )
+    .await?;
+    let original = eventually(Duration::from_secs(30), || async {
+        let s = ops::query(&env.client, &wid, "schema").await?;
+        if s.is_object() {
+            Ok(s)
+        } else {
+            bail!("no schema yet")
+        }
+    })
+    .await?;
+    w.stop().await;
+    // Another schema, in which a User has no managed listings.
+    let other = env.log_dir.join(format!("other-schema-{}.yaml", env.tag));
+    std::fs::write(&other, "User: {}\nListing: {}\n")?;
+    let w2 = WorkerProc::start(
+        &env.address,
+        &tq,
+        &env.log_dir,
+        "worker-pin-b",
+        &["--schema", other.to_str().unwrap()],
+    )
+    .await?;
+    let l = format!("{id}-l");
+    ops::signal(
+        &env.client,
+        &wid,
+        "update",
+        Some(&json!({"data": {"id": id, "listings": [{"id": l, "user": id}]}})),
+    )
+    .await?;
+    // Still the schema it started with: the listing is normalized out and gets its child.
+    eventually(Duration::from_secs(30), || async {
+        let st = ops::query(&env.client, &wid, "state").await?;
+        if st["Listing"][&l].is_object() {
+            Ok(())
+        } else {
+            bail!("state {st}")
+        }
+    })
+    .await?;
+    ensure_eq!(ops::query(&env.client, &wid, "schema").await?, original);
+    eventually(Duration::from_secs(30), || async {
+        let v = ops::query(&env.client, &format!("Listing-{l}"), "status").await?;
+        if v == "running" { Ok(()) } else { bail!("{v}") }
+    })
+    .await?;
+    w2.stop().await;
+    Ok(())
+}

@@ -347,6 +347,33 @@ mod tests {
     }
 
     #[test]
+    fn child_ids_with_parent_id_and_composite_ids() {
+        let s = Schema::parse(
+            "Org: {teams: {entity: Team, many: true, includeParentId: true}, members: {entity: Member, many: true, idAttribute: [dept, id]}}\nTeam: {}\nMember: {}",
+            "t",
+        )
+        .unwrap();
+        let mut st = Store::new();
+        let m = wire::parse_update(
+            &s,
+            "Org",
+            &json!({"data": {"id": "o", "teams": [{"id": "t1"}], "members": [{"id": "m1", "dept": "ops"}]}}),
+        )
+        .unwrap();
+        st.apply(&s, &m.change, &Stamp::new(1, "w"), "c").unwrap();
+        let (kids, _) = desired_children(&s, &st, &EntityRef::new("Org", "o"), "Org-o", &[]);
+        let ids: Vec<_> = kids.iter().map(|k| k.workflow_id.as_str()).collect();
+        assert_eq!(ids, ["Member-ops-m1", "Team-t1-o"]);
+        // A dangling id calls for no child.
+        let del = Change::Delete {
+            refs: [EntityRef::new("Team", "t1")].into(),
+        };
+        st.apply(&s, &del, &Stamp::new(2, "w"), "c").unwrap();
+        let (kids, _) = desired_children(&s, &st, &EntityRef::new("Org", "o"), "Org-o", &[]);
+        assert_eq!(kids.len(), 1);
+    }
+
+    #[test]
     fn outgoing_skips_what_came_from_the_receiver_and_applies_selectors() {
         let s = schema();
         let mut st = Store::new();

@@ -26,6 +26,13 @@ struct Ctx {
     poll: Arc<Semaphore>,
 }
 
+/// A fresh id for each workflow a scenario starts.
+fn uid(c: &Ctx, prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}{}-{}", N.fetch_add(1, Ordering::Relaxed), c.tag)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -95,8 +102,8 @@ async fn poll_all(
     Ok(())
 }
 
-async fn s1(c: &Ctx, ack: bool) -> anyhow::Result<(f64, f64)> {
-    let id = format!("s1{}-{}", if ack { "a" } else { "s" }, c.tag);
+async fn s1(c: &Ctx, ack: bool) -> anyhow::Result<(f64, f64, String)> {
+    let id = uid(c, if ack { "s1a" } else { "s1s" });
     let wid = format!("User-{id}");
     ops::start(
         &c.client,
@@ -125,11 +132,11 @@ async fn s1(c: &Ctx, ack: bool) -> anyhow::Result<(f64, f64)> {
         }
         lat.push(ms(t0.elapsed()));
     }
-    Ok((pct(&lat, 0.5), pct(&lat, 0.95)))
+    Ok((pct(&lat, 0.5), pct(&lat, 0.95), wid))
 }
 
 async fn s2(c: &Arc<Ctx>, workflows: usize, per: usize) -> anyhow::Result<f64> {
-    let run = format!("s2-{}-{}", workflows, c.tag);
+    let run = uid(c, &format!("s2x{workflows}-"));
     let mut wids = Vec::new();
     for w in 0..workflows {
         let id = format!("{run}-{w}");
@@ -284,7 +291,7 @@ async fn tree(
 }
 
 async fn floor_s1(c: &Ctx) -> anyhow::Result<(f64, f64)> {
-    let wid = format!("floor-s1-{}", c.tag);
+    let wid = uid(c, "floor-s1-");
     c.client
         .start_workflow(
             FloorParent::run,
@@ -305,7 +312,7 @@ async fn floor_s1(c: &Ctx) -> anyhow::Result<(f64, f64)> {
 }
 
 async fn floor_s2(c: &Arc<Ctx>) -> anyhow::Result<f64> {
-    let wid = format!("floor-s2-{}", c.tag);
+    let wid = uid(c, "floor-s2-");
     c.client
         .start_workflow(
             FloorParent::run,
@@ -418,12 +425,14 @@ async fn main() -> anyhow::Result<()> {
     let mut rows: Vec<(String, String, String)> = Vec::new();
     let (mut p50, mut p95, mut ap50, mut ap95, mut fp50, mut fp95) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut s1_wid = String::new();
     for _ in 0..runs {
         eprintln!("bench: S1 (200 sequential updates)...");
-        let (a, b) = s1(&ctx, false).await?;
+        let (a, b, w) = s1(&ctx, false).await?;
+        s1_wid = w;
         p50.push(a);
         p95.push(b);
-        let (a, b) = s1(&ctx, true).await?;
+        let (a, b, _) = s1(&ctx, true).await?;
         ap50.push(a);
         ap95.push(b);
         let (a, b) = floor_s1(&ctx).await?;
@@ -507,7 +516,7 @@ async fn main() -> anyhow::Result<()> {
     // S8: history cost per applied update, from the S1 workflows.
     let d = ctx
         .client
-        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(format!("User-s1s-{}", ctx.tag))
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(s1_wid.clone())
         .describe(WorkflowDescribeOptions::default())
         .await?;
     let (len, size) = (

@@ -163,8 +163,17 @@ impl WorkerProc {
                 "--task-queue",
                 task_queue,
             ])
-            .arg("--schema")
-            .arg(root().join("tests/fixtures/schema.yaml"))
+            .args(if extra.contains(&"--schema") {
+                vec![]
+            } else {
+                vec![
+                    "--schema".to_string(),
+                    root()
+                        .join("tests/fixtures/schema.yaml")
+                        .display()
+                        .to_string(),
+                ]
+            })
             .args(["--metrics-addr", "127.0.0.1:0", "--no-dev-server"])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -175,9 +184,29 @@ impl WorkerProc {
             .kill_on_drop(true)
             .spawn()
             .context("starting the worker binary")?;
-        let w = WorkerProc { child, log };
-        w.wait_log("worker ready", Duration::from_secs(60)).await?;
-        Ok(w)
+        let mut w = WorkerProc { child, log };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::fs::read_to_string(&w.log)
+                .unwrap_or_default()
+                .contains("worker ready")
+            {
+                return Ok(w);
+            }
+            if let Some(status) = w.child.try_wait()? {
+                bail!(
+                    "the worker exited ({status}) before it was ready; its log:\n{}",
+                    std::fs::read_to_string(&w.log).unwrap_or_default()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the worker was not ready within 60 s; its log:\n{}",
+                    std::fs::read_to_string(&w.log).unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until the log contains `needle`.

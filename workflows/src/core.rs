@@ -293,11 +293,16 @@ impl Core {
                 strategy: Default::default(),
             });
         }
+        // The state a parent hands down counts as coming from the parent: it is not echoed back up.
+        let source = match (&input.state, self.ancestors.last()) {
+            (Some(_), Some(parent)) => parent.clone(),
+            _ => "input".to_string(),
+        };
         let mut batch = self.store.batch(&schema);
         for c in &initial {
             let stamp = batch.next_stamp(now, &self.workflow_id);
             batch
-                .apply(c, &stamp, "input")
+                .apply(c, &stamp, &source)
                 .map_err(|e| format!("the initial data does not apply: {e}"))?;
         }
         let cs = batch.finish();
@@ -938,5 +943,78 @@ mod tests {
         for v in all {
             assert!(!v.to_string().contains("very-secret"));
         }
+    }
+}
+
+#[cfg(test)]
+mod tree_tests {
+    use super::*;
+    use crate::tree::{ChildStatus, Effect};
+    use serde_json::json;
+
+    fn start(schema: &str, input: Value) -> (Core, Vec<Effect>) {
+        let mut c = Core::default();
+        let s = Schema::parse(schema, "t").unwrap();
+        let js = s.to_json();
+        c.start(
+            StartInput::parse(&input).unwrap(),
+            s,
+            js,
+            format!(
+                "{}-{}",
+                input["entityName"].as_str().unwrap(),
+                input["id"].as_str().unwrap()
+            ),
+            1,
+        )
+        .unwrap();
+        let e = c.initial_effects();
+        (c, e)
+    }
+
+    #[test]
+    fn on_remove_keep_leaves_the_child_running_and_cancel_unsubscribes() {
+        let (mut c, e) = start(
+            "User: {listings: {entity: Listing, many: true, onRemove: keep}, photos: [Photo]}\nListing: {}\nPhoto: {}",
+            json!({"id": "u", "entityName": "User", "data": {"id": "u", "listings": [{"id": "l"}], "photos": [{"id": "p"}]}}),
+        );
+        assert_eq!(
+            e.iter()
+                .filter(|e| matches!(e, Effect::Start { .. }))
+                .count(),
+            2
+        );
+        c.enqueue(
+            MsgKind::Update,
+            Ok(json!({"data": {"id": "u", "listings": [], "photos": []}})),
+            false,
+        );
+        let out = c.process(2);
+        // `keep`: no message at all to Listing-l; `cancel` (default): Photo-p is told its parent let go.
+        assert!(!out.effects.iter().any(
+            |e| matches!(e, Effect::Signal { workflow_id, .. } if workflow_id == "Listing-l")
+        ));
+        assert!(out.effects.iter().any(|e| matches!(e, Effect::Signal { workflow_id, name, .. } if workflow_id == "Photo-p" && name == "unsubscribe")));
+        assert_eq!(c.tree.children["Listing-l"].status, ChildStatus::Removed);
+    }
+
+    #[test]
+    fn a_child_started_with_a_stamped_slice_keeps_the_parents_stamps() {
+        let (_, e) = start(
+            "User: {listings: [Listing]}\nListing: {user: User}",
+            json!({"id": "u", "entityName": "User", "data": {"id": "u", "listings": [{"id": "l", "user": "u", "name": "x"}]}}),
+        );
+        let Some(Effect::Start { input, .. }) = e.into_iter().next() else {
+            panic!("no start")
+        };
+        assert_eq!(
+            input["stateStamps"]["Listing"]["l"]["name"],
+            json!([1, "User-u"])
+        );
+        let (child, _) = start("User: {listings: [Listing]}\nListing: {user: User}", input);
+        assert_eq!(
+            child.store.meta("Listing", "l").unwrap().stamps["name"],
+            stateful_engine::Stamp::new(1, "User-u")
+        );
     }
 }

@@ -35,12 +35,20 @@ use crate::tree::{ChildEvent, Effect};
 
 type Outcome = LocalBoxFuture<'static, Option<ChildEvent>>;
 
+/// What a child start resolves to: a start failure to report, or the future of the child's result.
+enum Started {
+    Failed(Option<ChildEvent>),
+    Running(Outcome),
+}
+
 /// Effects in flight. Each resolves to a child event (fed back into the inbox) or nothing. Plain
 /// vectors polled with the workflow's own context, not `FuturesUnordered`: its internal wakers are not
 /// SDK primitives, and the SDK's nondeterminism detector rightly refuses them.
 #[derive(Default)]
 struct InFlight {
-    /// Child starts and their results: they resolve when a child ends.
+    /// Child starts not yet resolved: a run must not close before they are.
+    starts: Vec<LocalBoxFuture<'static, Started>>,
+    /// Results of started children: they resolve when a child ends.
     watchers: Vec<Outcome>,
     /// Signal deliveries and cancellation requests: they resolve within a workflow task or two.
     acks: Vec<Outcome>,
@@ -113,27 +121,32 @@ fn execute(ctx: &WorkflowContext<StatefulWorkflow>, effects: Vec<Effect>, inflig
                     .cancellation_token(WorkflowCancellationToken::new())
                     .build();
                 let c = ctx.clone();
-                inflight.watchers.push(
+                inflight.starts.push(
                     async move {
-                        let started = c.start_child_workflow(JsonWorkflow(workflow_type), input, opts).await;
-                        match started {
-                            Err(ChildWorkflowStartError::StartFailed { cause: StartChildWorkflowExecutionFailedCause::WorkflowAlreadyExists, .. }) => {
-                                child_event(&workflow_id, generation, "alreadyRunning", "", String::new())
-                            }
-                            Err(e) => child_event(&workflow_id, generation, "startFailed", "", e.to_string()),
-                            Ok(started) => match started.result().await {
-                                Ok(_) => child_event(&workflow_id, generation, "ended", "completed", String::new()),
-                                Err(ChildWorkflowExecutionError::Failed(f)) => {
-                                    let outcome = match f.cause() {
-                                        Some(IncomingError::Cancelled(_)) => "cancelled",
-                                        Some(IncomingError::Terminated(_)) => "terminated",
-                                        Some(IncomingError::Timeout(_)) => "timedOut",
-                                        _ => "failed",
-                                    };
-                                    child_event(&workflow_id, generation, "ended", outcome, f.failure().message.clone())
+                        match c.start_child_workflow(JsonWorkflow(workflow_type), input, opts).await {
+                            Err(ChildWorkflowStartError::StartFailed {
+                                cause: StartChildWorkflowExecutionFailedCause::WorkflowAlreadyExists,
+                                ..
+                            }) => Started::Failed(child_event(&workflow_id, generation, "alreadyRunning", "", String::new())),
+                            Err(e) => Started::Failed(child_event(&workflow_id, generation, "startFailed", "", e.to_string())),
+                            Ok(started) => Started::Running(
+                                async move {
+                                    match started.result().await {
+                                        Ok(_) => child_event(&workflow_id, generation, "ended", "completed", String::new()),
+                                        Err(ChildWorkflowExecutionError::Failed(f)) => {
+                                            let outcome = match f.cause() {
+                                                Some(IncomingError::Cancelled(_)) => "cancelled",
+                                                Some(IncomingError::Terminated(_)) => "terminated",
+                                                Some(IncomingError::Timeout(_)) => "timedOut",
+                                                _ => "failed",
+                                            };
+                                            child_event(&workflow_id, generation, "ended", outcome, f.failure().message.clone())
+                                        }
+                                        Err(e) => child_event(&workflow_id, generation, "ended", "failed", e.to_string()),
+                                    }
                                 }
-                                Err(e) => child_event(&workflow_id, generation, "ended", "failed", e.to_string()),
-                            },
+                                .boxed_local(),
+                            ),
                         }
                     }
                     .boxed_local(),
@@ -180,9 +193,39 @@ fn execute(ctx: &WorkflowContext<StatefulWorkflow>, effects: Vec<Effect>, inflig
     }
 }
 
+/// Polls the child starts: a started child's result joins the watchers; a failed start is reported.
+fn poll_starts(
+    inflight: &mut InFlight,
+    cx: &mut std::task::Context<'_>,
+) -> Option<Option<ChildEvent>> {
+    let mut i = 0;
+    while i < inflight.starts.len() {
+        match inflight.starts[i].as_mut().poll(cx) {
+            std::task::Poll::Ready(done) => {
+                drop(inflight.starts.remove(i));
+                match done {
+                    Started::Failed(ev) => return Some(ev),
+                    Started::Running(mut result) => {
+                        // Poll it once now, so that its waker is registered.
+                        if let std::task::Poll::Ready(ev) = result.as_mut().poll(cx) {
+                            return Some(ev);
+                        }
+                        inflight.watchers.push(result);
+                    }
+                }
+            }
+            std::task::Poll::Pending => i += 1,
+        }
+    }
+    None
+}
+
 /// The next effect outcome (never, when none is in flight).
 async fn next_outcome(inflight: &mut InFlight) -> Option<ChildEvent> {
     futures::future::poll_fn(|cx| {
+        if let Some(x) = poll_starts(inflight, cx) {
+            return std::task::Poll::Ready(x);
+        }
         for set in [&mut inflight.acks, &mut inflight.watchers] {
             if let Some(x) = poll_set(set, cx) {
                 return std::task::Poll::Ready(x);
@@ -342,6 +385,12 @@ impl StatefulWorkflow {
                         }
                         Effect::Signal { .. } => {}
                     }
+                }
+            }
+            let skipped = ctx.state_mut(|s| std::mem::take(&mut s.core.tree.newly_skipped));
+            if !ctx.is_replaying() {
+                for s in skipped {
+                    info!(workflow_id = ctx.workflow_id(), child = %s.workflow_id, reason = %s.reason, "child not started");
                 }
             }
             execute(ctx, out.effects, &mut inflight);
@@ -621,6 +670,17 @@ fn upsert_memo(ctx: &WorkflowContext<StatefulWorkflow>) {
 /// cancellation request is resolved. Child watchers are dropped with the run; the children keep running
 /// (they are abandoned on close, and re-attached through the carried registry).
 async fn drain_signals(inflight: &mut InFlight) {
+    while !inflight.starts.is_empty() {
+        futures::future::poll_fn(|cx| {
+            let _ = poll_starts(inflight, cx);
+            if inflight.starts.is_empty() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
     futures::future::poll_fn(|cx| {
         while poll_set(&mut inflight.watchers, cx).is_some() {}
         std::task::Poll::Ready(())

@@ -159,6 +159,8 @@ pub struct Tree {
     pub slices: SliceIndex,
     /// Changes happened while paused: resynchronize everyone on resume.
     pub dirty: bool,
+    /// Skipped since the glue last looked (it logs each once).
+    pub newly_skipped: Vec<plan::Skipped>,
 }
 
 /// What a workflow knows about itself, for planning.
@@ -317,7 +319,12 @@ impl Tree {
         let deltas = self.slices.update(me.schema, me.store, cs);
         let (desired, skipped) =
             plan::desired_children(me.schema, me.store, &me.own, me.workflow_id, me.ancestors);
-        self.skipped.extend(skipped);
+        for s in skipped {
+            if !self.skipped.contains(&s) {
+                self.newly_skipped.push(s.clone());
+                self.skipped.insert(s);
+            }
+        }
         let desired: BTreeMap<String, ChildSpec> = desired
             .into_iter()
             .map(|c| (c.workflow_id.clone(), c))
