@@ -198,6 +198,9 @@ async fn run_with_client(
     let options = WorkerOptions::new(args.task_queue.clone())
         .register_workflow::<StatefulWorkflow>()?
         .register_activities(SchemaActivities::new(schema.as_ref()))
+        .register_activities(stateful_activities::HttpActivities::new(
+            stateful_activities::HttpConfig::default(),
+        ))
         .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(args.workflow_pollers.max(2)))
         .activity_task_poller_behavior(PollerBehavior::SimpleMaximum(args.activity_pollers.max(1)))
         .max_cached_workflows(args.max_cached_workflows)

@@ -1,0 +1,165 @@
+//! Error classification: one place decides what is retried.
+
+use std::time::Duration;
+
+use temporalio_sdk::ApplicationFailure;
+use temporalio_sdk::activities::ActivityError;
+
+/// Why an HTTP call failed, with what decides retrying.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum HttpError {
+    /// 401 or 403: the token is missing, wrong or expired. Not retried: a new token heals it.
+    #[error("unauthorized: the API answered {status} for {url} (rotate the apiToken)")]
+    Unauthorized {
+        /// HTTP status.
+        status: u16,
+        /// URL (never holds the token: it travels in a header).
+        url: String,
+    },
+    /// 408, 429, 5xx: retried with backoff; `Retry-After` is honoured.
+    #[error("the API answered {status} for {url}; retrying")]
+    Transient {
+        /// HTTP status.
+        status: u16,
+        /// URL.
+        url: String,
+        /// The server's `Retry-After`, when it gave one.
+        retry_after: Option<Duration>,
+    },
+    /// Any other 4xx: the request is wrong; not retried.
+    #[error("the API refused the request: {status} for {url}")]
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// URL.
+        url: String,
+    },
+    /// Timeouts and connection errors: retried.
+    #[error("cannot reach the API at {url}: {reason}")]
+    Network {
+        /// URL.
+        url: String,
+        /// What happened.
+        reason: String,
+    },
+    /// A body that is not JSON, or too large: not retried.
+    #[error("the API's answer for {url} is unusable: {reason}")]
+    BadBody {
+        /// URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The circuit for this host is open after repeated failures: fail fast, retry after the cool-down.
+    #[error("the circuit for {host} is open after repeated failures; next try in {retry_in:?}")]
+    CircuitOpen {
+        /// Host.
+        host: String,
+        /// Time left in the cool-down.
+        retry_in: Duration,
+    },
+    /// A malformed activity input.
+    #[error("bad activity input: {0}")]
+    BadInput(String),
+}
+
+impl HttpError {
+    /// The failure type name Temporal records (and retry policies can match).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            HttpError::Unauthorized { .. } => "Unauthorized",
+            HttpError::Transient { .. } => "Transient",
+            HttpError::Rejected { .. } => "Rejected",
+            HttpError::Network { .. } => "Network",
+            HttpError::BadBody { .. } => "BadBody",
+            HttpError::CircuitOpen { .. } => "CircuitOpen",
+            HttpError::BadInput(_) => "BadInput",
+        }
+    }
+
+    /// True when retrying can help.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            HttpError::Transient { .. } | HttpError::Network { .. } | HttpError::CircuitOpen { .. }
+        )
+    }
+
+    /// True when it counts against the host's circuit.
+    pub fn counts_against_host(&self) -> bool {
+        matches!(
+            self,
+            HttpError::Transient { .. } | HttpError::Network { .. }
+        )
+    }
+
+    /// Classifies a status code (None: a success).
+    pub fn from_status(status: u16, url: &str, retry_after: Option<Duration>) -> Option<HttpError> {
+        let url = url.to_string();
+        match status {
+            200..=299 => None,
+            401 | 403 => Some(HttpError::Unauthorized { status, url }),
+            408 | 429 | 500..=599 => Some(HttpError::Transient {
+                status,
+                url,
+                retry_after,
+            }),
+            _ => Some(HttpError::Rejected { status, url }),
+        }
+    }
+}
+
+impl HttpError {
+    /// The activity failure: retryable or not, with its type name and the retry delay the server
+    /// asked for. (Explicit, not `From`: the SDK's blanket conversion would make every error retryable.)
+    pub fn into_activity_error(self) -> ActivityError {
+        let e = self;
+        let delay = match &e {
+            HttpError::Transient { retry_after, .. } => *retry_after,
+            HttpError::CircuitOpen { retry_in, .. } => Some(*retry_in),
+            _ => None,
+        };
+        let type_name = e.type_name().to_string();
+        let retryable = e.retryable();
+        ActivityError::application(
+            ApplicationFailure::builder(e)
+                .type_name(type_name)
+                .non_retryable(!retryable)
+                .maybe_next_retry_delay(delay)
+                .build(),
+        )
+    }
+}
+
+/// Parses `Retry-After` (seconds; HTTP dates are not honoured).
+pub fn parse_retry_after(v: Option<&str>) -> Option<Duration> {
+    v.and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified_once() {
+        assert!(HttpError::from_status(200, "u", None).is_none());
+        assert_eq!(
+            HttpError::from_status(401, "u", None).unwrap().type_name(),
+            "Unauthorized"
+        );
+        assert!(!HttpError::from_status(403, "u", None).unwrap().retryable());
+        for s in [408, 429, 500, 503] {
+            assert!(
+                HttpError::from_status(s, "u", None).unwrap().retryable(),
+                "{s}"
+            );
+        }
+        assert!(!HttpError::from_status(400, "u", None).unwrap().retryable());
+        assert_eq!(parse_retry_after(Some(" 7 ")), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            None
+        );
+    }
+}

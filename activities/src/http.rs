@@ -1,0 +1,392 @@
+//! The activities: `loadData`, `httpRequest`, `loadBatch`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+use crate::breaker::Breaker;
+use crate::error::{HttpError, parse_retry_after};
+
+/// Worker-wide settings of the HTTP activities.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Default request timeout.
+    pub timeout: Duration,
+    /// Largest body accepted.
+    pub max_body_bytes: usize,
+    /// Consecutive failures that open a host's circuit.
+    pub breaker_threshold: u32,
+    /// How long an open circuit fails fast.
+    pub breaker_cool_down: Duration,
+    /// Concurrent requests of one batch load.
+    pub batch_concurrency: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            timeout: Duration::from_secs(10),
+            max_body_bytes: 4 * 1024 * 1024,
+            breaker_threshold: 5,
+            breaker_cool_down: Duration::from_secs(30),
+            batch_concurrency: 8,
+        }
+    }
+}
+
+/// `loadData` input: the URL and the token (a secret: it is never printed, not even by `Debug`).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadInput {
+    /// URL to GET.
+    pub url: String,
+    /// Bearer token.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Timeout override.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for LoadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadInput")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+/// `loadData` output: chrono-forge's `loadData` shape (`data`, or `updates` with a `strategy`), or
+/// `notFound`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadOutput {
+    /// `ok` or `notFound`.
+    pub status: String,
+    /// The entity (or a list of entities), denormalized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    /// Normalized updates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updates: Option<Value>,
+    /// Strategy for `updates` / `data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<String>,
+}
+
+/// `httpRequest` input.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestInput {
+    /// Method (GET, POST, PUT, PATCH, DELETE, ...).
+    pub method: String,
+    /// URL.
+    pub url: String,
+    /// Extra headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// JSON body.
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// Bearer token.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Timeout override.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for RequestInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestInput")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `httpRequest` output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestOutput {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body (null when empty).
+    pub body: Value,
+}
+
+/// `loadBatch` input: many URLs, one token.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchInput {
+    /// URLs to GET.
+    pub urls: Vec<String>,
+    /// Bearer token.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+/// The HTTP activities (one instance per worker: one connection pool, one circuit breaker).
+pub struct HttpActivities {
+    client: reqwest::Client,
+    cfg: HttpConfig,
+    breaker: Arc<Breaker>,
+}
+
+impl HttpActivities {
+    /// Builds them.
+    pub fn new(cfg: HttpConfig) -> HttpActivities {
+        let client = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .user_agent(concat!("stateful-worker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a TLS backend is compiled in");
+        let breaker = Arc::new(Breaker::new(cfg.breaker_threshold, cfg.breaker_cool_down));
+        HttpActivities {
+            client,
+            cfg,
+            breaker,
+        }
+    }
+
+    /// The circuit breaker (for metrics and status).
+    pub fn breaker(&self) -> Arc<Breaker> {
+        self.breaker.clone()
+    }
+
+    /// One request, classified: `Ok` for 2xx (with the body's JSON, null when empty) and 404 (as
+    /// `None`); every other outcome is an [`HttpError`].
+    pub async fn call(
+        &self,
+        method: &str,
+        url: &str,
+        token: Option<&str>,
+        headers: &BTreeMap<String, String>,
+        body: Option<&Value>,
+        timeout: Option<Duration>,
+    ) -> Result<Option<(u16, Value)>, HttpError> {
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| HttpError::BadInput(format!("`{url}` is not a URL: {e}")))?;
+        let host = parsed.host_str().unwrap_or("").to_string();
+        self.breaker.check(&host)?;
+        let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| HttpError::BadInput(format!("`{method}` is not an HTTP method")))?;
+        let mut req = self.client.request(method, parsed);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let res = self.send(req, url).await;
+        self.breaker.record(
+            &host,
+            !res.as_ref()
+                .err()
+                .is_some_and(HttpError::counts_against_host),
+        );
+        res
+    }
+
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<Option<(u16, Value)>, HttpError> {
+        let resp = req.send().await.map_err(|e| HttpError::Network {
+            url: url.to_string(),
+            // reqwest's message names the URL, never a header: the token stays out of it.
+            reason: if e.is_timeout() {
+                "timed out".into()
+            } else {
+                e.without_url().to_string()
+            },
+        })?;
+        let status = resp.status().as_u16();
+        if status == 404 {
+            return Ok(None);
+        }
+        let retry_after = parse_retry_after(
+            resp.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+        );
+        if let Some(e) = HttpError::from_status(status, url, retry_after) {
+            return Err(e);
+        }
+        if resp
+            .content_length()
+            .is_some_and(|n| n as usize > self.cfg.max_body_bytes)
+        {
+            return Err(self.too_large(url));
+        }
+        let mut bytes = Vec::new();
+        let mut resp = resp;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| HttpError::Network {
+            url: url.to_string(),
+            reason: e.without_url().to_string(),
+        })? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > self.cfg.max_body_bytes {
+                return Err(self.too_large(url));
+            }
+        }
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(Some((status, Value::Null)));
+        }
+        let v = serde_json::from_slice(&bytes).map_err(|e| HttpError::BadBody {
+            url: url.to_string(),
+            reason: format!("not JSON ({e})"),
+        })?;
+        Ok(Some((status, v)))
+    }
+
+    fn too_large(&self, url: &str) -> HttpError {
+        HttpError::BadBody {
+            url: url.to_string(),
+            reason: format!("larger than {} bytes", self.cfg.max_body_bytes),
+        }
+    }
+
+    /// `loadData` without Temporal: GET the URL and interpret the body.
+    pub async fn load(&self, input: &LoadInput) -> Result<LoadOutput, HttpError> {
+        let got = self
+            .call(
+                "GET",
+                &input.url,
+                input.token.as_deref(),
+                &BTreeMap::new(),
+                None,
+                input.timeout_ms.map(Duration::from_millis),
+            )
+            .await?;
+        Ok(match got {
+            None => LoadOutput {
+                status: "notFound".into(),
+                data: None,
+                updates: None,
+                strategy: None,
+            },
+            Some((_, body)) => interpret(body),
+        })
+    }
+}
+
+/// A body in chrono-forge's `loadData` shape (`{data?, updates?, strategy?}`) is taken as it is;
+/// anything else is the entity data itself.
+fn interpret(body: Value) -> LoadOutput {
+    let shaped = body.as_object().is_some_and(|m| {
+        !m.is_empty()
+            && m.keys()
+                .all(|k| matches!(k.as_str(), "data" | "updates" | "strategy"))
+    });
+    if shaped {
+        let mut m = body.as_object().cloned().unwrap_or_default();
+        LoadOutput {
+            status: "ok".into(),
+            data: m.remove("data"),
+            updates: m.remove("updates"),
+            strategy: m
+                .remove("strategy")
+                .and_then(|s| s.as_str().map(str::to_string)),
+        }
+    } else {
+        LoadOutput {
+            status: "ok".into(),
+            data: Some(body),
+            updates: None,
+            strategy: None,
+        }
+    }
+}
+
+#[activities]
+impl HttpActivities {
+    /// GET the workflow's `apiUrl` with its token; the entity data (or `notFound`).
+    #[activity(name = "loadData")]
+    pub async fn load_data(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: LoadInput,
+    ) -> Result<LoadOutput, ActivityError> {
+        self.load(&input)
+            .await
+            .map_err(HttpError::into_activity_error)
+    }
+
+    /// A generic request (method, URL, headers, JSON body, timeout), for workflows that write back.
+    #[activity(name = "httpRequest")]
+    pub async fn http_request(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: RequestInput,
+    ) -> Result<RequestOutput, ActivityError> {
+        let got = self
+            .call(
+                &input.method,
+                &input.url,
+                input.token.as_deref(),
+                &input.headers,
+                input.body.as_ref(),
+                input.timeout_ms.map(Duration::from_millis),
+            )
+            .await
+            .map_err(HttpError::into_activity_error)?;
+        Ok(match got {
+            Some((status, body)) => RequestOutput { status, body },
+            None => RequestOutput {
+                status: 404,
+                body: Value::Null,
+            },
+        })
+    }
+
+    /// Many loads in one activity, at most `batch_concurrency` at a time, so that a parent with
+    /// hundreds of children does not make hundreds of activity round trips. One result per URL, in
+    /// order: a load's output, or `{"error": type, "message": ...}`.
+    #[activity(name = "loadBatch")]
+    pub async fn load_batch(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: BatchInput,
+    ) -> Result<Vec<Value>, ActivityError> {
+        let n = self.cfg.batch_concurrency.max(1);
+        let me = self.clone();
+        let results: Vec<Value> = futures::stream::iter(input.urls.into_iter().map(|url| {
+            let me = me.clone();
+            let token = input.token.clone();
+            async move {
+                match me
+                    .load(&LoadInput {
+                        url,
+                        token,
+                        timeout_ms: None,
+                    })
+                    .await
+                {
+                    Ok(out) => serde_json::to_value(out).unwrap_or(Value::Null),
+                    Err(e) => serde_json::json!({"error": e.type_name(), "message": e.to_string()}),
+                }
+            }
+        }))
+        .buffered(n)
+        .collect()
+        .await;
+        Ok(results)
+    }
+}
