@@ -21,6 +21,24 @@ async fn start_user(env: &Env, id: &str, data: Value, extra: Value) -> anyhow::R
     Ok(wid)
 }
 
+/// Starts `User-{env.id(base)}` with `n` listings (plus `extra` input fields) and waits until every
+/// listing's child runs; returns (root workflow id, user id, listing ids).
+async fn user_with_listings(
+    env: &Env,
+    base: &str,
+    n: usize,
+    extra: Value,
+) -> anyhow::Result<(String, String, Vec<String>)> {
+    let u = env.id(base);
+    let ls: Vec<String> = (0..n).map(|i| format!("{u}-l{i}")).collect();
+    let data = json!({"id": u, "listings": ls.iter().map(|l| json!({"id": l, "user": u})).collect::<Vec<_>>()});
+    let root = start_user(env, &u, data, extra).await?;
+    for l in &ls {
+        query_until(env, &format!("Listing-{l}"), "status", |v| v == "running").await?;
+    }
+    Ok((root, u, ls))
+}
+
 async fn run_id(env: &Env, wid: &str) -> anyhow::Result<String> {
     let d = env
         .client
@@ -170,13 +188,7 @@ pub async fn nested_levels_hold_exactly_their_slices_and_changes_bubble_up(
 }
 
 pub async fn a_root_change_reaches_exactly_the_affected_children(env: &Env) -> anyhow::Result<()> {
-    let u = env.id("down");
-    let ls: Vec<String> = (0..3).map(|i| format!("{u}-l{i}")).collect();
-    let data = json!({"id": u, "listings": ls.iter().map(|l| json!({"id": l, "user": u})).collect::<Vec<_>>()});
-    let root = start_user(env, &u, data, json!({})).await?;
-    for l in &ls {
-        query_until(env, &format!("Listing-{l}"), "status", |v| v == "running").await?;
-    }
+    let (root, _, ls) = user_with_listings(env, "down", 3, json!({})).await?;
     ops::update(
         &env.client,
         &root,
@@ -320,13 +332,7 @@ pub async fn concurrent_writes_of_one_field_converge_by_stamp(env: &Env) -> anyh
 }
 
 pub async fn removing_a_listing_cancels_that_child_only(env: &Env) -> anyhow::Result<()> {
-    let u = env.id("rm");
-    let ls: Vec<String> = (0..4).map(|i| format!("{u}-l{i}")).collect();
-    let data = json!({"id": u, "listings": ls.iter().map(|l| json!({"id": l, "user": u})).collect::<Vec<_>>()});
-    let root = start_user(env, &u, data, json!({})).await?;
-    for l in &ls {
-        query_until(env, &format!("Listing-{l}"), "status", |v| v == "running").await?;
-    }
+    let (root, u, ls) = user_with_listings(env, "rm", 4, json!({})).await?;
     // By a $set of the relation, by a delete, and by a $replace that drops it.
     ops::signal(&env.client, &root, "update", Some(&json!({"updates": {"User": {u.clone(): {"listings": [ls[1], ls[2], ls[3]]}}}, "strategy": "$set"}))).await?;
     ended(env, &format!("Listing-{}", ls[0])).await?;

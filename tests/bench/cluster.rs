@@ -290,16 +290,23 @@ async fn tree(
     Ok(out)
 }
 
-async fn floor_s1(c: &Ctx) -> anyhow::Result<(f64, f64)> {
-    let wid = uid(c, "floor-s1-");
+/// Starts a floor workflow with `children` children of `grandchildren` each.
+async fn start_floor(c: &Ctx, wid: &str, children: u64, grandchildren: u64) -> anyhow::Result<()> {
     c.client
         .start_workflow(
             FloorParent::run,
-            json!({"children": 0, "grandchildren": 0}),
-            temporalio_client::WorkflowStartOptions::new(c.floor_tq.clone(), wid.clone()).build(),
+            json!({"children": children, "grandchildren": grandchildren}),
+            temporalio_client::WorkflowStartOptions::new(c.floor_tq.clone(), wid.to_string())
+                .build(),
         )
         .await
         .map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+async fn floor_s1(c: &Ctx) -> anyhow::Result<(f64, f64)> {
+    let wid = uid(c, "floor-s1-");
+    start_floor(c, &wid, 0, 0).await?;
     let mut lat = Vec::new();
     for i in 0..200 {
         let t0 = Instant::now();
@@ -313,14 +320,7 @@ async fn floor_s1(c: &Ctx) -> anyhow::Result<(f64, f64)> {
 
 async fn floor_s2(c: &Arc<Ctx>) -> anyhow::Result<f64> {
     let wid = uid(c, "floor-s2-");
-    c.client
-        .start_workflow(
-            FloorParent::run,
-            json!({"children": 0, "grandchildren": 0}),
-            temporalio_client::WorkflowStartOptions::new(c.floor_tq.clone(), wid.clone()).build(),
-        )
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    start_floor(c, &wid, 0, 0).await?;
     let sem = Arc::new(Semaphore::new(32));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -349,14 +349,7 @@ async fn floor_s2(c: &Arc<Ctx>) -> anyhow::Result<f64> {
 async fn floor_s3(c: &Arc<Ctx>, run: usize) -> anyhow::Result<f64> {
     let wid = format!("floor-s3-{run}-{}", c.tag);
     let t0 = Instant::now();
-    c.client
-        .start_workflow(
-            FloorParent::run,
-            json!({"children": 10, "grandchildren": 10}),
-            temporalio_client::WorkflowStartOptions::new(c.floor_tq.clone(), wid.clone()).build(),
-        )
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    start_floor(c, &wid, 10, 10).await?;
     let mut all = vec![wid.clone()];
     for i in 0..10 {
         all.push(format!("{wid}-c{i}"));

@@ -344,7 +344,11 @@ impl Core {
         let mut tree = std::mem::take(&mut self.tree);
         let effects = self
             .me()
-            .map(|me| tree.plan(&me, &cs, false))
+            .map(|me| {
+                let mut e = tree.confirm_carried(&me);
+                e.extend(tree.plan(&me, &cs, false));
+                e
+            })
             .unwrap_or_default();
         self.tree = tree;
         effects

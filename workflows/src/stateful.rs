@@ -38,7 +38,7 @@ type Outcome = LocalBoxFuture<'static, Option<ChildEvent>>;
 /// What a child start resolves to: a start failure to report, or the future of the child's result.
 enum Started {
     Failed(Option<ChildEvent>),
-    Running(Outcome),
+    Running(String, u32, Outcome),
 }
 
 /// Effects in flight. Each resolves to a child event (fed back into the inbox) or nothing. Plain
@@ -130,6 +130,8 @@ fn execute(ctx: &WorkflowContext<StatefulWorkflow>, effects: Vec<Effect>, inflig
                             }) => Started::Failed(child_event(&workflow_id, generation, "alreadyRunning", "", String::new())),
                             Err(e) => Started::Failed(child_event(&workflow_id, generation, "startFailed", "", e.to_string())),
                             Ok(started) => Started::Running(
+                                workflow_id.clone(),
+                                generation,
                                 async move {
                                     match started.result().await {
                                         Ok(_) => child_event(&workflow_id, generation, "ended", "completed", String::new()),
@@ -205,12 +207,9 @@ fn poll_starts(
                 drop(inflight.starts.remove(i));
                 match done {
                     Started::Failed(ev) => return Some(ev),
-                    Started::Running(mut result) => {
-                        // Poll it once now, so that its waker is registered.
-                        if let std::task::Poll::Ready(ev) = result.as_mut().poll(cx) {
-                            return Some(ev);
-                        }
+                    Started::Running(wid, generation, result) => {
                         inflight.watchers.push(result);
+                        return Some(child_event(&wid, generation, "started", "", String::new()));
                     }
                 }
             }

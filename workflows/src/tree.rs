@@ -104,6 +104,10 @@ pub struct ChildRec {
     /// True when another parent runs it and we adopted it.
     #[serde(default)]
     pub adopted: bool,
+    /// False between the start command and its confirmation: it is not signalled directly then (the
+    /// signal could reach no one), and gets what it missed once its start is confirmed.
+    #[serde(default = "yes")]
+    pub confirmed: bool,
     /// Why it ended, when it did.
     #[serde(default)]
     pub ended: Option<String>,
@@ -134,6 +138,10 @@ pub struct Subscription {
     /// The subscriber's ancestors.
     #[serde(default)]
     pub ancestor_workflow_ids: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_signal() -> String {
@@ -392,6 +400,7 @@ impl Tree {
                 generation,
                 version_sent: version,
                 adopted: false,
+                confirmed: false,
                 ended: None,
             };
             self.slices.insert(
@@ -410,6 +419,9 @@ impl Tree {
             }) else {
                 continue;
             };
+            if !c.confirmed {
+                continue;
+            }
             let members = self.slices.members(root).cloned().unwrap_or_default();
             let all = Selector::parse("*");
             let out = plan::outgoing(
@@ -463,10 +475,43 @@ impl Tree {
         effects
     }
 
+    /// After a continue-as-new: children whose start was confirmed only as the previous run closed
+    /// are confirmed now, and get their whole slice and the token (stamped writes are idempotent).
+    pub fn confirm_carried(&mut self, me: &Me<'_>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for (wid, c) in self.children.iter_mut() {
+            if c.status != ChildStatus::Running || c.confirmed {
+                continue;
+            }
+            c.confirmed = true;
+            let root = EntityRef::new(c.entity.clone(), c.id.clone());
+            let members = self.slices.members(&root).cloned().unwrap_or_default();
+            let (state, stamps) = plan::stamped_slice(me.store, me.schema, &members);
+            effects.push(Effect::Signal {
+                workflow_id: wid.clone(),
+                name: "update".into(),
+                payload: Some(
+                    json!({"updates": state, "stamps": stamps, "changeOrigin": me.workflow_id}),
+                ),
+                child_generation: Some(c.generation),
+            });
+            if let Some(t) = me.api_token {
+                effects.push(Effect::Signal {
+                    workflow_id: wid.clone(),
+                    name: "apiToken".into(),
+                    payload: Some(json!(t)),
+                    child_generation: Some(c.generation),
+                });
+            }
+            c.version_sent = me.store.version();
+        }
+        effects
+    }
+
     /// The same signal to every running child.
     pub fn forward(&self, effects: &mut Vec<Effect>, name: &str, payload: Option<Value>) {
         for (wid, c) in &self.children {
-            if c.status == ChildStatus::Running {
+            if c.status == ChildStatus::Running && c.confirmed {
                 effects.push(Effect::Signal {
                     workflow_id: wid.clone(),
                     name: name.into(),
@@ -502,6 +547,7 @@ impl Tree {
             .iter_mut()
             .filter(|(_, c)| c.status == ChildStatus::Running)
         {
+            c.confirmed = true;
             let root = EntityRef::new(c.entity.clone(), c.id.clone());
             let members = self.slices.members(&root).cloned().unwrap_or_default();
             let (state, stamps) = plan::stamped_slice(me.store, me.schema, &members);
@@ -554,10 +600,38 @@ impl Tree {
         if c.generation != ev.generation || c.status != ChildStatus::Running {
             return effects;
         }
+        if ev.event == "started" {
+            c.confirmed = true;
+            // What changed between its start input and now (and a token rotated meanwhile).
+            if c.version_sent < me.store.version() {
+                let root = EntityRef::new(c.entity.clone(), c.id.clone());
+                let members = self.slices.members(&root).cloned().unwrap_or_default();
+                let (state, stamps) = plan::stamped_slice(me.store, me.schema, &members);
+                effects.push(Effect::Signal {
+                    workflow_id: ev.workflow_id.clone(),
+                    name: "update".into(),
+                    payload: Some(
+                        json!({"updates": state, "stamps": stamps, "changeOrigin": me.workflow_id}),
+                    ),
+                    child_generation: Some(c.generation),
+                });
+                if let Some(t) = me.api_token {
+                    effects.push(Effect::Signal {
+                        workflow_id: ev.workflow_id.clone(),
+                        name: "apiToken".into(),
+                        payload: Some(json!(t)),
+                        child_generation: Some(c.generation),
+                    });
+                }
+                c.version_sent = me.store.version();
+            }
+            return effects;
+        }
         let restart = match (ev.event.as_str(), ev.outcome.as_str()) {
             ("alreadyRunning", _) => {
                 // Another parent runs it: adopt it — subscribe to it and send it our slice.
                 c.adopted = true;
+                c.confirmed = true;
                 let root = EntityRef::new(c.entity.clone(), c.id.clone());
                 let members = self.slices.members(&root).cloned().unwrap_or_default();
                 let (state, stamps) = plan::stamped_slice(me.store, me.schema, &members);
@@ -621,6 +695,7 @@ impl Tree {
             }
             c.generation += 1;
             c.version_sent = me.store.version();
+            c.confirmed = false;
             let rec = c.clone();
             let wid = ev.workflow_id.clone();
             let spec =
