@@ -217,6 +217,11 @@ fn put(map: &mut BTreeMap<String, BTreeMap<String, Meta>>, r: &EntityRef, m: Met
 }
 
 struct Touch {
+    /// The entity existed when the batch first touched it.
+    existed: bool,
+    /// The values written fields had before the batch (captured at their first write).
+    old: BTreeMap<String, Option<Value>>,
+    /// The whole row as it was before the batch, captured only when the entity is deleted.
     before: Option<Row>,
     fields: BTreeMap<String, Arc<str>>,
     deletion: Option<Deletion>,
@@ -278,7 +283,9 @@ impl Batch<'_> {
     fn touch(&mut self, r: &EntityRef) -> &mut Touch {
         let store = &*self.store;
         self.touched.entry(r.clone()).or_insert_with(|| Touch {
-            before: store.get(&r.entity, &r.id).cloned(),
+            existed: store.contains(r),
+            old: BTreeMap::new(),
+            before: None,
             fields: BTreeMap::new(),
             deletion: None,
             created_by: None,
@@ -286,10 +293,28 @@ impl Batch<'_> {
     }
 
     fn commit_delete(&mut self, r: EntityRef, s: Stamp, source: &Arc<str>) {
-        self.touch(&r).deletion = Some(Deletion {
+        let current = self.store.get(&r.entity, &r.id).cloned();
+        let t = self.touch(&r);
+        t.deletion = Some(Deletion {
             stamp: s.clone(),
             source: source.clone(),
         });
+        if t.existed && t.before.is_none() {
+            // The row as it was before the batch: what is there now, with the fields this batch
+            // already wrote put back.
+            let mut row = current.unwrap_or_default();
+            for (k, v) in &t.old {
+                match v {
+                    Some(v) => {
+                        row.insert(k.clone(), v.clone());
+                    }
+                    None => {
+                        row.remove(k);
+                    }
+                }
+            }
+            t.before = Some(row);
+        }
         let id_attr = self
             .schema
             .get(&r.entity)
@@ -378,6 +403,16 @@ impl Batch<'_> {
                 .get_mut(&r.entity)
                 .and_then(|g| g.get_mut(&r.id))
                 .expect("live entities have a row");
+            let t = self.touched.get_mut(&r).expect("touched above");
+            // Old values are only known while the entity is live; after a delete in this batch they
+            // come from the snapshot taken then (`before`).
+            if t.existed && was_live {
+                for (k, _) in &accepted {
+                    if !t.old.contains_key(k) {
+                        t.old.insert(k.clone(), row.get(k).cloned());
+                    }
+                }
+            }
             for (k, w) in &accepted {
                 match &w.value {
                     Some(v) => {
@@ -426,7 +461,19 @@ impl Batch<'_> {
                     .or_else(|| t.deletion.as_ref().map(|d| d.source.clone()))
                     .unwrap_or_else(|| Arc::from(""))
             };
-            let change = match (&t.before, after) {
+            // The entity before the batch: known fully after a delete, else field by field.
+            let before_row: Option<Row> = match (&t.before, t.existed) {
+                (Some(b), _) => Some(b.clone()),
+                (None, true) => Some(Row::new()),
+                (None, false) => None,
+            };
+            let old_of = |k: &str| -> Option<&Value> {
+                match t.old.get(k) {
+                    Some(v) => v.as_ref(),
+                    None => t.before.as_ref().and_then(|b| b.get(k)),
+                }
+            };
+            let change = match (&before_row, after) {
                 (None, None) => continue,
                 (Some(_), None) => EntityChange {
                     kind: ChangeKind::Deleted,
@@ -463,7 +510,7 @@ impl Batch<'_> {
                     }
                     let mut fields = BTreeMap::new();
                     for k in keys {
-                        let (old, new) = (b.get(k), a.get(k));
+                        let (old, new) = (old_of(k), a.get(k));
                         if old != new || (deleted && new.is_some()) {
                             fields.insert(
                                 k.clone(),
