@@ -730,20 +730,21 @@ pub async fn a_child_of_another_type_on_another_queue_gets_the_same_input_and_si
     )
     .await?;
     ops::signal(&env.client, &wid, "apiToken", Some(&json!("fleet-2"))).await?;
-    let got = query_until(env, &iw, "received", |v| {
-        v["signals"].as_array().is_some_and(|a| a.len() >= 2)
+    // Signals sent in one workflow task may be delivered in either order (the server delivers each on
+    // its own), so what is checked is what arrived, not its order.
+    // (Should the change land before the parent saw the child's start confirmed, it arrives within a
+    // full stamped resync of the slice: so the value is checked, not the payload's exact shape.)
+    query_until(env, &iw, "received", |v| {
+        let sigs = v["signals"].as_array().cloned().unwrap_or_default();
+        sigs.iter().any(|s| {
+            s["signal"] == "update"
+                && s["payload"]["updates"]["Item"][&i]["price"] == 4
+                && s["payload"]["changeOrigin"] == json!(wid)
+        }) && sigs
+            .iter()
+            .any(|s| *s == json!({"signal": "apiToken", "payload": "fleet-2"}))
     })
     .await?;
-    ensure_eq!(got["signals"][0]["signal"], json!("update"));
-    ensure_eq!(
-        got["signals"][0]["payload"]["updates"],
-        json!({"Item": {i.clone(): {"price": 4}}})
-    );
-    ensure_eq!(got["signals"][0]["payload"]["changeOrigin"], json!(wid));
-    ensure_eq!(
-        got["signals"][1],
-        json!({"signal": "apiToken", "payload": "fleet-2"})
-    );
     // Removed: a foreign child is cancelled (it cannot take part in our unsubscribe protocol).
     ops::signal(
         &env.client,
