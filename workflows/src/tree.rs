@@ -484,26 +484,7 @@ impl Tree {
                 continue;
             }
             c.confirmed = true;
-            let root = EntityRef::new(c.entity.clone(), c.id.clone());
-            let members = self.slices.members(&root).cloned().unwrap_or_default();
-            let (state, stamps) = plan::stamped_slice(me.store, me.schema, &members);
-            effects.push(Effect::Signal {
-                workflow_id: wid.clone(),
-                name: "update".into(),
-                payload: Some(
-                    json!({"updates": state, "stamps": stamps, "changeOrigin": me.workflow_id}),
-                ),
-                child_generation: Some(c.generation),
-            });
-            if let Some(t) = me.api_token {
-                effects.push(Effect::Signal {
-                    workflow_id: wid.clone(),
-                    name: "apiToken".into(),
-                    payload: Some(json!(t)),
-                    child_generation: Some(c.generation),
-                });
-            }
-            c.version_sent = me.store.version();
+            effects.extend(catch_up(me, &self.slices, wid, c, true));
         }
         effects
     }
@@ -548,18 +529,7 @@ impl Tree {
             .filter(|(_, c)| c.status == ChildStatus::Running)
         {
             c.confirmed = true;
-            let root = EntityRef::new(c.entity.clone(), c.id.clone());
-            let members = self.slices.members(&root).cloned().unwrap_or_default();
-            let (state, stamps) = plan::stamped_slice(me.store, me.schema, &members);
-            effects.push(Effect::Signal {
-                workflow_id: wid.clone(),
-                name: "update".into(),
-                payload: Some(
-                    json!({"updates": state, "stamps": stamps, "changeOrigin": me.workflow_id}),
-                ),
-                child_generation: Some(c.generation),
-            });
-            c.version_sent = me.store.version();
+            effects.extend(catch_up(me, &self.slices, wid, c, false));
         }
         for s in self
             .subscriptions
@@ -604,26 +574,7 @@ impl Tree {
             c.confirmed = true;
             // What changed between its start input and now (and a token rotated meanwhile).
             if c.version_sent < me.store.version() {
-                let root = EntityRef::new(c.entity.clone(), c.id.clone());
-                let members = self.slices.members(&root).cloned().unwrap_or_default();
-                let (state, stamps) = plan::stamped_slice(me.store, me.schema, &members);
-                effects.push(Effect::Signal {
-                    workflow_id: ev.workflow_id.clone(),
-                    name: "update".into(),
-                    payload: Some(
-                        json!({"updates": state, "stamps": stamps, "changeOrigin": me.workflow_id}),
-                    ),
-                    child_generation: Some(c.generation),
-                });
-                if let Some(t) = me.api_token {
-                    effects.push(Effect::Signal {
-                        workflow_id: ev.workflow_id.clone(),
-                        name: "apiToken".into(),
-                        payload: Some(json!(t)),
-                        child_generation: Some(c.generation),
-                    });
-                }
-                c.version_sent = me.store.version();
+                effects.extend(catch_up(me, &self.slices, &ev.workflow_id, c, true));
             }
             return effects;
         }
@@ -633,8 +584,6 @@ impl Tree {
                 c.adopted = true;
                 c.confirmed = true;
                 let root = EntityRef::new(c.entity.clone(), c.id.clone());
-                let members = self.slices.members(&root).cloned().unwrap_or_default();
-                let (state, stamps) = plan::stamped_slice(me.store, me.schema, &members);
                 for s in Self::child_subscriptions(me, &c.field, &root, true, true) {
                     effects.push(Effect::Signal {
                         workflow_id: ev.workflow_id.clone(),
@@ -643,22 +592,7 @@ impl Tree {
                         child_generation: None,
                     });
                 }
-                effects.push(Effect::Signal {
-                    workflow_id: ev.workflow_id.clone(),
-                    name: "update".into(),
-                    payload: Some(
-                        json!({"updates": state, "stamps": stamps, "changeOrigin": me.workflow_id}),
-                    ),
-                    child_generation: Some(c.generation),
-                });
-                if me.api_token.is_some() {
-                    effects.push(Effect::Signal {
-                        workflow_id: ev.workflow_id.clone(),
-                        name: "apiToken".into(),
-                        payload: me.api_token.map(|t| json!(t)),
-                        child_generation: Some(c.generation),
-                    });
-                }
+                effects.extend(catch_up(me, &self.slices, &ev.workflow_id, c, true));
                 false
             }
             ("startFailed", _) => {
@@ -728,6 +662,36 @@ impl Tree {
             .collect();
         json!({"children": list, "skipped": self.skipped.iter().map(|s| json!({"workflowId": s.workflow_id, "reason": s.reason})).collect::<Vec<_>>()})
     }
+}
+
+/// Brings a child up to date: its whole stamped slice (stamped writes are idempotent, so this only
+/// fills in what it missed) and, with `with_token`, the current token; records what was sent.
+fn catch_up(
+    me: &Me<'_>,
+    slices: &SliceIndex,
+    wid: &str,
+    c: &mut ChildRec,
+    with_token: bool,
+) -> Vec<Effect> {
+    let root = EntityRef::new(c.entity.clone(), c.id.clone());
+    let members = slices.members(&root).cloned().unwrap_or_default();
+    let (state, stamps) = plan::stamped_slice(me.store, me.schema, &members);
+    let mut effects = vec![Effect::Signal {
+        workflow_id: wid.to_string(),
+        name: "update".into(),
+        payload: Some(json!({"updates": state, "stamps": stamps, "changeOrigin": me.workflow_id})),
+        child_generation: Some(c.generation),
+    }];
+    if with_token && let Some(t) = me.api_token {
+        effects.push(Effect::Signal {
+            workflow_id: wid.to_string(),
+            name: "apiToken".into(),
+            payload: Some(json!(t)),
+            child_generation: Some(c.generation),
+        });
+    }
+    c.version_sent = me.store.version();
+    effects
 }
 
 fn push_outgoing(
