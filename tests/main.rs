@@ -2,6 +2,7 @@
 //! `worker` binary. Run with `scripts/test`; `cargo test -p stateful-tests --test e2e -- NAME` runs the
 //! tests whose name contains NAME.
 
+mod api; // loading from an entity API, token rotation, no token leaks
 mod cli; // the temporal CLI and the starter binary, as a user runs them
 mod lifecycle; // batching and continue-as-new, with workers of their own
 mod replay; // recorded histories replay with the current code
@@ -61,6 +62,13 @@ async fn real_main() -> ExitCode {
         tree::a_shared_entity_has_one_workflow_adopted_by_its_second_parent,
         tree::any_workflow_can_subscribe_with_a_selector,
         tree::a_child_of_another_type_on_another_queue_gets_the_same_input_and_signals,
+        api::loads_at_start_and_on_refresh_url_change_and_rotation,
+        api::a_three_level_tree_rotates_with_the_starter_and_reloads_with_the_new_token,
+        api::unauthorized_shows_in_the_status_and_rotation_heals,
+        api::transient_failures_are_retried_and_unusable_answers_fail_clearly,
+        api::not_found_keeps_the_data_or_deletes_the_entity,
+        api::the_refresh_interval_keeps_loading_across_continue_as_new,
+        api::no_token_in_logs_queries_or_failures,
     ];
     let setup = async {
         let cli = temporal_cli()?;

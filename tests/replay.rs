@@ -153,6 +153,32 @@ pub async fn record_histories(env: &Env) -> anyhow::Result<()> {
     .await?;
     let _ = crate::workflow::result(env, &wid).await;
     save(env, &wid, "bad-input").await?;
+
+    // 4. Loads from an API: at start, after a rotation (a 401 first), on `refresh`.
+    let api = stateful_tests::api::FakeApi::start(9).await?;
+    let id = env.id("rec4");
+    let wid = ops::workflow_id("User", &id);
+    api.put(&format!("/users/{id}"), json!({"id": id, "name": "Loaded"}));
+    api.accept(&["rec-good"]);
+    ops::start(
+        &env.client,
+        &env.task_queue,
+        &wid,
+        json!({"id": id, "entityName": "User", "apiBase": api.base, "apiToken": "rec-bad"}),
+    )
+    .await?;
+    query_until(env, &wid, "status", |v| v == "unauthorized").await?;
+    ops::signal(&env.client, &wid, "apiToken", Some(&json!("rec-good"))).await?;
+    query_until(env, &wid, "data", |v| v["name"] == "Loaded").await?;
+    api.put(
+        &format!("/users/{id}"),
+        json!({"id": id, "name": "Refreshed"}),
+    );
+    ops::signal(&env.client, &wid, "refresh", None).await?;
+    query_until(env, &wid, "data", |v| v["name"] == "Refreshed").await?;
+    ops::signal(&env.client, &wid, "cancel", None).await?;
+    crate::workflow::result(env, &wid).await?;
+    save(env, &wid, "api-loads").await?;
     tokio::time::sleep(Duration::from_millis(1)).await;
     Ok(())
 }

@@ -5,9 +5,8 @@
 //! retries from every workflow of a large tree. The API token is sent as a bearer header and never
 //! appears in an error, a log line or a result.
 //!
-//! Status: the activities are registered by the worker and tested against a local HTTP server; the
-//! workflow does not call them yet (loading at start, on token or URL change, on `refresh` and on an
-//! interval is the next step of issue 5).
+//! `StatefulWorkflow` runs `loadData` at start, when its token or URL changes, on `refresh` and every
+//! `refreshInterval`; `httpRequest` and `loadBatch` are there for workflows of other types.
 
 pub mod breaker;
 pub mod error;

@@ -43,6 +43,6 @@ pub use change::{
 };
 pub use error::{Error, Result};
 pub use normalize::{Entities, EntityRef, Row};
-pub use schema::{EntityDef, IdAttribute, Managed, OnRemove, Relation, Schema};
+pub use schema::{EntityDef, IdAttribute, Managed, OnNotFound, OnRemove, Relation, Schema};
 pub use slice::{SliceDelta, SliceIndex};
 pub use store::Store;

@@ -16,6 +16,8 @@
 //! User:
 //!   idAttribute: id
 //!   apiUrl: "{apiBase}/users/{id}"
+//!   refreshInterval: 5m       # reload from the API every 5 minutes (ms, or 30s / 5m / 1h)
+//!   onNotFound: keep          # keep (default) | delete: what a 404 from the API does
 //!   listings:
 //!     entity: Listing
 //!     many: true
@@ -169,6 +171,47 @@ pub struct EntityDef {
     pub relations: BTreeMap<String, Relation>,
     /// API URL template, e.g. `{apiBase}/users/{id}`.
     pub api_url: Option<String>,
+    /// Reload from the API this often (ms).
+    pub refresh_interval_ms: Option<u64>,
+    /// What a 404 from the API does.
+    pub on_not_found: OnNotFound,
+}
+
+/// What a 404 from the entity's API does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnNotFound {
+    /// Keep the data; the workflow reports `notFound` in its load status.
+    #[default]
+    Keep,
+    /// Delete the entity: its workflow completes (and its children are removed).
+    Delete,
+}
+
+/// Parses a duration: a number of milliseconds, or a string such as `500ms`, `30s`, `5m`, `1h`.
+pub fn parse_duration_ms(v: &Value) -> std::result::Result<u64, String> {
+    let bad = || format!("expected a duration (milliseconds, or e.g. \"30s\", \"5m\"), found {v}");
+    let ms = match v {
+        Value::Number(n) => n.as_u64().ok_or_else(bad)?,
+        Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let n: u64 = num.parse().map_err(|_| bad())?;
+            let k = match unit.trim() {
+                "" | "ms" => 1,
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                _ => return Err(bad()),
+            };
+            n.checked_mul(k).ok_or_else(bad)?
+        }
+        _ => return Err(bad()),
+    };
+    if ms < 1_000 {
+        return Err(format!("a refresh interval must be at least 1s, found {v}"));
+    }
+    Ok(ms)
 }
 
 /// A set of entity definitions.
@@ -289,6 +332,12 @@ impl Schema {
             if let Some(u) = &def.api_url {
                 m.insert("apiUrl".into(), json!(u));
             }
+            if let Some(r) = def.refresh_interval_ms {
+                m.insert("refreshInterval".into(), json!(r));
+            }
+            if def.on_not_found == OnNotFound::Delete {
+                m.insert("onNotFound".into(), json!("delete"));
+            }
             for (field, rel) in &def.relations {
                 let g = &rel.managed;
                 let mut r = Map::new();
@@ -394,9 +443,30 @@ fn parse_entity(
             ));
         }
     };
+    let refresh_interval_ms = match map.get("refreshInterval") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            parse_duration_ms(v).map_err(|m| ctx.err(Some(name), Some("refreshInterval"), m))?,
+        ),
+    };
+    let on_not_found = match map.get("onNotFound") {
+        None | Some(Value::Null) => OnNotFound::Keep,
+        Some(Value::String(s)) if s == "keep" => OnNotFound::Keep,
+        Some(Value::String(s)) if s == "delete" => OnNotFound::Delete,
+        Some(other) => {
+            return Err(ctx.err(
+                Some(name),
+                Some("onNotFound"),
+                format!("expected \"keep\" or \"delete\", found {other}"),
+            ));
+        }
+    };
     let mut relations = BTreeMap::new();
     for (field, v) in &map {
-        if field == "idAttribute" || field == "apiUrl" {
+        if matches!(
+            field.as_str(),
+            "idAttribute" | "apiUrl" | "refreshInterval" | "onNotFound"
+        ) {
             continue;
         }
         if id_attribute.single() == Some(field.as_str()) {
@@ -414,6 +484,8 @@ fn parse_entity(
         id_attribute,
         relations,
         api_url,
+        refresh_interval_ms,
+        on_not_found,
     })
 }
 
@@ -651,6 +723,8 @@ mod tests {
         let text = r#"
 User:
   apiUrl: "{apiBase}/users/{id}"
+  refreshInterval: 5m
+  onNotFound: delete
   listings:
     entity: Listing
     many: true
@@ -675,8 +749,28 @@ Listing:
             s.entity("Listing").unwrap().id_attribute,
             IdAttribute::Composite(vec!["orgId".into(), "id".into()])
         );
+        let u = s.entity("User").unwrap();
+        assert_eq!(u.refresh_interval_ms, Some(300_000));
+        assert_eq!(u.on_not_found, OnNotFound::Delete);
         let again = Schema::from_json(&s.to_json()).unwrap();
         assert_eq!(again, s);
+    }
+
+    #[test]
+    fn durations_and_not_found_options_say_what_is_wrong() {
+        assert_eq!(parse_duration_ms(&json!("30s")), Ok(30_000));
+        assert_eq!(parse_duration_ms(&json!(1500)), Ok(1500));
+        assert_eq!(parse_duration_ms(&json!("2h")), Ok(7_200_000));
+        assert!(parse_duration_ms(&json!("10 parsecs")).is_err());
+        assert!(
+            parse_duration_ms(&json!(10))
+                .unwrap_err()
+                .contains("at least 1s")
+        );
+        let e = Schema::parse("User: {refreshInterval: soon}", "s.yaml").unwrap_err();
+        assert!(e.to_string().contains("refreshInterval"), "{e}");
+        let e = Schema::parse("User: {onNotFound: vanish}", "s.yaml").unwrap_err();
+        assert!(e.to_string().contains("onNotFound"), "{e}");
     }
 
     #[test]

@@ -51,9 +51,15 @@ enum Command {
         /// Read the API token from stdin (one line).
         #[arg(long, conflicts_with = "token_env")]
         token_stdin: bool,
-        /// API URL of the entity.
+        /// API URL of the entity (default: its schema's `apiUrl` template, filled with --api-base).
         #[arg(long)]
         api_url: Option<String>,
+        /// Base URL for the schema's URL templates (`{apiBase}`); handed down to every descendant.
+        #[arg(long)]
+        api_base: Option<String>,
+        /// Reload from the API this often (e.g. 30s, 5m; default: the entity's `refreshInterval`).
+        #[arg(long)]
+        refresh_interval: Option<String>,
         /// Schema file to carry in the input (default: the worker's).
         #[arg(long)]
         schema: Option<PathBuf>,
@@ -94,6 +100,11 @@ enum Command {
         #[arg(long)]
         cancel: bool,
     },
+    /// API tokens: `token rotate <rootWorkflowId>`.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Apply a change and wait for the new state version (update, delete or state).
     Update {
         /// Workflow id.
@@ -106,8 +117,28 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Send a new token to the root of a tree and wait until every workflow of the tree uses it (and
+    /// has reloaded its data with it, for those that load from an API).
+    Rotate {
+        /// Root workflow id.
+        workflow_id: String,
+        /// Read the token from this environment variable.
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
+        /// Read the token from stdin (one line).
+        #[arg(long, conflicts_with = "token_env")]
+        token_stdin: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
+}
+
 const SIGNALS: &[&str] = &[
-    "update", "delete", "state", "apiToken", "apiUrl", "pause", "resume", "cancel", "status",
+    "update", "delete", "state", "apiToken", "apiUrl", "refresh", "pause", "resume", "cancel",
+    "status",
 ];
 
 fn read_json(arg: &str, what: &str) -> anyhow::Result<Value> {
@@ -168,6 +199,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             token_env,
             token_stdin,
             api_url,
+            api_base,
+            refresh_interval,
             schema,
             paused,
             workflow_id,
@@ -185,6 +218,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(u) = api_url {
                 input["apiUrl"] = json!(u);
+            }
+            if let Some(b) = api_base {
+                input["apiBase"] = json!(b);
+            }
+            if let Some(r) = refresh_interval {
+                input["refreshInterval"] = json!(r);
             }
             if let Some(p) = schema {
                 let s = stateful_engine::Schema::from_file(&p).map_err(|e| anyhow!("{e}"))?;
@@ -227,7 +266,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     })?;
                     Some(json!(t))
                 }
-                "pause" | "resume" | "cancel" => None,
+                "pause" | "resume" | "cancel" | "refresh" => None,
                 "apiUrl" | "status" => Some(match payload {
                     Some(p) => serde_json::from_str(&p).unwrap_or(Value::String(p)),
                     None => bail!("`{name}` needs a value"),
@@ -292,6 +331,93 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 });
             } else {
                 print(cli.json, &tree, || render(&tree, 0));
+            }
+        }
+        Command::Token {
+            command:
+                TokenCommand::Rotate {
+                    workflow_id,
+                    token_env,
+                    token_stdin,
+                    timeout_secs,
+                },
+        } => {
+            let token = read_token(token_env.as_deref(), token_stdin)?
+                .ok_or_else(|| anyhow!("the new token: give --token-env VAR or --token-stdin"))?;
+            let want = stateful_engine::fingerprint(&token);
+            ops::signal(&client, &workflow_id, "apiToken", Some(&json!(token))).await?;
+            drop(token);
+            let t0 = std::time::Instant::now();
+            let deadline = t0 + std::time::Duration::from_secs(timeout_secs);
+            let states = loop {
+                let states = ops::token_states(&client, &workflow_id).await;
+                let rotated = states
+                    .iter()
+                    .filter(|s| s.fingerprint.as_deref() == Some(want.as_str()))
+                    .count();
+                let reloading = states.iter().filter(|s| s.has_api && s.loading).count();
+                if !cli.json {
+                    eprint!(
+                        "\rrotating to {want}: {rotated}/{} workflows use it, {reloading} reloading   ",
+                        states.len()
+                    );
+                }
+                if rotated == states.len() && reloading == 0 {
+                    break states;
+                }
+                if std::time::Instant::now() > deadline {
+                    let late: Vec<_> = states
+                        .iter()
+                        .filter(|s| s.fingerprint.as_deref() != Some(want.as_str()) || s.loading)
+                        .map(|s| match &s.error {
+                            Some(e) => format!("{} ({e})", s.workflow_id),
+                            None => s.workflow_id.clone(),
+                        })
+                        .collect();
+                    bail!(
+                        "after {timeout_secs} s, {} workflows do not report the new token or are still reloading: {}",
+                        late.len(),
+                        late.join(", ")
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            };
+            let loaded: Vec<_> = states.iter().filter(|s| s.has_api).collect();
+            let mut by_state = std::collections::BTreeMap::<&str, usize>::new();
+            for s in &loaded {
+                *by_state.entry(s.load_state.as_str()).or_default() += 1;
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            print(
+                cli.json,
+                &json!({"rootWorkflowId": workflow_id, "fingerprint": want, "workflows": states.len(), "loads": by_state, "seconds": secs}),
+                || {
+                    let loads = by_state
+                        .iter()
+                        .map(|(k, v)| format!("{v} {k}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!(
+                        "\n{} workflows use token {want} after {secs:.1} s; {} reloaded from their API ({})",
+                        states.len(),
+                        loaded.len(),
+                        if loads.is_empty() {
+                            "none".into()
+                        } else {
+                            loads
+                        }
+                    )
+                },
+            );
+            if let Some(bad) = loaded
+                .iter()
+                .find(|s| s.load_state == "unauthorized" || s.load_state == "failed")
+            {
+                bail!(
+                    "{} (and maybe others) could not reload with the new token: {}; see its `api` query",
+                    bad.workflow_id,
+                    bad.load_state
+                );
             }
         }
         Command::Update {

@@ -16,6 +16,7 @@ use tokio::process::{Child, Command};
 use worker::connect::ConnectArgs;
 use worker::devserver::{DevServer, DevServerOptions};
 
+pub mod api;
 pub mod floor;
 pub mod recorder;
 

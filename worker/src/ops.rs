@@ -128,3 +128,77 @@ pub async fn update(
         }
     }
 }
+
+/// One workflow's token and load state, as `starter token rotate` watches it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenState {
+    /// Workflow id.
+    pub workflow_id: String,
+    /// The token's fingerprint (never the token).
+    pub fingerprint: Option<String>,
+    /// True when the workflow loads from an API.
+    pub has_api: bool,
+    /// The last load's state (`ok`, `unauthorized`, `failed`, ...).
+    pub load_state: String,
+    /// True while a load runs or is due.
+    pub loading: bool,
+    /// Why it could not be queried, if it could not.
+    pub error: Option<String>,
+}
+
+/// The token and load state of every running workflow of the tree under `root`, one level at a time
+/// (the workflows of a level are queried concurrently).
+pub async fn token_states(client: &Client, root: &str) -> Vec<TokenState> {
+    let mut out = Vec::new();
+    let mut level = vec![root.to_string()];
+    let mut seen = std::collections::BTreeSet::new();
+    while !level.is_empty() {
+        let nodes = futures::future::join_all(level.iter().map(|wid| async move {
+            let api = query(client, wid, "api").await;
+            let kids = match &api {
+                Ok(_) => query(client, wid, "children").await.ok(),
+                Err(_) => None,
+            };
+            (wid.clone(), api, kids)
+        }))
+        .await;
+        let mut next = Vec::new();
+        for (wid, api, kids) in nodes {
+            if !seen.insert(wid.clone()) {
+                continue;
+            }
+            out.push(match api {
+                Ok(v) => TokenState {
+                    workflow_id: wid,
+                    fingerprint: v["token"]["fingerprint"].as_str().map(str::to_string),
+                    has_api: !v["url"].is_null(),
+                    load_state: v["state"].as_str().unwrap_or_default().to_string(),
+                    loading: v["loading"] == Value::Bool(true) || !v["pending"].is_null(),
+                    error: None,
+                },
+                Err(e) => TokenState {
+                    workflow_id: wid,
+                    fingerprint: None,
+                    has_api: false,
+                    load_state: String::new(),
+                    loading: false,
+                    error: Some(format!("{e:#}")),
+                },
+            });
+            for c in kids
+                .as_ref()
+                .and_then(|k| k["children"].as_array())
+                .into_iter()
+                .flatten()
+            {
+                if c["status"] == "running"
+                    && let Some(w) = c["workflowId"].as_str()
+                {
+                    next.push(w.to_string());
+                }
+            }
+        }
+        level = next;
+    }
+    out
+}

@@ -11,6 +11,7 @@ use stateful_engine::{
     Change, ChangeKind, ChangeSet, EntityRef, Schema, Store, checksum, fingerprint, wire,
 };
 
+use crate::api::{Api, LoadRequest, LoadState, Loaded};
 use crate::input::{Carry, StartInput};
 use crate::tree::{ChildEvent, Effect, Me, Subscription, Tree};
 
@@ -67,6 +68,12 @@ pub enum MsgKind {
     ApiToken,
     /// `apiUrl`
     ApiUrl,
+    /// `refresh`: load from the API now.
+    Refresh,
+    /// The periodic refresh timer fired (from the glue).
+    RefreshTimer,
+    /// A `loadData` activity finished (from the glue).
+    Loaded,
     /// `pause`
     Pause,
     /// `resume`
@@ -96,6 +103,9 @@ impl MsgKind {
             MsgKind::State => "state",
             MsgKind::ApiToken => "apiToken",
             MsgKind::ApiUrl => "apiUrl",
+            MsgKind::Refresh => "refresh",
+            MsgKind::RefreshTimer => "refreshInterval",
+            MsgKind::Loaded => "loadData",
             MsgKind::Pause => "pause",
             MsgKind::Resume => "resume",
             MsgKind::Cancel => "cancel",
@@ -189,8 +199,8 @@ pub struct Core {
     pub store: Store,
     /// Status.
     pub status: Status,
-    /// API URL.
-    pub api_url: Option<String>,
+    /// The API: URL, base, refresh interval and what the last load did.
+    pub api: Api,
     api_token: Option<String>,
     /// How many times the token was rotated.
     pub token_rotations: u64,
@@ -242,7 +252,12 @@ impl Core {
         self.schema = Some(schema.clone());
         self.schema_json = schema_json;
         self.status = input.status;
-        self.api_url = input.api_url;
+        self.api = Api {
+            url: input.api_url,
+            base: input.api_base,
+            refresh_ms: input.refresh_ms,
+            ..Api::default()
+        };
         self.api_token = input.api_token;
         let bad_subs = self.tree.set_subscriptions(&input.subscriptions);
         if let Some(e) = bad_subs.into_iter().next() {
@@ -264,6 +279,13 @@ impl Core {
             self.inbox = c.inbox.into();
             self.inbox.extend(arrived);
             self.tree.children = c.children;
+            // The carried API bookkeeping keeps its next refresh time and any load that was due.
+            self.api = Api {
+                url: self.api.url.take(),
+                base: self.api.base.take(),
+                refresh_ms: self.api.refresh_ms,
+                ..c.api.carried()
+            };
             self.started = true;
             self.rebuild();
             return Ok(());
@@ -309,6 +331,10 @@ impl Core {
         self.record(&cs, now);
         self.started = true;
         self.rebuild();
+        if self.api_url().is_some() {
+            self.api.want("start");
+        }
+        self.api.next_refresh_at = self.refresh_interval().map(|i| now + i);
         // The children of the initial state are started by the first batch's plan.
         self.initial = Some(cs);
         Ok(())
@@ -322,6 +348,7 @@ impl Core {
             workflow_id: &self.workflow_id,
             ancestors: &self.ancestors,
             api_token: self.api_token.as_deref(),
+            api_base: self.api.base.as_deref(),
             schema_json: &self.schema_json,
         })
     }
@@ -355,27 +382,11 @@ impl Core {
     }
 
     /// The input's `data` for the own entity: its id is filled in when missing and must match.
-    fn own_data(&self, mut data: Value) -> Result<Value, String> {
-        let Some(schema) = &self.schema else {
-            return Ok(data);
-        };
-        let def = schema.entity(&self.entity).map_err(|e| e.to_string())?;
-        if let (Value::Object(m), Some(attr)) = (&mut data, def.id_attribute.single()) {
-            match m.get(attr) {
-                None | Some(Value::Null) => {
-                    m.insert(attr.to_string(), Value::String(self.id.clone()));
-                }
-                Some(v) => {
-                    if stateful_engine::normalize::id_key(v).as_deref() != Some(self.id.as_str()) {
-                        return Err(format!(
-                            "`data.{attr}` is {v} but the input's `id` is \"{}\"",
-                            self.id
-                        ));
-                    }
-                }
-            }
+    fn own_data(&self, data: Value) -> Result<Value, String> {
+        match &self.schema {
+            Some(schema) => own_data(schema, &self.entity, &self.id, data),
+            None => Ok(data),
         }
-        Ok(data)
     }
 
     /// Queues a message; for Temporal updates, returns the ticket to wait for.
@@ -451,7 +462,13 @@ impl Core {
         let mut rejections = Vec::new();
         let mut ok_tickets = Vec::new();
         let before_status = self.status;
+        let before_shown = self.status_str();
         let mut child_events: Vec<ChildEvent> = Vec::new();
+        let own_def = schema.entity(&self.entity).ok();
+        let template = own_def.and_then(|d| d.api_url.clone());
+        let interval = self
+            .api
+            .interval(own_def.and_then(|d| d.refresh_interval_ms));
         let mut batch = self.store.batch(&schema);
         for msg in msgs {
             let reject = |reason: String, rejections: &mut Vec<(Option<u64>, Rejection)>| {
@@ -494,6 +511,7 @@ impl Core {
                             self.api_token = Some(t.clone());
                             self.token_rotations += 1;
                             out.token_changed = true;
+                            self.api.want("apiToken");
                         }
                     }
                     Ok(Value::Null) => {}
@@ -508,9 +526,10 @@ impl Core {
                 },
                 MsgKind::ApiUrl => match &msg.payload {
                     Ok(Value::String(u)) if !u.is_empty() => {
-                        if self.api_url.as_deref() != Some(u.as_str()) {
-                            self.api_url = Some(u.clone());
+                        if self.api.url.as_deref() != Some(u.as_str()) {
+                            self.api.url = Some(u.clone());
                             out.url_changed = true;
+                            self.api.want("apiUrl");
                         }
                     }
                     Ok(_) => reject(
@@ -518,6 +537,48 @@ impl Core {
                         &mut rejections,
                     ),
                     Err(e) => reject(e.clone(), &mut rejections),
+                },
+                MsgKind::Refresh | MsgKind::RefreshTimer => {
+                    let has_url = self
+                        .api
+                        .effective_url(template.as_deref(), &self.entity, &self.id)
+                        .is_some();
+                    if has_url {
+                        self.api.want(msg.kind.name());
+                    } else if msg.kind == MsgKind::Refresh {
+                        reject(
+                            "no API to load from: set `apiUrl`, or `apiBase` with an entity `apiUrl` template".into(),
+                            &mut rejections,
+                        );
+                    }
+                    if msg.kind == MsgKind::RefreshTimer && !has_url {
+                        self.api.next_refresh_at = interval.map(|i| now + i);
+                    }
+                }
+                MsgKind::Loaded => match msg.payload.clone().and_then(|v| serde_json::from_value::<Loaded>(v).map_err(|e| e.to_string())) {
+                    Err(e) => reject(e, &mut rejections),
+                    Ok(loaded) => {
+                        self.api.finish(&loaded, now, interval);
+                        if let Loaded::Ok(output) = &loaded {
+                            match loaded_change(&schema, &self.entity, &self.id, output) {
+                                Ok(None) => {}
+                                Ok(Some(change)) => {
+                                    let stamp = batch.next_stamp(now, &self.workflow_id);
+                                    if let Err(e) = batch.apply(&change, &stamp, "api") {
+                                        let reason = format!("the API's data does not apply: {e}");
+                                        self.api.state = LoadState::Failed;
+                                        self.api.last_error = Some(reason.clone());
+                                        reject(reason, &mut rejections);
+                                    }
+                                }
+                                Err(reason) => {
+                                    self.api.state = LoadState::Failed;
+                                    self.api.last_error = Some(reason.clone());
+                                    reject(reason, &mut rejections);
+                                }
+                            }
+                        }
+                    }
                 },
                 // Control signals take no argument; whatever came with them is ignored.
                 MsgKind::Pause => {
@@ -630,7 +691,7 @@ impl Core {
                 _ => "cancel signal".into(),
             });
         }
-        out.status_changed = self.status != before_status;
+        out.status_changed = self.status != before_status || self.status_str() != before_shown;
         out.effects = self.effects(&cs, &child_events, before_status, out.token_changed);
         out.changes = cs;
         out
@@ -709,6 +770,60 @@ impl Core {
         }
     }
 
+    /// The status as queries and the memo show it: `unauthorized` while running with a token the API
+    /// refused.
+    pub fn status_str(&self) -> &'static str {
+        if self.status == Status::Running && self.api.state == LoadState::Unauthorized {
+            "unauthorized"
+        } else {
+            self.status.as_str()
+        }
+    }
+
+    /// The URL loads use: `apiUrl` (input or signal), or the entity's template filled in.
+    pub fn api_url(&self) -> Option<String> {
+        let template = self
+            .schema
+            .as_ref()
+            .and_then(|s| s.entity(&self.entity).ok())
+            .and_then(|d| d.api_url.as_deref());
+        self.api.effective_url(template, &self.entity, &self.id)
+    }
+
+    /// The refresh interval in force (input, else the entity's), in ms.
+    pub fn refresh_interval(&self) -> Option<u64> {
+        let entity = self
+            .schema
+            .as_ref()
+            .and_then(|s| s.entity(&self.entity).ok())
+            .and_then(|d| d.refresh_interval_ms);
+        self.api.interval(entity)
+    }
+
+    /// The load to start now, with the token to send, if one is due (never while paused or ending).
+    pub fn take_load(&mut self) -> Option<(LoadRequest, Option<String>)> {
+        if self.status != Status::Running || !self.started {
+            return None;
+        }
+        let url = self.api_url();
+        let req = self.api.take_load(url)?;
+        Some((req, self.api_token.clone()))
+    }
+
+    /// When the next periodic refresh is due (workflow time, ms), while one is scheduled.
+    pub fn refresh_due(&self) -> Option<u64> {
+        if self.status.is_terminal() {
+            return None;
+        }
+        self.api.next_refresh_at
+    }
+
+    /// The `api` query.
+    pub fn api_info(&self) -> Value {
+        self.api
+            .info(self.api_url(), self.refresh_interval(), self.token_info())
+    }
+
     /// The API token (a secret: for activities and children only, never for queries or logs).
     pub fn api_token(&self) -> Option<&str> {
         self.api_token.as_deref()
@@ -768,7 +883,7 @@ impl Core {
         [
             ("entityName", self.entity.clone()),
             ("id", self.id.clone()),
-            ("status", self.status.as_str().to_string()),
+            ("status", self.status_str().to_string()),
         ]
     }
 
@@ -788,6 +903,7 @@ impl Core {
                 .filter(|m| m.ticket.is_none())
                 .collect(),
             children: self.tree.children.clone(),
+            api: self.api.carried(),
         };
         let mut v = json!({
             "id": self.id,
@@ -799,14 +915,76 @@ impl Core {
             "maxHistoryLength": self.max_history,
             "carry": carry,
         });
-        if let Some(u) = &self.api_url {
+        if let Some(u) = &self.api.url {
             v["apiUrl"] = json!(u);
+        }
+        if let Some(b) = &self.api.base {
+            v["apiBase"] = json!(b);
+        }
+        if let Some(r) = self.api.refresh_ms {
+            v["refreshInterval"] = json!(r);
         }
         if let Some(t) = &self.api_token {
             v["apiToken"] = json!(t);
         }
         v
     }
+}
+
+/// The own entity's `data`: its id is filled in when missing and must match.
+fn own_data(schema: &Schema, entity: &str, id: &str, mut data: Value) -> Result<Value, String> {
+    let def = schema.entity(entity).map_err(|e| e.to_string())?;
+    if let (Value::Object(m), Some(attr)) = (&mut data, def.id_attribute.single()) {
+        match m.get(attr) {
+            None | Some(Value::Null) => {
+                m.insert(attr.to_string(), Value::String(id.to_string()));
+            }
+            Some(v) => {
+                if stateful_engine::normalize::id_key(v).as_deref() != Some(id) {
+                    return Err(format!(
+                        "`data.{attr}` is {v} but the input's `id` is \"{id}\""
+                    ));
+                }
+            }
+        }
+    }
+    Ok(data)
+}
+
+/// What a load's output does to the store (chrono-forge's `loadData` rules: `updates` when given, else
+/// `data` normalized; `strategy` defaults to `$merge`). A 404 deletes the entity when its schema says
+/// `onNotFound: delete`.
+fn loaded_change(
+    schema: &Schema,
+    entity: &str,
+    id: &str,
+    out: &stateful_activities::LoadOutput,
+) -> Result<Option<Change>, String> {
+    if out.status == "notFound" {
+        let def = schema.entity(entity).map_err(|e| e.to_string())?;
+        return Ok(
+            (def.on_not_found == stateful_engine::OnNotFound::Delete).then(|| Change::Delete {
+                refs: [EntityRef::new(entity, id)].into(),
+            }),
+        );
+    }
+    let strategy = json!(out.strategy.as_deref().unwrap_or("$merge"));
+    let msg = match (&out.updates, &out.data) {
+        (Some(u), _) if !u.is_null() => json!({"updates": u, "strategy": strategy}),
+        (_, Some(d)) if !d.is_null() => {
+            let d = if d.is_object() {
+                own_data(schema, entity, id, d.clone())
+                    .map_err(|e| format!("the API's answer is for another entity: {e}"))?
+            } else {
+                d.clone()
+            };
+            json!({"data": d, "entityName": entity, "strategy": strategy})
+        }
+        _ => return Ok(None),
+    };
+    wire::parse_update(schema, entity, &msg)
+        .map(|inc| Some(inc.change))
+        .map_err(|e| format!("the API's answer does not fit the schema: {e}"))
 }
 
 #[cfg(test)]
@@ -947,6 +1125,170 @@ mod tests {
         for v in all {
             assert!(!v.to_string().contains("very-secret"));
         }
+        assert!(!c.api_info().to_string().contains("very-secret"));
+    }
+
+    fn loaded(c: &mut Core, l: Loaded, now: u64) -> Processed {
+        c.enqueue(MsgKind::Loaded, Ok(serde_json::to_value(l).unwrap()), false);
+        c.process(now)
+    }
+
+    fn ok(data: Value) -> Loaded {
+        Loaded::Ok(stateful_activities::LoadOutput {
+            status: "ok".into(),
+            data: Some(data),
+            updates: None,
+            strategy: None,
+        })
+    }
+
+    fn api_core(schema: &str, input: Value) -> Core {
+        let mut c = Core::default();
+        let s = Schema::parse(schema, "t").unwrap();
+        let js = s.to_json();
+        c.start(
+            StartInput::parse(&input).unwrap(),
+            s,
+            js,
+            "User-u".into(),
+            1000,
+        )
+        .unwrap();
+        c
+    }
+
+    #[test]
+    fn loads_at_start_from_the_template_and_applies_with_origin_api() {
+        let mut c = api_core(
+            "User: {apiUrl: '{apiBase}/users/{id}', refreshInterval: 60s}",
+            json!({"id": "u", "entityName": "User", "apiBase": "http://h/", "apiToken": "t1"}),
+        );
+        let (req, token) = c.take_load().expect("a load at start");
+        assert_eq!(req.url, "http://h/users/u");
+        assert_eq!(token.as_deref(), Some("t1"));
+        assert!(c.take_load().is_none(), "one at a time");
+        assert_eq!(c.refresh_due(), Some(61_000));
+        let out = loaded(&mut c, ok(json!({"name": "Ann"})), 2000);
+        assert_eq!(c.data(), json!({"id": "u", "name": "Ann"}));
+        assert_eq!(
+            out.changes
+                .sources()
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+            ["api"]
+        );
+        assert_eq!(c.api.state, LoadState::Ok);
+        assert_eq!(
+            c.refresh_due(),
+            Some(62_000),
+            "the next refresh counts from the load"
+        );
+        assert!(c.take_load().is_none());
+        c.enqueue(MsgKind::RefreshTimer, Ok(Value::Null), false);
+        c.process(62_000);
+        assert_eq!(c.take_load().unwrap().0.url, "http://h/users/u");
+    }
+
+    #[test]
+    fn unauthorized_shows_in_the_status_until_a_new_token_loads() {
+        let mut c = api_core(
+            "User: {}",
+            json!({"id": "u", "entityName": "User", "apiUrl": "http://h/u", "apiToken": "old"}),
+        );
+        c.take_load().unwrap();
+        let out = loaded(
+            &mut c,
+            Loaded::Error {
+                kind: "Unauthorized".into(),
+                message: "unauthorized: the API answered 401".into(),
+            },
+            2000,
+        );
+        assert!(out.status_changed, "the memo follows");
+        assert_eq!(c.status_str(), "unauthorized");
+        assert_eq!(c.memo()[2].1, "unauthorized");
+        assert!(c.take_load().is_none(), "no retry with the same token");
+        c.enqueue(MsgKind::ApiToken, Ok(json!("new")), false);
+        c.process(3000);
+        let (_, token) = c.take_load().expect("a new token reloads");
+        assert_eq!(token.as_deref(), Some("new"));
+        loaded(&mut c, ok(json!({"n": 1})), 4000);
+        assert_eq!(c.status_str(), "running");
+    }
+
+    #[test]
+    fn not_found_keeps_or_deletes_as_the_schema_says() {
+        let nf = Loaded::Ok(stateful_activities::LoadOutput {
+            status: "notFound".into(),
+            data: None,
+            updates: None,
+            strategy: None,
+        });
+        let input =
+            json!({"id": "u", "entityName": "User", "apiUrl": "http://h/u", "data": {"n": 1}});
+        let mut keep = api_core("User: {}", input.clone());
+        keep.take_load().unwrap();
+        loaded(&mut keep, nf.clone(), 2000);
+        assert_eq!(keep.api.state, LoadState::NotFound);
+        assert_eq!(keep.data(), json!({"id": "u", "n": 1}));
+        assert_eq!(keep.status, Status::Running);
+        let mut del = api_core("User: {onNotFound: delete}", input);
+        del.take_load().unwrap();
+        loaded(&mut del, nf, 2000);
+        assert_eq!(del.status, Status::Completed);
+        assert_eq!(del.data(), Value::Null);
+    }
+
+    #[test]
+    fn unusable_answers_are_rejected_and_change_nothing() {
+        let mut c = api_core(
+            "User: {}",
+            json!({"id": "u", "entityName": "User", "apiUrl": "http://h/u", "data": {"n": 1}}),
+        );
+        c.take_load().unwrap();
+        let out = loaded(&mut c, ok(json!({"id": "someone-else"})), 2000);
+        assert_eq!(out.rejected.len(), 1);
+        assert!(
+            out.rejected[0].reason.contains("another entity"),
+            "{:?}",
+            out.rejected
+        );
+        assert_eq!(c.api.state, LoadState::Failed);
+        assert_eq!(c.data(), json!({"id": "u", "n": 1}));
+        // A `refresh` without any API is refused with a reason.
+        let mut none = api_core("User: {}", json!({"id": "u", "entityName": "User"}));
+        assert!(none.take_load().is_none());
+        none.enqueue(MsgKind::Refresh, Ok(Value::Null), false);
+        let out = none.process(2000);
+        assert!(
+            out.rejected[0].reason.contains("no API"),
+            "{:?}",
+            out.rejected
+        );
+    }
+
+    #[test]
+    fn api_settings_and_a_due_load_survive_continue_as_new() {
+        let mut c = api_core(
+            "User: {refreshInterval: 60s}",
+            json!({"id": "u", "entityName": "User", "apiUrl": "http://h/u", "apiBase": "http://b"}),
+        );
+        c.take_load().unwrap();
+        let next = c.carry_input();
+        let mut n = Core::default();
+        let s = Schema::from_json(&next["schema"]).unwrap();
+        n.start(
+            StartInput::parse(&next).unwrap(),
+            s,
+            next["schema"].clone(),
+            "User-u".into(),
+            5000,
+        )
+        .unwrap();
+        assert_eq!(n.api.base.as_deref(), Some("http://b"));
+        assert_eq!(n.refresh_due(), Some(61_000), "the refresh time is kept");
+        assert_eq!(n.take_load().unwrap().0.reason, "continued");
     }
 }
 

@@ -37,6 +37,9 @@ pub struct Carry {
     /// Managed children (they keep running across continue-as-new).
     #[serde(default)]
     pub children: std::collections::BTreeMap<String, crate::tree::ChildRec>,
+    /// Load bookkeeping: the next refresh time, a load that was due, the last outcome.
+    #[serde(default)]
+    pub api: crate::api::Api,
 }
 
 /// A parsed start input.
@@ -58,6 +61,10 @@ pub struct StartInput {
     pub api_url: Option<String>,
     /// API token (a secret).
     pub api_token: Option<String>,
+    /// Ours: the base URL that fills `{apiBase}` in the schema's URL templates (handed down the tree).
+    pub api_base: Option<String>,
+    /// Ours: reload from the API this often (ms).
+    pub refresh_ms: Option<u64>,
     /// Subscriptions.
     pub subscriptions: Vec<Value>,
     /// Ancestors' workflow ids.
@@ -144,6 +151,14 @@ impl StartInput {
             status,
             api_url: opt_str(m, "apiUrl")?,
             api_token: opt_str(m, "apiToken")?.filter(|t| !t.is_empty()),
+            api_base: opt_str(m, "apiBase")?.filter(|b| !b.is_empty()),
+            refresh_ms: match m.get("refreshInterval") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    stateful_engine::schema::parse_duration_ms(v)
+                        .map_err(|e| format!("`refreshInterval`: {e}"))?,
+                ),
+            },
             subscriptions: list("subscriptions")?,
             ancestor_workflow_ids,
             schema: nonempty("schema"),
@@ -176,6 +191,14 @@ mod tests {
             (
                 json!({"id": 1, "entityName": "User", "ancestorWorkflowIds": [1]}),
                 "ancestorWorkflowIds",
+            ),
+            (
+                json!({"id": 1, "entityName": "User", "refreshInterval": "often"}),
+                "`refreshInterval`",
+            ),
+            (
+                json!({"id": 1, "entityName": "User", "apiBase": 3}),
+                "`apiBase` must be a string",
             ),
         ] {
             let e = StartInput::parse(&v).unwrap_err();

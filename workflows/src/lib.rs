@@ -5,8 +5,10 @@
 //! - [`input`]: the start input (wire protocol) and the continue-as-new carry-over.
 //! - [`payload`]: tolerant payload decoding.
 //! - [`markers`]: typed-by-name handles for clients and other workflows.
+//! - [`api`]: loading from the entity's HTTP API: when, from which URL, and what the last load did.
 //! - [`tree`]: managed children and subscriptions: what a batch must start, signal and cancel.
 
+pub mod api;
 pub mod core;
 pub mod input;
 pub mod markers;

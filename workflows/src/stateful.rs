@@ -12,8 +12,8 @@ use temporalio_common::data_converters::RawValue;
 use temporalio_macros::{activities, workflow, workflow_methods};
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use temporalio_sdk::{
-    ApplicationFailure, ContinueAsNewOptions, LocalActivityOptions, MemoValue, SyncWorkflowContext,
-    WorkflowContext, WorkflowContextView, WorkflowResult,
+    ActivityOptions, ApplicationFailure, ContinueAsNewOptions, LocalActivityOptions, MemoValue,
+    SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 use tracing::{info, warn};
 
@@ -27,6 +27,7 @@ use temporalio_sdk::{
     ChildWorkflowStartError, SignalWorkflowOptions, WorkflowCancellationToken,
 };
 
+use crate::api::{LoadRequest, Loaded};
 use crate::core::{Core, MsgKind};
 use crate::input::StartInput;
 use crate::markers::{JsonSignal, JsonWorkflow};
@@ -52,6 +53,104 @@ struct InFlight {
     watchers: Vec<Outcome>,
     /// Signal deliveries and cancellation requests: they resolve within a workflow task or two.
     acks: Vec<Outcome>,
+    /// The running `loadData` activity.
+    load: Option<LocalBoxFuture<'static, Loaded>>,
+    /// The periodic refresh timer, with the workflow time it was armed for.
+    timer: Option<(u64, LocalBoxFuture<'static, ()>)>,
+}
+
+/// What woke the run loop besides new messages.
+enum Wake {
+    /// A child event (or nothing worth reporting).
+    Child(Option<ChildEvent>),
+    /// A load finished.
+    Loaded(Loaded),
+    /// The refresh timer fired.
+    Timer,
+}
+
+/// Failure types of `loadData` that retrying cannot fix.
+const LOAD_NON_RETRYABLE: [&str; 4] = ["Unauthorized", "Rejected", "BadBody", "BadInput"];
+
+/// Starts the `loadData` activity when one is due. Loads retry transient failures (5xx, 408, 429 with
+/// `Retry-After`, timeouts, connection errors) with backoff, up to 6 attempts; what is left is reported
+/// to the workflow, which keeps running and loads again on the next trigger.
+fn start_load(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) {
+    if inflight.load.is_some() {
+        return;
+    }
+    let Some((LoadRequest { url, reason }, token)) = ctx.state_mut(|s| s.core.take_load()) else {
+        return;
+    };
+    if !ctx.is_replaying() {
+        info!(workflow_id = ctx.workflow_id(), %url, %reason, "loading from the API");
+    }
+    let opts = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(
+            temporalio_common::protos::temporal::api::common::v1::RetryPolicy {
+                initial_interval: Some(Duration::from_millis(500).try_into().unwrap_or_default()),
+                backoff_coefficient: 2.0,
+                maximum_interval: Some(Duration::from_secs(30).try_into().unwrap_or_default()),
+                maximum_attempts: 6,
+                non_retryable_error_types: LOAD_NON_RETRYABLE.map(String::from).to_vec(),
+            },
+        )
+        .cancellation_token(WorkflowCancellationToken::new())
+        .build();
+    let c = ctx.clone();
+    inflight.load = Some(
+        async move {
+            let fut = c.execute_activity(
+                stateful_activities::HttpActivities::load_data,
+                stateful_activities::LoadInput {
+                    url,
+                    token,
+                    timeout_ms: None,
+                },
+                opts,
+            );
+            match fut.await {
+                Ok(out) => Loaded::Ok(out),
+                Err(e) => {
+                    let (kind, message) = match e.cause() {
+                        Some(IncomingError::Application(app)) => (
+                            app.type_name().unwrap_or("Failed").to_string(),
+                            app.failure()
+                                .map(|f| f.message.clone())
+                                .unwrap_or_else(|| e.to_string()),
+                        ),
+                        Some(IncomingError::Timeout(_)) => {
+                            ("Timeout".to_string(), "the load timed out".to_string())
+                        }
+                        _ => ("Failed".to_string(), e.to_string()),
+                    };
+                    Loaded::Error { kind, message }
+                }
+            }
+        }
+        .boxed_local(),
+    );
+}
+
+/// Arms the refresh timer for the next refresh, unless it is armed already.
+fn arm_timer(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) {
+    let Some(due) = ctx.state(|s| s.core.refresh_due()) else {
+        return;
+    };
+    if inflight.timer.as_ref().is_some_and(|(at, _)| *at <= due) {
+        // Armed for this time or earlier: when it fires early, it is re-armed.
+        return;
+    }
+    let now = now_ms(ctx.workflow_time());
+    let wait = Duration::from_millis(due.saturating_sub(now).max(1));
+    let c = ctx.clone();
+    inflight.timer = Some((
+        due,
+        async move {
+            let _ = c.timer(wait).await;
+        }
+        .boxed_local(),
+    ));
 }
 
 /// Polls every future of `set` once; removes and returns the first one that is done.
@@ -220,15 +319,27 @@ fn poll_starts(
 }
 
 /// The next effect outcome (never, when none is in flight).
-async fn next_outcome(inflight: &mut InFlight) -> Option<ChildEvent> {
+async fn next_outcome(inflight: &mut InFlight) -> Wake {
     futures::future::poll_fn(|cx| {
         if let Some(x) = poll_starts(inflight, cx) {
-            return std::task::Poll::Ready(x);
+            return std::task::Poll::Ready(Wake::Child(x));
         }
         for set in [&mut inflight.acks, &mut inflight.watchers] {
             if let Some(x) = poll_set(set, cx) {
-                return std::task::Poll::Ready(x);
+                return std::task::Poll::Ready(Wake::Child(x));
             }
+        }
+        if let Some(f) = inflight.load.as_mut()
+            && let std::task::Poll::Ready(l) = f.as_mut().poll(cx)
+        {
+            inflight.load = None;
+            return std::task::Poll::Ready(Wake::Loaded(l));
+        }
+        if let Some((_, f)) = inflight.timer.as_mut()
+            && f.as_mut().poll(cx).is_ready()
+        {
+            inflight.timer = None;
+            return std::task::Poll::Ready(Wake::Timer);
         }
         std::task::Poll::Pending
     })
@@ -329,22 +440,50 @@ impl StatefulWorkflow {
         let mut inflight = InFlight::default();
         let first = ctx.state_mut(|s| s.core.initial_effects());
         execute(ctx, first, &mut inflight);
+        start_load(ctx, &mut inflight);
+        arm_timer(ctx, &mut inflight);
         loop {
-            enum Wake {
-                Work(bool),
-                Outcome(Option<ChildEvent>),
-            }
             let wake = temporalio_sdk::workflows::select! {
-                r = ctx.wait_condition(|s| s.core.has_work()).fuse() => Wake::Work(r.is_err()),
-                o = next_outcome(&mut inflight).fuse() => Wake::Outcome(o),
+                r = ctx.wait_condition(|s| s.core.has_work()).fuse() => Ok(r.is_err()),
+                o = next_outcome(&mut inflight).fuse() => Err(o),
             };
             let cancelled = match wake {
-                Wake::Work(c) => c,
-                Wake::Outcome(None) => continue,
-                Wake::Outcome(Some(ev)) => {
+                Ok(c) => c,
+                Err(Wake::Child(None)) => continue,
+                Err(Wake::Child(Some(ev))) => {
                     let v = serde_json::to_value(&ev).unwrap_or(Value::Null);
                     ctx.state_mut(|s| s.core.enqueue(MsgKind::ChildEvent, Ok(v), false));
                     false
+                }
+                Err(Wake::Loaded(l)) => {
+                    if !ctx.is_replaying() {
+                        match &l {
+                            Loaded::Ok(o) => {
+                                info!(workflow_id = ctx.workflow_id(), status = %o.status, "loaded from the API")
+                            }
+                            Loaded::Error { kind, message } => {
+                                warn!(workflow_id = ctx.workflow_id(), kind = %kind, error = %message, "load from the API failed")
+                            }
+                        }
+                    }
+                    let v = serde_json::to_value(&l).unwrap_or(Value::Null);
+                    ctx.state_mut(|s| s.core.enqueue(MsgKind::Loaded, Ok(v), false));
+                    false
+                }
+                Err(Wake::Timer) => {
+                    let now = now_ms(ctx.workflow_time());
+                    let due = ctx.state(|s| s.core.refresh_due());
+                    if due.is_some_and(|d| now >= d) {
+                        ctx.state_mut(|s| {
+                            s.core
+                                .enqueue(MsgKind::RefreshTimer, Ok(Value::Null), false)
+                        });
+                        false
+                    } else {
+                        // Fired for a refresh time that moved (a load ran meanwhile): re-arm.
+                        arm_timer(ctx, &mut inflight);
+                        continue;
+                    }
                 }
             };
             if cancelled {
@@ -393,6 +532,8 @@ impl StatefulWorkflow {
                 }
             }
             execute(ctx, out.effects, &mut inflight);
+            start_load(ctx, &mut inflight);
+            arm_timer(ctx, &mut inflight);
             if out.status_changed || cancelled {
                 upsert_memo(ctx);
             }
@@ -438,6 +579,12 @@ impl StatefulWorkflow {
     #[signal(name = "apiUrl")]
     pub fn on_api_url(&mut self, _ctx: &mut SyncWorkflowContext<Self>, input: RawValue) {
         self.queue(MsgKind::ApiUrl, input);
+    }
+
+    /// `refresh` (no argument): load from the API now.
+    #[signal(name = "refresh")]
+    pub fn on_refresh(&mut self, _ctx: &mut SyncWorkflowContext<Self>, input: RawValue) {
+        self.queue(MsgKind::Refresh, input);
     }
 
     /// `pause` (no argument).
@@ -565,15 +712,14 @@ impl StatefulWorkflow {
     /// `running`, `paused`, `cancelled` or `completed`.
     #[query(name = "status")]
     pub fn q_status(&self, _ctx: &WorkflowContextView) -> Value {
-        Value::String(self.core.status.as_str().to_string())
+        Value::String(self.core.status_str().to_string())
     }
 
     /// The API URL (null when unset).
     #[query(name = "apiUrl")]
     pub fn q_api_url(&self, _ctx: &WorkflowContextView) -> Value {
         self.core
-            .api_url
-            .clone()
+            .api_url()
             .map(Value::String)
             .unwrap_or(Value::Null)
     }
@@ -582,6 +728,12 @@ impl StatefulWorkflow {
     #[query(name = "apiToken")]
     pub fn q_api_token(&self, _ctx: &WorkflowContextView) -> Value {
         self.core.token_info()
+    }
+
+    /// The API: URL, `apiBase`, what the last load did, the refresh interval, the token's fingerprint.
+    #[query(name = "api")]
+    pub fn q_api(&self, _ctx: &WorkflowContextView) -> Value {
+        self.core.api_info()
     }
 
     /// State version, checksum and counters.

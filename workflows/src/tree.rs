@@ -185,6 +185,8 @@ pub struct Me<'a> {
     pub ancestors: &'a [String],
     /// Its token (for children's input).
     pub api_token: Option<&'a str>,
+    /// Its `apiBase` (for children's input).
+    pub api_base: Option<&'a str>,
     /// Its recorded schema (for children's input).
     pub schema_json: &'a Value,
 }
@@ -297,6 +299,9 @@ impl Tree {
         }
         if let Some(t) = me.api_token {
             input["apiToken"] = json!(t);
+        }
+        if let Some(b) = me.api_base {
+            input["apiBase"] = json!(b);
         }
         input
     }

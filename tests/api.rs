@@ -1,0 +1,471 @@
+//! Loading from an entity API (a real HTTP server on a loopback address), token rotation through a
+//! tree, and what never leaks the token.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use serde_json::{Value, json};
+use stateful_tests::api::{FakeApi, Reply};
+use stateful_tests::{Env, bin, ensure_eq, eventually, query_until, root};
+use temporalio_client::{UntypedWorkflow, WorkflowFetchHistoryOptions};
+use worker::ops;
+
+async fn start(env: &Env, entity: &str, id: &str, extra: Value) -> anyhow::Result<String> {
+    let wid = ops::workflow_id(entity, id);
+    let mut input = json!({"id": id, "entityName": entity});
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            input[k] = v;
+        }
+    }
+    ops::start(&env.client, &env.task_queue, &wid, input).await?;
+    Ok(wid)
+}
+
+async fn api_state(env: &Env, wid: &str, want: &str) -> anyhow::Result<Value> {
+    query_until(env, wid, "api", |v| {
+        v["state"] == want && v["pending"].is_null()
+    })
+    .await
+}
+
+pub async fn loads_at_start_and_on_refresh_url_change_and_rotation(
+    env: &Env,
+) -> anyhow::Result<()> {
+    let api = FakeApi::start(2).await?;
+    let id = env.id("api-load");
+    let path = format!("/users/{id}");
+    api.put(&path, json!({"id": id, "name": "From the API"}));
+    api.accept(&["tok-a", "tok-b"]);
+    let wid = start(
+        env,
+        "User",
+        &id,
+        json!({"apiBase": api.base, "apiToken": "tok-a", "data": {"age": 3}}),
+    )
+    .await?;
+    // Loaded at start, merged with the input's data, with the token as a bearer header.
+    query_until(env, &wid, "data", |v| {
+        v["name"] == "From the API" && v["age"] == 3
+    })
+    .await?;
+    ensure_eq!(api.requests(&path), vec![Some("tok-a".to_string())]);
+    let info = api_state(env, &wid, "ok").await?;
+    ensure_eq!(info["url"], json!(format!("{}{path}", api.base)));
+    ensure_eq!(ops::query(&env.client, &wid, "apiUrl").await?, info["url"]);
+    // The change came from the API.
+    let recent = ops::query(&env.client, &wid, "recentChanges").await?;
+    if !recent.to_string().contains("\"api\"") {
+        bail!("no change from the API in {recent}");
+    }
+
+    // `refresh` loads again.
+    api.put(&path, json!({"id": id, "name": "Refreshed"}));
+    ops::signal(&env.client, &wid, "refresh", None).await?;
+    query_until(env, &wid, "data", |v| v["name"] == "Refreshed").await?;
+
+    // A new token reloads with it; the same token again does nothing.
+    api.put(&path, json!({"id": id, "name": "Rotated"}));
+    ops::signal(&env.client, &wid, "apiToken", Some(&json!("tok-b"))).await?;
+    query_until(env, &wid, "data", |v| v["name"] == "Rotated").await?;
+    ops::signal(&env.client, &wid, "apiToken", Some(&json!("tok-b"))).await?;
+    ops::signal(&env.client, &wid, "apiToken", Some(&json!(""))).await?;
+    let info = api_state(env, &wid, "ok").await?;
+    ensure_eq!(info["loads"], json!(3));
+    ensure_eq!(info["token"]["rotations"], json!(1));
+    ensure_eq!(
+        api.requests(&path).last().cloned().flatten(),
+        Some("tok-b".to_string())
+    );
+
+    // A new URL reloads from it.
+    let other = format!("/users/{id}-elsewhere");
+    api.put(&other, json!({"id": id, "name": "Elsewhere"}));
+    ops::signal(
+        &env.client,
+        &wid,
+        "apiUrl",
+        Some(&json!(format!("{}{other}", api.base))),
+    )
+    .await?;
+    query_until(env, &wid, "data", |v| v["name"] == "Elsewhere").await?;
+    ensure_eq!(api.requests(&other).len(), 1);
+    ensure_eq!(api.requests(&path).len(), 3);
+    Ok(())
+}
+
+/// A user with 2 listings with 2 photos each (7 workflows), every one loading from its own URL.
+pub async fn a_three_level_tree_rotates_with_the_starter_and_reloads_with_the_new_token(
+    env: &Env,
+) -> anyhow::Result<()> {
+    let api = FakeApi::start(3).await?;
+    let u = env.id("api-tree");
+    let mut paths = vec![format!("/users/{u}")];
+    let mut listings = Vec::new();
+    for i in 0..2 {
+        let l = format!("{u}-l{i}");
+        let photos: Vec<String> = (0..2).map(|j| format!("{l}-p{j}")).collect();
+        for p in &photos {
+            api.put(
+                &format!("/photos/{p}"),
+                json!({"id": p, "caption": format!("photo {p}")}),
+            );
+            paths.push(format!("/photos/{p}"));
+        }
+        api.put(
+            &format!("/listings/{l}"),
+            json!({"id": l, "title": format!("listing {i}")}),
+        );
+        paths.push(format!("/listings/{l}"));
+        listings.push(json!({"id": l, "user": u, "photos": photos.iter().map(|p| json!({"id": p, "listing": l})).collect::<Vec<_>>()}));
+    }
+    api.put(&paths[0], json!({"id": u, "name": "Tree owner"}));
+    api.accept(&["tree-1"]);
+    let root_wid = start(
+        env,
+        "User",
+        &u,
+        json!({"apiBase": api.base, "apiToken": "tree-1", "data": {"id": u, "listings": listings}}),
+    )
+    .await?;
+    // Every workflow loads its own entity with the first token; loaded data reaches the root.
+    eventually(Duration::from_secs(60), || async {
+        let missing: Vec<_> = paths
+            .iter()
+            .filter(|p| api.requests(p).is_empty())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!("not loaded yet: {missing:?}"))
+        }
+    })
+    .await?;
+    let l0 = format!("{u}-l0");
+    let p00 = format!("{l0}-p0");
+    query_until(env, &root_wid, "state", |v| {
+        v["Photo"][&p00]["caption"] == json!(format!("photo {p00}"))
+            && v["Listing"][&l0]["title"] == "listing 0"
+    })
+    .await?;
+
+    // Rotate with the starter: it waits until all 7 use the new token and have reloaded.
+    api.accept(&["tree-2"]);
+    let before: Vec<usize> = paths.iter().map(|p| api.requests(p).len()).collect();
+    let out = tokio::process::Command::new(bin("starter")?)
+        .args([
+            "--address",
+            &env.address,
+            "--namespace",
+            "default",
+            "--json",
+        ])
+        .args(["token", "rotate", &root_wid, "--token-env", "NEW_API_TOKEN"])
+        .env("NEW_API_TOKEN", "tree-2")
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "starter token rotate failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let report: Value = serde_json::from_str(stdout.trim())?;
+    ensure_eq!(report["workflows"], json!(7));
+    ensure_eq!(report["loads"], json!({"ok": 7}));
+    ensure_eq!(
+        report["fingerprint"],
+        json!(stateful_engine::fingerprint("tree-2"))
+    );
+    // The server saw every workflow call again, with the new token.
+    for (p, n) in paths.iter().zip(before) {
+        let reqs = api.requests(p);
+        if reqs.len() <= n || reqs.last().cloned().flatten().as_deref() != Some("tree-2") {
+            bail!("{p} was not reloaded with the new token: {reqs:?}");
+        }
+    }
+    if stdout.contains("tree-2") || String::from_utf8_lossy(&out.stderr).contains("tree-2") {
+        bail!("the starter printed the token");
+    }
+    Ok(())
+}
+
+pub async fn unauthorized_shows_in_the_status_and_rotation_heals(env: &Env) -> anyhow::Result<()> {
+    let api = FakeApi::start(4).await?;
+    let id = env.id("api-401");
+    let path = format!("/users/{id}");
+    api.put(&path, json!({"id": id, "name": "Healed"}));
+    api.accept(&["good"]);
+    let wid = start(
+        env,
+        "User",
+        &id,
+        json!({"apiBase": api.base, "apiToken": "expired"}),
+    )
+    .await?;
+    query_until(env, &wid, "status", |v| v == "unauthorized").await?;
+    let info = api_state(env, &wid, "unauthorized").await?;
+    let err = info["lastError"].as_str().unwrap_or_default();
+    if !err.contains("401") || err.contains("expired") {
+        bail!("lastError should name the status and not the token: {err}");
+    }
+    // Not retried with the same token (401 is final), and the workflow keeps taking changes.
+    ensure_eq!(api.requests(&path).len(), 1);
+    ops::update(
+        &env.client,
+        &wid,
+        "update",
+        &json!({"data": {"id": id, "age": 40}}),
+    )
+    .await?;
+    let memo = crate::workflow::memo_of(env, &wid).await?;
+    ensure_eq!(memo["status"], json!("unauthorized"));
+    // A new token heals it.
+    ops::signal(&env.client, &wid, "apiToken", Some(&json!("good"))).await?;
+    query_until(env, &wid, "data", |v| {
+        v["name"] == "Healed" && v["age"] == 40
+    })
+    .await?;
+    query_until(env, &wid, "status", |v| v == "running").await?;
+    ensure_eq!(
+        api.requests(&path).last().cloned().flatten(),
+        Some("good".to_string())
+    );
+    Ok(())
+}
+
+pub async fn transient_failures_are_retried_and_unusable_answers_fail_clearly(
+    env: &Env,
+) -> anyhow::Result<()> {
+    let api = FakeApi::start(5).await?;
+    // 500 then 503 then success: retried by Temporal inside one load.
+    let id = env.id("api-500");
+    let path = format!("/users/{id}");
+    api.put(
+        &path,
+        json!({"data": {"id": id, "name": "Third time"}, "strategy": "$merge"}),
+    );
+    api.script(&path, vec![Reply::Status(500), Reply::Status(503)]);
+    let wid = start(env, "User", &id, json!({"apiBase": api.base})).await?;
+    query_until(env, &wid, "data", |v| v["name"] == "Third time").await?;
+    ensure_eq!(api.requests(&path).len(), 3);
+    let info = api_state(env, &wid, "ok").await?;
+    ensure_eq!(info["failures"], json!(0));
+
+    // A body that is not JSON: one attempt, a clear reason, the data untouched.
+    let id = env.id("api-html");
+    let path = format!("/users/{id}");
+    api.script(&path, vec![Reply::Raw("<html>maintenance</html>".into())]);
+    let wid = start(
+        env,
+        "User",
+        &id,
+        json!({"apiBase": api.base, "data": {"name": "Kept"}}),
+    )
+    .await?;
+    let info = api_state(env, &wid, "failed").await?;
+    let err = info["lastError"].as_str().unwrap_or_default();
+    if !err.contains("not JSON") {
+        bail!("lastError should say the body is not JSON: {err}");
+    }
+    ensure_eq!(api.requests(&path).len(), 1);
+    ensure_eq!(
+        ops::query(&env.client, &wid, "data").await?["name"],
+        json!("Kept")
+    );
+    ensure_eq!(
+        ops::query(&env.client, &wid, "status").await?,
+        json!("running")
+    );
+    Ok(())
+}
+
+pub async fn not_found_keeps_the_data_or_deletes_the_entity(env: &Env) -> anyhow::Result<()> {
+    let api = FakeApi::start(6).await?;
+    // Default: keep, and say so.
+    let id = env.id("api-404-keep");
+    let wid = start(
+        env,
+        "User",
+        &id,
+        json!({"apiBase": api.base, "data": {"name": "Still here"}}),
+    )
+    .await?;
+    api_state(env, &wid, "notFound").await?;
+    ensure_eq!(
+        ops::query(&env.client, &wid, "data").await?["name"],
+        json!("Still here")
+    );
+    ensure_eq!(
+        ops::query(&env.client, &wid, "status").await?,
+        json!("running")
+    );
+
+    // `onNotFound: delete` in the schema: the entity is deleted and its workflow completes.
+    let mut schema =
+        stateful_engine::Schema::from_file(root().join("tests/fixtures/schema.yaml"))?.to_json();
+    schema["User"]["onNotFound"] = json!("delete");
+    let id = env.id("api-404-delete");
+    let wid = start(
+        env,
+        "User",
+        &id,
+        json!({"apiBase": api.base, "schema": schema, "data": {"name": "Gone soon"}}),
+    )
+    .await?;
+    let result = crate::workflow::result(env, &wid).await?;
+    ensure_eq!(result, Value::Null);
+    Ok(())
+}
+
+pub async fn the_refresh_interval_keeps_loading_across_continue_as_new(
+    env: &Env,
+) -> anyhow::Result<()> {
+    let api = FakeApi::start(7).await?;
+    let id = env.id("api-interval");
+    let path = format!("/users/{id}");
+    api.put(&path, json!({"id": id, "name": "Periodic"}));
+    let wid = start(
+        env,
+        "User",
+        &id,
+        json!({"apiBase": api.base, "refreshInterval": "1s", "maxHistoryLength": 100}),
+    )
+    .await?;
+    // Every refresh adds some 15 events: a 100-event history continues as new within seconds.
+    query_until(env, &wid, "version", |v| v["runs"].as_u64() >= Some(2)).await?;
+    let n = api.requests(&path).len();
+    eventually(Duration::from_secs(20), || async {
+        let now = api.requests(&path).len();
+        if now >= n + 2 {
+            Ok(())
+        } else {
+            Err(anyhow!("{now} loads, expected at least {}", n + 2))
+        }
+    })
+    .await?;
+    let info = ops::query(&env.client, &wid, "api").await?;
+    ensure_eq!(info["refreshInterval"], json!(1000));
+    ops::signal(&env.client, &wid, "cancel", None).await?;
+    crate::workflow::result(env, &wid).await?;
+    Ok(())
+}
+
+/// Tokens with a recognisable shape go through start, rotation, a 401 and children; then the worker's
+/// log, every query answer, and every failure recorded in the histories are searched for them.
+pub async fn no_token_in_logs_queries_or_failures(env: &Env) -> anyhow::Result<()> {
+    let api = FakeApi::start(8).await?;
+    let u = env.id("api-leak");
+    let l = format!("{u}-l0");
+    let secrets = [
+        format!("SECRET-{}-one", env.tag),
+        format!("SECRET-{}-two", env.tag),
+    ];
+    api.put(
+        &format!("/users/{u}"),
+        json!({"id": u, "name": "Leak check"}),
+    );
+    api.put(&format!("/listings/{l}"), json!({"id": l, "title": "t"}));
+    api.accept(&[&secrets[1]]);
+    let wid = start(
+        env,
+        "User",
+        &u,
+        json!({"apiBase": api.base, "apiToken": secrets[0], "data": {"id": u, "listings": [{"id": l, "user": u}]}}),
+    )
+    .await?;
+    let lwid = ops::workflow_id("Listing", &l);
+    query_until(env, &lwid, "status", |v| v == "unauthorized").await?;
+    query_until(env, &wid, "status", |v| v == "unauthorized").await?;
+    ops::signal(&env.client, &wid, "apiToken", Some(&json!(secrets[1]))).await?;
+    query_until(env, &lwid, "data", |v| v["title"] == "t").await?;
+    query_until(env, &wid, "status", |v| v == "running").await?;
+    // A refused input that names the token's signal.
+    ops::signal(&env.client, &wid, "apiToken", Some(&json!(42))).await?;
+    query_until(env, &wid, "rejected", |v| v["total"].as_u64() >= Some(1)).await?;
+
+    let mut seen = Vec::new();
+    for w in [&wid, &lwid] {
+        for q in [
+            "id",
+            "entityName",
+            "state",
+            "data",
+            "status",
+            "apiUrl",
+            "apiToken",
+            "api",
+            "version",
+            "pendingChanges",
+            "rejected",
+            "recentChanges",
+            "subscriptions",
+            "children",
+            "managedPaths",
+            "ancestorWorkflowIds",
+            "schema",
+        ] {
+            seen.push((
+                format!("query {q} on {w}"),
+                ops::query(&env.client, w, q).await?.to_string(),
+            ));
+        }
+        // Failures and memos in the history (activity and workflow inputs do carry the token: the
+        // README says so, and the payload codec encrypts them).
+        let history = env
+            .client
+            .get_workflow_handle::<UntypedWorkflow>(w.as_str())
+            .fetch_history(WorkflowFetchHistoryOptions::default())
+            .to_json()
+            .await?;
+        let h: Value = serde_json::from_slice(&history)?;
+        for ev in h["events"].as_array().into_iter().flatten() {
+            for key in [
+                "activityTaskFailedEventAttributes",
+                "upsertWorkflowSearchAttributesEventAttributes",
+                "workflowPropertiesModifiedEventAttributes",
+                "workflowTaskFailedEventAttributes",
+            ] {
+                if let Some(a) = ev.get(key) {
+                    seen.push((format!("{key} in the history of {w}"), decoded(a)));
+                }
+            }
+        }
+    }
+    seen.push((
+        "the worker log".into(),
+        std::fs::read_to_string(env.log_dir.join("worker.log"))?,
+    ));
+    for (what, text) in &seen {
+        for s in &secrets {
+            if text.contains(s.as_str()) {
+                bail!("{what} holds a token");
+            }
+        }
+    }
+    ops::signal(&env.client, &wid, "cancel", None).await?;
+    Ok(())
+}
+
+/// A history attribute as text, with every base64 payload decoded.
+fn decoded(v: &Value) -> String {
+    use base64::Engine;
+    let mut out = v.to_string();
+    fn walk(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(d)) = m.get("data")
+                    && let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(d)
+                {
+                    out.push_str(&String::from_utf8_lossy(&bytes));
+                }
+                m.values().for_each(|x| walk(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    walk(v, &mut out);
+    out
+}
