@@ -438,7 +438,7 @@ pub async fn no_token_in_logs_queries_or_failures(env: &Env) -> anyhow::Result<(
         std::fs::read_to_string(env.log_dir.join("worker.log"))?,
     ));
     for (what, text) in &seen {
-        for s in &secrets {
+        for s in secrets.iter().chain([&env.ingress.1]) {
             if text.contains(s.as_str()) {
                 bail!("{what} holds a token");
             }
@@ -468,4 +468,180 @@ fn decoded(v: &Value) -> String {
     }
     walk(v, &mut out);
     out
+}
+
+/// The worker's HTTP ingress: a webhook pushes changes in without a Temporal client.
+pub async fn the_ingress_takes_webhook_changes_and_refuses_bad_ones(
+    env: &Env,
+) -> anyhow::Result<()> {
+    let (base, token) = &env.ingress;
+    let http = reqwest::Client::new();
+    let id = env.id("ingress");
+    let url = format!("{base}/User/{id}");
+    let wid = ops::workflow_id("User", &id);
+    let send = |method: reqwest::Method, url: String, body: Option<&str>, auth: Option<&str>| {
+        let mut r = http.request(method, url);
+        if let Some(a) = auth {
+            r = r.bearer_auth(a);
+        }
+        if let Some(b) = body {
+            r = r
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        async move {
+            let resp = r.send().await?;
+            let status = resp.status().as_u16();
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            anyhow::Ok((status, v))
+        }
+    };
+    use reqwest::Method;
+    // Refused, each with a reason, and nothing started.
+    for (method, u, body, auth, want, says) in [
+        (
+            Method::POST,
+            url.clone(),
+            Some("{\"name\":\"A\"}"),
+            None,
+            401,
+            "Bearer",
+        ),
+        (
+            Method::POST,
+            url.clone(),
+            Some("{\"name\":\"A\"}"),
+            Some("nope"),
+            401,
+            "wrong",
+        ),
+        (
+            Method::POST,
+            url.clone(),
+            Some("{not json"),
+            Some(token.as_str()),
+            400,
+            "not JSON",
+        ),
+        (
+            Method::POST,
+            url.clone(),
+            Some("[1]"),
+            Some(token.as_str()),
+            400,
+            "JSON object",
+        ),
+        (
+            Method::POST,
+            format!("{base}/Nobody/{id}"),
+            Some("{}"),
+            Some(token.as_str()),
+            404,
+            "Nobody",
+        ),
+        (
+            Method::POST,
+            url.clone(),
+            Some("{\"id\":\"other\"}"),
+            Some(token.as_str()),
+            400,
+            "URL says",
+        ),
+        (
+            Method::POST,
+            format!("{url}?strategy=$nope"),
+            Some("{}"),
+            Some(token.as_str()),
+            422,
+            "strategy",
+        ),
+    ] {
+        let (status, v) = send(method, u.clone(), body, auth).await?;
+        if status != want || !v["error"].as_str().unwrap_or_default().contains(says) {
+            bail!("{u} with {body:?}: expected {want} saying `{says}`, got {status} {v}");
+        }
+    }
+    if ops::query(&env.client, &wid, "status").await.is_ok() {
+        bail!("a refused request started {wid}");
+    }
+    // A POST for an entity without a workflow starts it (signal-with-start).
+    let (status, v) = send(
+        Method::POST,
+        url.clone(),
+        Some("{\"name\":\"Webhook\"}"),
+        Some(token),
+    )
+    .await?;
+    ensure_eq!((status, v["workflowId"].clone()), (202, json!(wid)));
+    query_until(env, &wid, "data", |v| v["name"] == "Webhook").await?;
+    // A second one updates it; GET answers the data and the state.
+    send(Method::POST, url.clone(), Some("{\"age\":7}"), Some(token)).await?;
+    query_until(env, &wid, "data", |v| v["age"] == 7).await?;
+    let (status, data) = send(Method::GET, url.clone(), None, Some(token)).await?;
+    ensure_eq!(status, 200);
+    ensure_eq!(data, json!({"id": id, "name": "Webhook", "age": 7}));
+    let (_, state) = send(Method::GET, format!("{url}?view=state"), None, Some(token)).await?;
+    ensure_eq!(state["User"][&id]["age"], json!(7));
+    // DELETE deletes the entity: its workflow completes.
+    let (status, _) = send(Method::DELETE, url.clone(), None, Some(token)).await?;
+    ensure_eq!(status, 202);
+    ensure_eq!(crate::workflow::result(env, &wid).await?, Value::Null);
+    // Nothing running any more: 404 with a reason.
+    let (status, v) = send(
+        Method::DELETE,
+        format!("{base}/User/{id}-never"),
+        None,
+        Some(token),
+    )
+    .await?;
+    if status != 404 || v["error"].is_null() {
+        bail!("DELETE of an entity without a workflow: {status} {v}");
+    }
+    Ok(())
+}
+
+/// The worker's metrics show API requests by host and outcome, and the circuit state.
+pub async fn api_requests_and_the_circuit_show_in_metrics(env: &Env) -> anyhow::Result<()> {
+    let api = FakeApi::start(10).await?;
+    let id = env.id("api-metrics");
+    let path = format!("/users/{id}");
+    // Always 503: the activity retries until the host's circuit opens (5 failures) and fails fast.
+    api.script(&path, vec![Reply::Status(503); 20]);
+    let wid = start(env, "User", &id, json!({"apiBase": api.base})).await?;
+    let info = query_until(env, &wid, "api", |v| v["state"] == "circuitOpen").await?;
+    if !info["lastError"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("circuit")
+    {
+        bail!("lastError should name the open circuit: {info}");
+    }
+    ensure_eq!(
+        ops::query(&env.client, &wid, "status").await?,
+        json!("running")
+    );
+    let host = "127.0.0.10";
+    let text = eventually(Duration::from_secs(10), || async {
+        let text = reqwest::get(&env.metrics).await?.text().await?;
+        let has = |needle: &str| text.lines().any(|l| l.contains(needle) && l.contains(host));
+        if has("stateful_api_requests")
+            && has("outcome=\"transient\"")
+            && has("outcome=\"circuitOpen\"")
+            && has("stateful_api_circuit_open")
+        {
+            Ok(text)
+        } else {
+            Err(anyhow!("metrics for {host} not there yet"))
+        }
+    })
+    .await?;
+    let open = text
+        .lines()
+        .find(|l| l.starts_with("stateful_api_circuit_open") && l.contains(host))
+        .unwrap_or_default();
+    if !open.trim_end().ends_with(" 1") {
+        bail!("the circuit gauge should be 1: {open}");
+    }
+    ops::signal(&env.client, &wid, "cancel", None).await?;
+    Ok(())
 }

@@ -69,6 +69,8 @@ async fn real_main() -> ExitCode {
         api::not_found_keeps_the_data_or_deletes_the_entity,
         api::the_refresh_interval_keeps_loading_across_continue_as_new,
         api::no_token_in_logs_queries_or_failures,
+        api::the_ingress_takes_webhook_changes_and_refuses_bad_ones,
+        api::api_requests_and_the_circuit_show_in_metrics,
     ];
     let setup = async {
         let cli = temporal_cli()?;
@@ -77,7 +79,28 @@ async fn real_main() -> ExitCode {
         let srv = dev_server(&cli, &[]).await?;
         let c = client(&srv.address).await?;
         let task_queue = "e2e".to_string();
-        let worker = WorkerProc::start(&srv.address, &task_queue, &log_dir, "worker", &[]).await?;
+        let ingress_token = "e2e-ingress-token";
+        let worker = WorkerProc::start_env(
+            &srv.address,
+            &task_queue,
+            &log_dir,
+            "worker",
+            &[
+                "--ingress",
+                "127.0.0.1:0",
+                "--ingress-token-env",
+                "E2E_INGRESS_TOKEN",
+            ],
+            "debug",
+            &[("E2E_INGRESS_TOKEN", ingress_token)],
+        )
+        .await?;
+        let ingress = worker
+            .ready_field("ingress")
+            .ok_or_else(|| anyhow::anyhow!("the worker did not say where its ingress is"))?;
+        let metrics = worker
+            .ready_field("metrics")
+            .ok_or_else(|| anyhow::anyhow!("the worker did not say where its metrics are"))?;
         let tag = format!(
             "{:x}",
             std::time::SystemTime::now()
@@ -91,6 +114,8 @@ async fn real_main() -> ExitCode {
             cli,
             tag,
             log_dir,
+            ingress: (ingress, ingress_token.to_string()),
+            metrics,
         };
         anyhow::Ok((srv, worker, env))
     };

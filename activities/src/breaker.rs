@@ -68,6 +68,11 @@ impl Breaker {
         }
     }
 
+    /// True while the host's circuit is open.
+    pub fn is_open(&self, host: &str) -> bool {
+        self.check(host).is_err()
+    }
+
     /// Hosts whose circuit is open now (for metrics and status).
     pub fn open_hosts(&self) -> Vec<String> {
         let now = Instant::now();

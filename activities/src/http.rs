@@ -140,6 +140,7 @@ pub struct HttpActivities {
     client: reqwest::Client,
     cfg: HttpConfig,
     breaker: Arc<Breaker>,
+    metrics: Option<crate::Metrics>,
 }
 
 impl HttpActivities {
@@ -155,7 +156,14 @@ impl HttpActivities {
             client,
             cfg,
             breaker,
+            metrics: None,
         }
+    }
+
+    /// Records requests, latency and circuit state in these metrics.
+    pub fn with_metrics(mut self, metrics: crate::Metrics) -> HttpActivities {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The circuit breaker (for metrics and status).
@@ -177,7 +185,10 @@ impl HttpActivities {
         let parsed = reqwest::Url::parse(url)
             .map_err(|e| HttpError::BadInput(format!("`{url}` is not a URL: {e}")))?;
         let host = parsed.host_str().unwrap_or("").to_string();
-        self.breaker.check(&host)?;
+        if let Err(e) = self.breaker.check(&host) {
+            self.observe(&host, &Err(e.clone()), None);
+            return Err(e);
+        }
         let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
             .map_err(|_| HttpError::BadInput(format!("`{method}` is not an HTTP method")))?;
         let mut req = self.client.request(method, parsed);
@@ -193,6 +204,7 @@ impl HttpActivities {
         if let Some(t) = timeout {
             req = req.timeout(t);
         }
+        let t0 = std::time::Instant::now();
         let res = self.send(req, url).await;
         self.breaker.record(
             &host,
@@ -200,7 +212,31 @@ impl HttpActivities {
                 .err()
                 .is_some_and(HttpError::counts_against_host),
         );
+        self.observe(&host, &res, Some(t0.elapsed()));
         res
+    }
+
+    fn observe(
+        &self,
+        host: &str,
+        res: &Result<Option<(u16, Value)>, HttpError>,
+        took: Option<Duration>,
+    ) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        let outcome = match res {
+            Ok(Some(_)) => "ok",
+            Ok(None) => "notFound",
+            Err(HttpError::Unauthorized { .. }) => "unauthorized",
+            Err(HttpError::Transient { .. }) => "transient",
+            Err(HttpError::Rejected { .. }) => "rejected",
+            Err(HttpError::Network { .. }) => "network",
+            Err(HttpError::BadBody { .. }) => "badBody",
+            Err(HttpError::CircuitOpen { .. }) => "circuitOpen",
+            Err(HttpError::BadInput(_)) => "badInput",
+        };
+        m.request(host, outcome, took, self.breaker.is_open(host));
     }
 
     async fn send(

@@ -11,7 +11,9 @@
 pub mod breaker;
 pub mod error;
 pub mod http;
+pub mod metrics;
 
 pub use breaker::Breaker;
 pub use error::HttpError;
 pub use http::{HttpActivities, HttpConfig, LoadInput, LoadOutput, RequestInput, RequestOutput};
+pub use metrics::Metrics;

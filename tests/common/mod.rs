@@ -34,6 +34,10 @@ pub struct Env {
     pub tag: String,
     /// Where logs go.
     pub log_dir: PathBuf,
+    /// The shared worker's ingress (`http://HOST:PORT/v1`) and the token it accepts.
+    pub ingress: (String, String),
+    /// The shared worker's metrics URL.
+    pub metrics: String,
 }
 
 impl Env {
@@ -152,6 +156,19 @@ impl WorkerProc {
         extra: &[&str],
         profile: &str,
     ) -> anyhow::Result<WorkerProc> {
+        Self::start_env(address, task_queue, log_dir, name, extra, profile, &[]).await
+    }
+
+    /// Same, with extra environment variables.
+    pub async fn start_env(
+        address: &str,
+        task_queue: &str,
+        log_dir: &Path,
+        name: &str,
+        extra: &[&str],
+        profile: &str,
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<WorkerProc> {
         std::fs::create_dir_all(log_dir)?;
         let log = log_dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log)?;
@@ -177,6 +194,7 @@ impl WorkerProc {
             })
             .args(["--metrics-addr", "127.0.0.1:0", "--no-dev-server"])
             .args(extra)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -223,6 +241,19 @@ impl WorkerProc {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The value of `key=` in the worker's `worker ready` line (e.g. `ingress`, `metrics`).
+    pub fn ready_field(&self, key: &str) -> Option<String> {
+        let text = std::fs::read_to_string(&self.log).ok()?;
+        let line = text.lines().find(|l| l.contains("worker ready"))?;
+        let rest = &line[line.find(&format!(" {key}="))? + key.len() + 2..];
+        Some(
+            rest.split_whitespace()
+                .next()?
+                .trim_matches('"')
+                .to_string(),
+        )
     }
 
     /// Stops it with SIGTERM-like kill and waits.

@@ -5,6 +5,7 @@
 
 pub mod connect;
 pub mod devserver;
+pub mod ingress;
 pub mod ops;
 
 use std::net::SocketAddr;
@@ -74,6 +75,41 @@ pub struct WorkerArgs {
     /// Keep the local dev server's state in this SQLite file (default: in memory).
     #[arg(long)]
     pub dev_server_db: Option<PathBuf>,
+    /// Timeout of one request to an entity API.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub api_timeout: u64,
+    /// Largest API answer accepted; a larger one fails the load (not retried).
+    #[arg(long, default_value_t = 4 * 1024 * 1024, value_name = "BYTES")]
+    pub api_max_body: usize,
+    /// Consecutive failures (5xx, 408, 429, timeouts, connection errors) that open an API host's
+    /// circuit: loads to it then fail fast for the cool-down.
+    #[arg(long, default_value_t = 5)]
+    pub api_breaker_threshold: u32,
+    /// How long an open circuit fails fast.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub api_breaker_cool_down: u64,
+    /// Concurrent requests of one `loadBatch` activity.
+    #[arg(long, default_value_t = 8)]
+    pub api_batch_concurrency: usize,
+    /// Serve the HTTP ingress (POST/DELETE/GET /v1/{Entity}/{id}) on this address; off by default.
+    #[arg(long, env = "STATEFUL_INGRESS", value_name = "HOST:PORT")]
+    pub ingress: Option<String>,
+    /// The environment variable holding the bearer token ingress callers must present.
+    #[arg(long, default_value = "STATEFUL_INGRESS_TOKEN", value_name = "VAR")]
+    pub ingress_token_env: String,
+}
+
+impl WorkerArgs {
+    /// The HTTP activities' settings.
+    pub fn http_config(&self) -> stateful_activities::HttpConfig {
+        stateful_activities::HttpConfig {
+            timeout: Duration::from_secs(self.api_timeout.max(1)),
+            max_body_bytes: self.api_max_body,
+            breaker_threshold: self.api_breaker_threshold.max(1),
+            breaker_cool_down: Duration::from_secs(self.api_breaker_cool_down),
+            batch_concurrency: self.api_batch_concurrency.max(1),
+        }
+    }
 }
 
 /// Runs the worker until `shutdown` completes (or a fatal error).
@@ -173,7 +209,7 @@ async fn run_with_client(
     namespace: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let mut meter = None;
+    let mut meter: Option<Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>> = None;
     let mut metrics_bound = None;
     if args.metrics_addr != "none" {
         let addr: SocketAddr = args
@@ -189,6 +225,10 @@ async fn run_with_client(
         metrics_bound = Some(srv.bound_addr);
         meter = Some(srv.meter as Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>);
     }
+    let mut http = stateful_activities::HttpActivities::new(args.http_config());
+    if let Some(m) = &meter {
+        http = http.with_metrics(stateful_activities::Metrics::new(m.clone()));
+    }
     let telemetry = TelemetryOptions::builder().maybe_metrics(meter);
     let runtime_opts = RuntimeOptions::builder()
         .telemetry_options(telemetry.build())
@@ -198,14 +238,32 @@ async fn run_with_client(
     let options = WorkerOptions::new(args.task_queue.clone())
         .register_workflow::<StatefulWorkflow>()?
         .register_activities(SchemaActivities::new(schema.as_ref()))
-        .register_activities(stateful_activities::HttpActivities::new(
-            stateful_activities::HttpConfig::default(),
-        ))
+        .register_activities(http)
         .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(args.workflow_pollers.max(2)))
         .activity_task_poller_behavior(PollerBehavior::SimpleMaximum(args.activity_pollers.max(1)))
         .max_cached_workflows(args.max_cached_workflows)
         .graceful_shutdown_period(Duration::from_secs(args.shutdown_grace))
         .build();
+    let mut ingress_bound = None;
+    if let Some(addr) = &args.ingress {
+        let addr: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("--ingress `{addr}` is not host:port"))?;
+        let token = std::env::var(&args.ingress_token_env).unwrap_or_default();
+        if token.trim().is_empty() {
+            bail!(
+                "--ingress needs a bearer token for its callers in the environment variable {} (it is unset or empty)",
+                args.ingress_token_env
+            );
+        }
+        let ing = ingress::Ingress::new(
+            client.clone(),
+            args.task_queue.clone(),
+            schema.clone().map(Arc::new),
+            token.trim(),
+        );
+        ingress_bound = Some(ing.serve(addr).await?);
+    }
     let mut worker = Worker::new(&runtime, client, options)?;
     let stop = worker.shutdown_handle();
     tokio::spawn(async move {
@@ -218,6 +276,7 @@ async fn run_with_client(
         namespace,
         task_queue = %args.task_queue,
         metrics = %metrics_bound.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
+        ingress = %ingress_bound.map(|a| format!("http://{a}/v1")).unwrap_or_else(|| "off".into()),
         "worker ready"
     );
     worker.run().await?;

@@ -202,3 +202,26 @@ pub async fn token_states(client: &Client, root: &str) -> Vec<TokenState> {
     }
     out
 }
+
+/// Sends a signal, starting the workflow with `input` first when it is not running (signal-with-start);
+/// returns the run id that got the signal.
+pub async fn signal_with_start(
+    client: &Client,
+    task_queue: &str,
+    workflow_id: &str,
+    input: Value,
+    name: &str,
+    payload: &Value,
+) -> anyhow::Result<String> {
+    let h = client
+        .signal_with_start_workflow(
+            JsonWorkflow(WORKFLOW_TYPE.to_string()),
+            input,
+            stateful_workflows::markers::JsonSignal::<JsonWorkflow>::new(name),
+            payload.clone(),
+            WorkflowStartOptions::new(task_queue, workflow_id).build(),
+        )
+        .await
+        .map_err(|e| anyhow!("cannot signal-with-start `{name}` to {workflow_id}: {e}"))?;
+    Ok(h.run_id().unwrap_or_default().to_string())
+}

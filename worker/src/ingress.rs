@@ -1,0 +1,256 @@
+//! The optional HTTP ingress: lets an external system (a webhook) push changes in without a Temporal
+//! client. Off by default; `--ingress ADDR` turns it on, and callers must present the bearer token
+//! read from `--ingress-token-env` (default `STATEFUL_INGRESS_TOKEN`).
+//!
+//! - `POST /v1/{Entity}/{id}` with the entity's JSON data: an `update` (`?strategy=$replace` etc.);
+//!   when the entity's workflow is not running it is started (signal-with-start).
+//! - `DELETE /v1/{Entity}/{id}`: a `delete` of the entity (its workflow then completes).
+//! - `GET /v1/{Entity}/{id}`: the `data` query (`?view=state` for the normalized `state`).
+//!
+//! Everything is checked against the worker's schema before anything is sent: bad JSON, an unknown
+//! entity, an id that does not match the body, or a missing token get a 4xx with a clear message and
+//! change nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use stateful_engine::{Schema, wire};
+use temporalio_client::Client;
+use tracing::{info, warn};
+
+use crate::ops;
+
+/// What the ingress needs.
+pub struct Ingress {
+    /// The Temporal client.
+    pub client: Client,
+    /// The worker's task queue (signal-with-start starts workflows there).
+    pub task_queue: String,
+    /// The worker's schema.
+    pub schema: Option<Arc<Schema>>,
+    /// SHA-256 of the bearer token callers must present (the token itself is not kept).
+    token_hash: [u8; 32],
+}
+
+fn hash(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+impl Ingress {
+    /// An ingress that accepts `token`.
+    pub fn new(
+        client: Client,
+        task_queue: String,
+        schema: Option<Arc<Schema>>,
+        token: &str,
+    ) -> Ingress {
+        Ingress {
+            client,
+            task_queue,
+            schema,
+            token_hash: hash(token),
+        }
+    }
+
+    /// The routes.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route(
+                "/v1/{entity}/{id}",
+                get(get_entity).post(post_entity).delete(delete_entity),
+            )
+            .fallback(|| async {
+                error(
+                    StatusCode::NOT_FOUND,
+                    "not found: use /v1/{Entity}/{id} (POST, DELETE, GET)",
+                )
+            })
+            .with_state(Arc::new(self))
+    }
+
+    /// Serves on `addr` until the process ends; returns the bound address.
+    pub async fn serve(self, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot serve the ingress on {addr}: {e}"))?;
+        let bound = listener.local_addr()?;
+        let app = self.router();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                warn!(error = %e, "the ingress stopped");
+            }
+        });
+        Ok(bound)
+    }
+
+    #[allow(clippy::result_large_err)] // the error is the response itself, built once per refusal
+    fn authorized(&self, h: &HeaderMap) -> Result<(), Response> {
+        let given = h
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            None => Err(error(
+                StatusCode::UNAUTHORIZED,
+                "missing `Authorization: Bearer <token>`",
+            )),
+            // Comparing hashes keeps the comparison's time independent of where the strings differ.
+            Some(t) if hash(t) == self.token_hash => Ok(()),
+            Some(_) => Err(error(StatusCode::UNAUTHORIZED, "wrong ingress token")),
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn schema(&self, entity: &str) -> Result<&Schema, Response> {
+        let s = self.schema.as_deref().ok_or_else(|| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the worker has no schema (start it with --schema)",
+            )
+        })?;
+        s.entity(entity)
+            .map_err(|e| error(StatusCode::NOT_FOUND, &e.to_string()))?;
+        Ok(s)
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({"error": message}))).into_response()
+}
+
+fn failed(e: anyhow::Error) -> Response {
+    let text = format!("{e:#}");
+    let status = if text.contains("not found") || text.contains("NotFound") {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    error(status, &text)
+}
+
+async fn post_entity(
+    State(ing): State<Arc<Ingress>>,
+    Path((entity, id)): Path<(String, String)>,
+    Query(q): Query<std::collections::BTreeMap<String, String>>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = ing.authorized(&h) {
+        return r;
+    }
+    let schema = match ing.schema(&entity) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut data: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the body must be the entity as a JSON object",
+            );
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not JSON: {e}"),
+            );
+        }
+    };
+    if let Some(attr) = schema
+        .entity(&entity)
+        .ok()
+        .and_then(|d| d.id_attribute.single())
+    {
+        match data.get(attr) {
+            None | Some(Value::Null) => data[attr] = json!(id),
+            Some(v) if stateful_engine::normalize::id_key(v).as_deref() == Some(id.as_str()) => {}
+            Some(v) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the body's `{attr}` is {v} but the URL says \"{id}\""),
+                );
+            }
+        }
+    }
+    let mut msg = json!({"data": data, "entityName": entity});
+    if let Some(s) = q.get("strategy") {
+        msg["strategy"] = json!(s);
+    }
+    if let Err(e) = wire::parse_update(schema, &entity, &msg) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string());
+    }
+    let wid = ops::workflow_id(&entity, &id);
+    let input = json!({"id": id, "entityName": entity});
+    match ops::signal_with_start(&ing.client, &ing.task_queue, &wid, input, "update", &msg).await {
+        Ok(run_id) => {
+            info!(workflow_id = %wid, "ingress: update");
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({"workflowId": wid, "runId": run_id, "signal": "update"})),
+            )
+                .into_response()
+        }
+        Err(e) => failed(e),
+    }
+}
+
+async fn delete_entity(
+    State(ing): State<Arc<Ingress>>,
+    Path((entity, id)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Response {
+    if let Err(r) = ing.authorized(&h) {
+        return r;
+    }
+    if let Err(r) = ing.schema(&entity) {
+        return r;
+    }
+    let wid = ops::workflow_id(&entity, &id);
+    let msg = json!({"deletions": {entity.clone(): [id]}});
+    match ops::signal(&ing.client, &wid, "delete", Some(&msg)).await {
+        Ok(()) => {
+            info!(workflow_id = %wid, "ingress: delete");
+            (
+                StatusCode::ACCEPTED,
+                axum::Json(json!({"workflowId": wid, "signal": "delete"})),
+            )
+                .into_response()
+        }
+        Err(e) => failed(e),
+    }
+}
+
+async fn get_entity(
+    State(ing): State<Arc<Ingress>>,
+    Path((entity, id)): Path<(String, String)>,
+    Query(q): Query<std::collections::BTreeMap<String, String>>,
+    h: HeaderMap,
+) -> Response {
+    if let Err(r) = ing.authorized(&h) {
+        return r;
+    }
+    if let Err(r) = ing.schema(&entity) {
+        return r;
+    }
+    let view = q.get("view").map(String::as_str).unwrap_or("data");
+    if !matches!(view, "data" | "state" | "status" | "version" | "api") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`view` is one of data, state, status, version, api",
+        );
+    }
+    let wid = ops::workflow_id(&entity, &id);
+    match ops::query(&ing.client, &wid, view).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => failed(e),
+    }
+}
