@@ -645,3 +645,68 @@ pub async fn api_requests_and_the_circuit_show_in_metrics(env: &Env) -> anyhow::
     ops::signal(&env.client, &wid, "cancel", None).await?;
     Ok(())
 }
+
+/// With `batchUrl` on Listing, a user loads all its listings in one request (and again after a
+/// rotation), and the listings' workflows do not call the API themselves.
+pub async fn a_parent_loads_its_children_in_one_batch_request(env: &Env) -> anyhow::Result<()> {
+    let api = FakeApi::start(11).await?;
+    let u = env.id("api-batch");
+    let ls: Vec<String> = (0..5).map(|i| format!("{u}-l{i}")).collect();
+    let mut schema =
+        stateful_engine::Schema::from_file(root().join("tests/fixtures/schema.yaml"))?.to_json();
+    schema["Listing"]["batchUrl"] = json!("{apiBase}/listings?ids={ids}");
+    let batch_path = format!("/listings?ids={}", ls.join(","));
+    api.put(
+        &format!("/users/{u}"),
+        json!({"id": u, "name": "Batch owner"}),
+    );
+    api.put(
+        &batch_path,
+        json!(
+            ls.iter()
+                .map(|l| json!({"id": l, "title": format!("title {l}")}))
+                .collect::<Vec<_>>()
+        ),
+    );
+    let wid = start(
+        env,
+        "User",
+        &u,
+        json!({"apiBase": api.base, "apiToken": "batch-1", "schema": schema,
+               "data": {"id": u, "listings": ls.iter().map(|l| json!({"id": l, "user": u})).collect::<Vec<_>>()}}),
+    )
+    .await?;
+    for l in &ls {
+        query_until(env, &ops::workflow_id("Listing", l), "data", |v| {
+            v["title"] == json!(format!("title {l}"))
+        })
+        .await?;
+    }
+    ensure_eq!(api.requests(&batch_path).len(), 1);
+    ops::signal(&env.client, &wid, "apiToken", Some(&json!("batch-2"))).await?;
+    eventually(Duration::from_secs(30), || async {
+        match api.requests(&batch_path).last().cloned().flatten() {
+            Some(t) if t == "batch-2" => Ok(()),
+            other => Err(anyhow!("last batch request had {other:?}")),
+        }
+    })
+    .await?;
+    for l in &ls {
+        query_until(env, &ops::workflow_id("Listing", l), "apiToken", |v| {
+            v["fingerprint"] == json!(stateful_engine::fingerprint("batch-2"))
+        })
+        .await?;
+    }
+    let all = api.all_requests();
+    let singles: Vec<_> = all
+        .iter()
+        .filter(|(p, _)| p.starts_with("/listings/"))
+        .collect();
+    if !singles.is_empty() {
+        bail!("listings loaded themselves: {singles:?}");
+    }
+    ensure_eq!(api.requests(&batch_path).len(), 2);
+    ensure_eq!(api.requests(&format!("/users/{u}")).len(), 2);
+    ops::signal(&env.client, &wid, "cancel", None).await?;
+    Ok(())
+}

@@ -71,6 +71,7 @@ async fn real_main() -> ExitCode {
         api::no_token_in_logs_queries_or_failures,
         api::the_ingress_takes_webhook_changes_and_refuses_bad_ones,
         api::api_requests_and_the_circuit_show_in_metrics,
+        api::a_parent_loads_its_children_in_one_batch_request,
     ];
     let setup = async {
         let cli = temporal_cli()?;

@@ -133,6 +133,21 @@ pub struct BatchInput {
     /// Bearer token.
     #[serde(default)]
     pub token: Option<String>,
+    /// Fail the whole activity on the first failed URL (retryable or not, as that failure is), instead
+    /// of answering `{"error", "message"}` for it: what a workflow loading its own entity and its
+    /// children's in one call wants, so that Temporal retries transient failures.
+    #[serde(default)]
+    pub fail_fast: bool,
+}
+
+impl std::fmt::Debug for BatchInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchInput")
+            .field("urls", &self.urls)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("fail_fast", &self.fail_fast)
+            .finish()
+    }
 }
 
 /// The HTTP activities (one instance per worker: one connection pool, one circuit breaker).
@@ -403,26 +418,30 @@ impl HttpActivities {
     ) -> Result<Vec<Value>, ActivityError> {
         let n = self.cfg.batch_concurrency.max(1);
         let me = self.clone();
-        let results: Vec<Value> = futures::stream::iter(input.urls.into_iter().map(|url| {
-            let me = me.clone();
-            let token = input.token.clone();
-            async move {
-                match me
-                    .load(&LoadInput {
+        let results: Vec<Result<LoadOutput, HttpError>> =
+            futures::stream::iter(input.urls.into_iter().map(|url| {
+                let me = me.clone();
+                let token = input.token.clone();
+                async move {
+                    me.load(&LoadInput {
                         url,
                         token,
                         timeout_ms: None,
                     })
                     .await
-                {
-                    Ok(out) => serde_json::to_value(out).unwrap_or(Value::Null),
-                    Err(e) => serde_json::json!({"error": e.type_name(), "message": e.to_string()}),
                 }
-            }
-        }))
-        .buffered(n)
-        .collect()
-        .await;
-        Ok(results)
+            }))
+            .buffered(n)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            out.push(match r {
+                Ok(o) => serde_json::to_value(o).unwrap_or(Value::Null),
+                Err(e) if input.fail_fast => return Err(e.into_activity_error()),
+                Err(e) => serde_json::json!({"error": e.type_name(), "message": e.to_string()}),
+            });
+        }
+        Ok(out)
     }
 }

@@ -15,5 +15,7 @@ pub mod metrics;
 
 pub use breaker::Breaker;
 pub use error::HttpError;
-pub use http::{HttpActivities, HttpConfig, LoadInput, LoadOutput, RequestInput, RequestOutput};
+pub use http::{
+    BatchInput, HttpActivities, HttpConfig, LoadInput, LoadOutput, RequestInput, RequestOutput,
+};
 pub use metrics::Metrics;

@@ -18,6 +18,7 @@
 //!   apiUrl: "{apiBase}/users/{id}"
 //!   refreshInterval: 5m       # reload from the API every 5 minutes (ms, or 30s / 5m / 1h)
 //!   onNotFound: keep          # keep (default) | delete: what a 404 from the API does
+//!   batchUrl: "{apiBase}/users?ids={ids}"   # a parent loads all its User children in one request
 //!   listings:
 //!     entity: Listing
 //!     many: true
@@ -175,6 +176,8 @@ pub struct EntityDef {
     pub refresh_interval_ms: Option<u64>,
     /// What a 404 from the API does.
     pub on_not_found: OnNotFound,
+    /// URL template that loads many entities of this type in one request (`{ids}`: comma-separated).
+    pub batch_url: Option<String>,
 }
 
 /// What a 404 from the entity's API does.
@@ -338,6 +341,9 @@ impl Schema {
             if def.on_not_found == OnNotFound::Delete {
                 m.insert("onNotFound".into(), json!("delete"));
             }
+            if let Some(b) = &def.batch_url {
+                m.insert("batchUrl".into(), json!(b));
+            }
             for (field, rel) in &def.relations {
                 let g = &rel.managed;
                 let mut r = Map::new();
@@ -461,11 +467,24 @@ fn parse_entity(
             ));
         }
     };
+    let batch_url = match map.get("batchUrl") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.contains("{ids}") => Some(s.clone()),
+        Some(other) => {
+            return Err(ctx.err(
+                Some(name),
+                Some("batchUrl"),
+                format!(
+                    "expected a URL template with `{{ids}}` (e.g. \"{{apiBase}}/users?ids={{ids}}\"), found {other}"
+                ),
+            ));
+        }
+    };
     let mut relations = BTreeMap::new();
     for (field, v) in &map {
         if matches!(
             field.as_str(),
-            "idAttribute" | "apiUrl" | "refreshInterval" | "onNotFound"
+            "idAttribute" | "apiUrl" | "refreshInterval" | "onNotFound" | "batchUrl"
         ) {
             continue;
         }
@@ -486,6 +505,7 @@ fn parse_entity(
         api_url,
         refresh_interval_ms,
         on_not_found,
+        batch_url,
     })
 }
 
@@ -725,6 +745,7 @@ User:
   apiUrl: "{apiBase}/users/{id}"
   refreshInterval: 5m
   onNotFound: delete
+  batchUrl: "{apiBase}/users?ids={ids}"
   listings:
     entity: Listing
     many: true
@@ -771,6 +792,8 @@ Listing:
         assert!(e.to_string().contains("refreshInterval"), "{e}");
         let e = Schema::parse("User: {onNotFound: vanish}", "s.yaml").unwrap_err();
         assert!(e.to_string().contains("onNotFound"), "{e}");
+        let e = Schema::parse("User: {batchUrl: 'http://x/users'}", "s.yaml").unwrap_err();
+        assert!(e.to_string().contains("{ids}"), "{e}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A fake entity API on a loopback address: serves JSON per path, checks bearer tokens, can answer
-//! scripted failures, and records every request (path and token) for the tests to check.
+//! scripted failures, and records every request (path with its query string, and token) for the tests
+//! to check.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -45,7 +46,10 @@ fn bearer(h: &HeaderMap) -> Option<String> {
 }
 
 async fn handle(State(api): State<FakeApi>, uri: Uri, h: HeaderMap) -> Response {
-    let path = uri.path().to_string();
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
     let token = bearer(&h);
     let mut inner = api.inner.lock().unwrap();
     inner.log.push((path.clone(), token.clone()));

@@ -80,13 +80,34 @@ pub struct Api {
     pub failures: u64,
 }
 
-/// A load to run: the URL and why.
+/// A load to run: the URL, why, and the batch URLs of related entities loaded in the same activity.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadRequest {
     /// URL to GET.
     pub url: String,
     /// Why it runs (for logs).
     pub reason: String,
+    /// `(entity, url)`: children's entities loaded by one request per (up to 100) ids.
+    pub batch: Vec<(String, String)>,
+}
+
+/// Children's ids per batch request.
+pub const BATCH_IDS: usize = 100;
+
+/// The batch URLs for `ids` of `entity`: `{ids}` is filled with up to [`BATCH_IDS`] comma-separated,
+/// percent-encoded ids per URL.
+pub fn batch_urls(template: &str, base: Option<&str>, entity: &str, ids: &[String]) -> Vec<String> {
+    ids.chunks(BATCH_IDS)
+        .filter_map(|chunk| {
+            let joined = chunk
+                .iter()
+                .map(|i| encode_segment(i))
+                .collect::<Vec<_>>()
+                .join(",");
+            render(&template.replace("{ids}", "\u{0}"), base, entity, "")
+                .map(|u| u.replace('\u{0}', &joined))
+        })
+        .collect()
 }
 
 /// Fills a URL template: `{apiBase}`, `{id}` (percent-encoded) and `{entityName}`. None when the
@@ -122,6 +143,13 @@ fn encode_segment(s: &str) -> String {
 pub enum Loaded {
     /// The activity's output.
     Ok(stateful_activities::LoadOutput),
+    /// A batch: the own entity's output, and related entities' outputs by entity name.
+    Many {
+        /// The own entity's.
+        own: stateful_activities::LoadOutput,
+        /// `(entity, output)` per batch URL.
+        related: Vec<(String, stateful_activities::LoadOutput)>,
+    },
     /// The activity failed: its failure type (`Unauthorized`, `CircuitOpen`, ...) and message.
     Error {
         /// Failure type name.
@@ -161,7 +189,11 @@ impl Api {
         if self.state != LoadState::Unauthorized {
             self.state = LoadState::Loading;
         }
-        Some(LoadRequest { url, reason })
+        Some(LoadRequest {
+            url,
+            reason,
+            batch: Vec::new(),
+        })
     }
 
     /// Records a finished load (the data itself is applied by the caller); `now` is workflow time.
@@ -169,11 +201,11 @@ impl Api {
         self.in_flight = false;
         self.loads += 1;
         match outcome {
-            Loaded::Ok(out) if out.status == "notFound" => {
+            Loaded::Ok(out) | Loaded::Many { own: out, .. } if out.status == "notFound" => {
                 self.state = LoadState::NotFound;
                 self.last_error = Some("the API answered 404".into());
             }
-            Loaded::Ok(_) => {
+            Loaded::Ok(_) | Loaded::Many { .. } => {
                 self.state = LoadState::Ok;
                 self.last_error = None;
                 self.last_ok_at = Some(now);
@@ -310,6 +342,21 @@ mod tests {
         let c: Api = serde_json::from_value(serde_json::to_value(a.carried()).unwrap()).unwrap();
         assert!(!c.in_flight);
         assert_eq!(c.wanted.as_deref(), Some("continued"));
+    }
+
+    #[test]
+    fn batch_urls_chunk_and_encode_ids() {
+        let ids: Vec<String> = (0..150).map(|i| format!("l {i}")).collect();
+        let urls = batch_urls(
+            "{apiBase}/listings?ids={ids}",
+            Some("http://h"),
+            "Listing",
+            &ids,
+        );
+        assert_eq!(urls.len(), 2);
+        assert!(urls[0].starts_with("http://h/listings?ids=l%200,l%201,"));
+        assert!(urls[1].ends_with("l%20149"));
+        assert!(batch_urls("{apiBase}/x?ids={ids}", None, "X", &ids).is_empty());
     }
 
     #[test]

@@ -228,6 +228,8 @@ pub struct Core {
     pub max_history: u32,
     /// Runs before this one (continue-as-new count).
     pub runs: u64,
+    /// Its parent loads its entity in a batch: it does not load at start or on a new token itself.
+    pub loaded_by_parent: bool,
     initial: Option<ChangeSet>,
 }
 
@@ -259,6 +261,7 @@ impl Core {
             ..Api::default()
         };
         self.api_token = input.api_token;
+        self.loaded_by_parent = input.loaded_by_parent;
         let bad_subs = self.tree.set_subscriptions(&input.subscriptions);
         if let Some(e) = bad_subs.into_iter().next() {
             return Err(format!("`subscriptions`: {e}"));
@@ -331,7 +334,7 @@ impl Core {
         self.record(&cs, now);
         self.started = true;
         self.rebuild();
-        if self.api_url().is_some() {
+        if self.api_url().is_some() && !self.loaded_by_parent {
             self.api.want("start");
         }
         self.api.next_refresh_at = self.refresh_interval().map(|i| now + i);
@@ -349,6 +352,7 @@ impl Core {
             ancestors: &self.ancestors,
             api_token: self.api_token.as_deref(),
             api_base: self.api.base.as_deref(),
+            loads: self.api_url().is_some(),
             schema_json: &self.schema_json,
         })
     }
@@ -511,7 +515,9 @@ impl Core {
                             self.api_token = Some(t.clone());
                             self.token_rotations += 1;
                             out.token_changed = true;
-                            self.api.want("apiToken");
+                            if !self.loaded_by_parent {
+                                self.api.want("apiToken");
+                            }
                         }
                     }
                     Ok(Value::Null) => {}
@@ -559,24 +565,37 @@ impl Core {
                     Err(e) => reject(e, &mut rejections),
                     Ok(loaded) => {
                         self.api.finish(&loaded, now, interval);
-                        if let Loaded::Ok(output) = &loaded {
-                            match loaded_change(&schema, &self.entity, &self.id, output) {
-                                Ok(None) => {}
-                                Ok(Some(change)) => {
+                        let outputs: Vec<(&str, &stateful_activities::LoadOutput)> = match &loaded {
+                            Loaded::Ok(o) => vec![(self.entity.as_str(), o)],
+                            Loaded::Many { own, related } => std::iter::once((self.entity.as_str(), own))
+                                .chain(related.iter().map(|(e, o)| (e.as_str(), o)))
+                                .collect(),
+                            Loaded::Error { .. } => Vec::new(),
+                        };
+                        let mut failure = None;
+                        for (i, (entity, output)) in outputs.into_iter().enumerate() {
+                            let change = if i == 0 {
+                                loaded_change(&schema, &self.entity, &self.id, output)
+                            } else {
+                                related_change(&schema, entity, output)
+                            };
+                            let applied = change.and_then(|c| match c {
+                                None => Ok(()),
+                                Some(change) => {
                                     let stamp = batch.next_stamp(now, &self.workflow_id);
-                                    if let Err(e) = batch.apply(&change, &stamp, "api") {
-                                        let reason = format!("the API's data does not apply: {e}");
-                                        self.api.state = LoadState::Failed;
-                                        self.api.last_error = Some(reason.clone());
-                                        reject(reason, &mut rejections);
-                                    }
+                                    batch
+                                        .apply(&change, &stamp, "api")
+                                        .map_err(|e| format!("the API's data does not apply: {e}"))
                                 }
-                                Err(reason) => {
-                                    self.api.state = LoadState::Failed;
-                                    self.api.last_error = Some(reason.clone());
-                                    reject(reason, &mut rejections);
-                                }
+                            });
+                            if let Err(reason) = applied {
+                                failure.get_or_insert(reason.clone());
+                                reject(reason, &mut rejections);
                             }
+                        }
+                        if let Some(reason) = failure {
+                            self.api.state = LoadState::Failed;
+                            self.api.last_error = Some(reason);
                         }
                     }
                 },
@@ -806,8 +825,38 @@ impl Core {
             return None;
         }
         let url = self.api_url();
-        let req = self.api.take_load(url)?;
+        let mut req = self.api.take_load(url)?;
+        req.batch = self.batch_requests();
         Some((req, self.api_token.clone()))
+    }
+
+    /// The batch URLs of the running children whose entity has a `batchUrl`.
+    fn batch_requests(&self) -> Vec<(String, String)> {
+        let Some(schema) = &self.schema else {
+            return Vec::new();
+        };
+        let mut ids: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for c in self
+            .tree
+            .children
+            .values()
+            .filter(|c| c.status == crate::tree::ChildStatus::Running)
+        {
+            ids.entry(c.entity.as_str()).or_default().push(c.id.clone());
+        }
+        let mut out = Vec::new();
+        for (entity, ids) in ids {
+            if let Some(t) = schema
+                .entity(entity)
+                .ok()
+                .and_then(|d| d.batch_url.as_deref())
+            {
+                for url in crate::api::batch_urls(t, self.api.base.as_deref(), entity, &ids) {
+                    out.push((entity.to_string(), url));
+                }
+            }
+        }
+        out
     }
 
     /// When the next periodic refresh is due (workflow time, ms), while one is scheduled.
@@ -820,8 +869,11 @@ impl Core {
 
     /// The `api` query.
     pub fn api_info(&self) -> Value {
-        self.api
-            .info(self.api_url(), self.refresh_interval(), self.token_info())
+        let mut v = self
+            .api
+            .info(self.api_url(), self.refresh_interval(), self.token_info());
+        v["loadedByParent"] = json!(self.loaded_by_parent);
+        v
     }
 
     /// The API token (a secret: for activities and children only, never for queries or logs).
@@ -924,6 +976,9 @@ impl Core {
         if let Some(r) = self.api.refresh_ms {
             v["refreshInterval"] = json!(r);
         }
+        if self.loaded_by_parent {
+            v["loadedByParent"] = json!(true);
+        }
         if let Some(t) = &self.api_token {
             v["apiToken"] = json!(t);
         }
@@ -985,6 +1040,28 @@ fn loaded_change(
     wire::parse_update(schema, entity, &msg)
         .map(|inc| Some(inc.change))
         .map_err(|e| format!("the API's answer does not fit the schema: {e}"))
+}
+
+/// What a batch output for related entities does: their `data` (a list) or `updates` are merged.
+fn related_change(
+    schema: &Schema,
+    entity: &str,
+    out: &stateful_activities::LoadOutput,
+) -> Result<Option<Change>, String> {
+    if out.status == "notFound" {
+        return Ok(None);
+    }
+    let strategy = json!(out.strategy.as_deref().unwrap_or("$merge"));
+    let msg = match (&out.updates, &out.data) {
+        (Some(u), _) if !u.is_null() => json!({"updates": u, "strategy": strategy}),
+        (_, Some(d)) if !d.is_null() => {
+            json!({"data": d, "entityName": entity, "strategy": strategy})
+        }
+        _ => return Ok(None),
+    };
+    wire::parse_update(schema, entity, &msg)
+        .map(|inc| Some(inc.change))
+        .map_err(|e| format!("the API's batch answer for {entity} does not fit the schema: {e}"))
 }
 
 #[cfg(test)]

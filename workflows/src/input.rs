@@ -65,6 +65,8 @@ pub struct StartInput {
     pub api_base: Option<String>,
     /// Ours: reload from the API this often (ms).
     pub refresh_ms: Option<u64>,
+    /// Ours: the parent loads this entity in a batch (no load at start or on a new token).
+    pub loaded_by_parent: bool,
     /// Subscriptions.
     pub subscriptions: Vec<Value>,
     /// Ancestors' workflow ids.
@@ -152,6 +154,7 @@ impl StartInput {
             api_url: opt_str(m, "apiUrl")?,
             api_token: opt_str(m, "apiToken")?.filter(|t| !t.is_empty()),
             api_base: opt_str(m, "apiBase")?.filter(|b| !b.is_empty()),
+            loaded_by_parent: m.get("loadedByParent") == Some(&Value::Bool(true)),
             refresh_ms: match m.get("refreshInterval") {
                 None | Some(Value::Null) => None,
                 Some(v) => Some(

@@ -79,11 +79,12 @@ fn start_load(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) 
     if inflight.load.is_some() {
         return;
     }
-    let Some((LoadRequest { url, reason }, token)) = ctx.state_mut(|s| s.core.take_load()) else {
+    let Some((LoadRequest { url, reason, batch }, token)) = ctx.state_mut(|s| s.core.take_load())
+    else {
         return;
     };
     if !ctx.is_replaying() {
-        info!(workflow_id = ctx.workflow_id(), %url, %reason, "loading from the API");
+        info!(workflow_id = ctx.workflow_id(), %url, %reason, batch = batch.len(), "loading from the API");
     }
     let opts = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
         .retry_policy(
@@ -100,17 +101,50 @@ fn start_load(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) 
     let c = ctx.clone();
     inflight.load = Some(
         async move {
-            let fut = c.execute_activity(
-                stateful_activities::HttpActivities::load_data,
-                stateful_activities::LoadInput {
-                    url,
-                    token,
-                    timeout_ms: None,
-                },
-                opts,
-            );
-            match fut.await {
-                Ok(out) => Loaded::Ok(out),
+            let not_found = || stateful_activities::LoadOutput {
+                status: "notFound".into(),
+                data: None,
+                updates: None,
+                strategy: None,
+            };
+            let done = if batch.is_empty() {
+                c.execute_activity(
+                    stateful_activities::HttpActivities::load_data,
+                    stateful_activities::LoadInput {
+                        url,
+                        token,
+                        timeout_ms: None,
+                    },
+                    opts,
+                )
+                .await
+                .map(Loaded::Ok)
+            } else {
+                let (entities, mut urls): (Vec<String>, Vec<String>) = batch.into_iter().unzip();
+                urls.insert(0, url);
+                c.execute_activity(
+                    stateful_activities::HttpActivities::load_batch,
+                    stateful_activities::BatchInput {
+                        urls,
+                        token,
+                        fail_fast: true,
+                    },
+                    opts,
+                )
+                .await
+                .map(|outs| {
+                    let mut outs = outs
+                        .into_iter()
+                        .map(|v| serde_json::from_value(v).unwrap_or_else(|_| not_found()));
+                    let own = outs.next().unwrap_or_else(not_found);
+                    Loaded::Many {
+                        own,
+                        related: entities.into_iter().zip(outs).collect(),
+                    }
+                })
+            };
+            match done {
+                Ok(l) => l,
                 Err(e) => {
                     let (kind, message) = match e.cause() {
                         Some(IncomingError::Application(app)) => (
@@ -458,7 +492,7 @@ impl StatefulWorkflow {
                 Err(Wake::Loaded(l)) => {
                     if !ctx.is_replaying() {
                         match &l {
-                            Loaded::Ok(o) => {
+                            Loaded::Ok(o) | Loaded::Many { own: o, .. } => {
                                 info!(workflow_id = ctx.workflow_id(), status = %o.status, "loaded from the API")
                             }
                             Loaded::Error { kind, message } => {

@@ -187,6 +187,8 @@ pub struct Me<'a> {
     pub api_token: Option<&'a str>,
     /// Its `apiBase` (for children's input).
     pub api_base: Option<&'a str>,
+    /// True when it loads from an API (children whose entity has a `batchUrl` are then loaded by it).
+    pub loads: bool,
     /// Its recorded schema (for children's input).
     pub schema_json: &'a Value,
 }
@@ -302,6 +304,15 @@ impl Tree {
         }
         if let Some(b) = me.api_base {
             input["apiBase"] = json!(b);
+        }
+        if me.loads
+            && rec.workflow_type == crate::WORKFLOW_TYPE
+            && me
+                .schema
+                .entity(&rec.entity)
+                .is_ok_and(|d| d.batch_url.is_some())
+        {
+            input["loadedByParent"] = json!(true);
         }
         input
     }
