@@ -209,3 +209,52 @@ async fn generic_requests_send_method_headers_and_body() {
         Err(HttpError::BadInput(_))
     ));
 }
+
+#[tokio::test]
+async fn a_batch_answers_per_url_or_fails_fast() {
+    use stateful_activities::BatchInput;
+    use temporalio_sdk::testing::ActivityEnvironment;
+    let base = serve().await;
+    let env = ActivityEnvironment::builder_with_default()
+        .register_activities(acts(1024, 100))
+        .build();
+    let urls = vec![
+        format!("{base}/users/u1"),
+        format!("{base}/list"),
+        format!("{base}/users/nobody"),
+        format!("{base}/html"),
+    ];
+    let out = env
+        .run(
+            HttpActivities::load_batch,
+            BatchInput {
+                urls: urls.clone(),
+                token: Some("good-token".into()),
+                fail_fast: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 4);
+    assert_eq!(out[0]["data"], json!({"id": "u1", "name": "Ann"}));
+    assert_eq!(out[1]["data"], json!([{"id": "a"}, {"id": "b"}]));
+    assert_eq!(out[2]["status"], json!("notFound"));
+    assert_eq!(out[3]["error"], json!("BadBody"));
+    // Fail-fast: the first failure fails the activity, non-retryable as a BadBody is.
+    let e = env
+        .run(
+            HttpActivities::load_batch,
+            BatchInput {
+                urls,
+                token: Some("good-token".into()),
+                fail_fast: true,
+            },
+        )
+        .await
+        .unwrap_err();
+    let text = format!("{e:?}");
+    assert!(
+        text.contains("BadBody") && !text.contains("good-token"),
+        "{text}"
+    );
+}
