@@ -3,7 +3,8 @@
 //! tests whose name contains NAME.
 
 mod api; // loading from an entity API, token rotation, no token leaks
-mod cli; // the temporal CLI and the starter binary, as a user runs them
+mod cli;
+mod durable; // checkpoints, validation // the temporal CLI and the starter binary, as a user runs them
 mod lifecycle; // batching and continue-as-new, with workers of their own
 mod replay; // recorded histories replay with the current code
 mod tree; // managed children and subscriptions
@@ -72,6 +73,8 @@ async fn real_main() -> ExitCode {
         api::the_ingress_takes_webhook_changes_and_refuses_bad_ones,
         api::api_requests_and_the_circuit_show_in_metrics,
         api::a_parent_loads_its_children_in_one_batch_request,
+        durable::a_checkpoint_hands_the_state_to_a_new_run_with_its_checksum,
+        durable::starter_validate_checks_a_whole_tree,
     ];
     let setup = async {
         let cli = temporal_cli()?;

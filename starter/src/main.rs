@@ -100,6 +100,15 @@ enum Command {
         #[arg(long)]
         cancel: bool,
     },
+    /// Check a workflow's state (checksum, schema, references, children registry); `--tree` checks every
+    /// workflow under it. Exit code 1 when a check finds an error.
+    Validate {
+        /// Workflow id.
+        workflow_id: String,
+        /// Check the whole tree under it.
+        #[arg(long)]
+        tree: bool,
+    },
     /// API tokens: `token rotate <rootWorkflowId>`.
     Token {
         #[command(subcommand)]
@@ -137,7 +146,16 @@ enum TokenCommand {
 }
 
 const SIGNALS: &[&str] = &[
-    "update", "delete", "state", "apiToken", "apiUrl", "refresh", "pause", "resume", "cancel",
+    "update",
+    "delete",
+    "state",
+    "apiToken",
+    "apiUrl",
+    "refresh",
+    "checkpoint",
+    "pause",
+    "resume",
+    "cancel",
     "status",
 ];
 
@@ -266,7 +284,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     })?;
                     Some(json!(t))
                 }
-                "pause" | "resume" | "cancel" | "refresh" => None,
+                "pause" | "resume" | "cancel" | "refresh" | "checkpoint" => None,
                 "apiUrl" | "status" => Some(match payload {
                     Some(p) => serde_json::from_str(&p).unwrap_or(Value::String(p)),
                     None => bail!("`{name}` needs a value"),
@@ -331,6 +349,68 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 });
             } else {
                 print(cli.json, &tree, || render(&tree, 0));
+            }
+        }
+        Command::Validate { workflow_id, tree } => {
+            let results = if tree {
+                ops::walk(&client, &workflow_id, "validate").await
+            } else {
+                vec![(
+                    workflow_id.clone(),
+                    ops::query(&client, &workflow_id, "validate").await,
+                )]
+            };
+            let mut report = Vec::new();
+            let mut errors = 0;
+            for (wid, r) in results {
+                let v = match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        json!({"ok": false, "findings": [{"severity": "error", "kind": "query", "message": format!("{e:#}")}]})
+                    }
+                };
+                if v["ok"] != json!(true) {
+                    errors += 1;
+                }
+                report.push(json!({"workflowId": wid, "result": v}));
+            }
+            print(
+                cli.json,
+                &json!({"ok": errors == 0, "workflows": report}),
+                || {
+                    let mut lines = Vec::new();
+                    for r in &report {
+                        let v = &r["result"];
+                        lines.push(format!(
+                            "{} {}: v{} {} ({} entities)",
+                            if v["ok"] == json!(true) {
+                                "ok  "
+                            } else {
+                                "FAIL"
+                            },
+                            r["workflowId"].as_str().unwrap_or_default(),
+                            v["version"],
+                            v["checksum"].as_str().unwrap_or("-"),
+                            v["entities"]
+                        ));
+                        for f in v["findings"].as_array().into_iter().flatten() {
+                            lines.push(format!(
+                                "       {} {}: {}",
+                                f["severity"].as_str().unwrap_or_default(),
+                                f["kind"].as_str().unwrap_or_default(),
+                                f["message"].as_str().unwrap_or_default()
+                            ));
+                        }
+                    }
+                    lines.push(format!(
+                        "{} workflows checked, {errors} with errors",
+                        report.len()
+                    ));
+                    lines.join("\n")
+                },
+            );
+            if errors > 0 {
+                bail!("{errors} workflows failed validation");
             }
         }
         Command::Token {

@@ -146,45 +146,27 @@ pub struct TokenState {
     pub error: Option<String>,
 }
 
-/// The token and load state of every running workflow of the tree under `root`, one level at a time
-/// (the workflows of a level are queried concurrently).
-pub async fn token_states(client: &Client, root: &str) -> Vec<TokenState> {
+/// Runs `name` on every running workflow of the tree under `root` (found through the `children`
+/// query), one level at a time, the workflows of a level concurrently; in breadth-first order.
+pub async fn walk(client: &Client, root: &str, name: &str) -> Vec<(String, anyhow::Result<Value>)> {
     let mut out = Vec::new();
     let mut level = vec![root.to_string()];
     let mut seen = std::collections::BTreeSet::new();
     while !level.is_empty() {
         let nodes = futures::future::join_all(level.iter().map(|wid| async move {
-            let api = query(client, wid, "api").await;
-            let kids = match &api {
+            let answer = query(client, wid, name).await;
+            let kids = match &answer {
                 Ok(_) => query(client, wid, "children").await.ok(),
                 Err(_) => None,
             };
-            (wid.clone(), api, kids)
+            (wid.clone(), answer, kids)
         }))
         .await;
         let mut next = Vec::new();
-        for (wid, api, kids) in nodes {
+        for (wid, answer, kids) in nodes {
             if !seen.insert(wid.clone()) {
                 continue;
             }
-            out.push(match api {
-                Ok(v) => TokenState {
-                    workflow_id: wid,
-                    fingerprint: v["token"]["fingerprint"].as_str().map(str::to_string),
-                    has_api: !v["url"].is_null(),
-                    load_state: v["state"].as_str().unwrap_or_default().to_string(),
-                    loading: v["loading"] == Value::Bool(true) || !v["pending"].is_null(),
-                    error: None,
-                },
-                Err(e) => TokenState {
-                    workflow_id: wid,
-                    fingerprint: None,
-                    has_api: false,
-                    load_state: String::new(),
-                    loading: false,
-                    error: Some(format!("{e:#}")),
-                },
-            });
             for c in kids
                 .as_ref()
                 .and_then(|k| k["children"].as_array())
@@ -197,10 +179,37 @@ pub async fn token_states(client: &Client, root: &str) -> Vec<TokenState> {
                     next.push(w.to_string());
                 }
             }
+            out.push((wid, answer));
         }
         level = next;
     }
     out
+}
+
+/// The token and load state of every running workflow of the tree under `root`.
+pub async fn token_states(client: &Client, root: &str) -> Vec<TokenState> {
+    walk(client, root, "api")
+        .await
+        .into_iter()
+        .map(|(wid, api)| match api {
+            Ok(v) => TokenState {
+                workflow_id: wid,
+                fingerprint: v["token"]["fingerprint"].as_str().map(str::to_string),
+                has_api: !v["url"].is_null(),
+                load_state: v["state"].as_str().unwrap_or_default().to_string(),
+                loading: v["loading"] == Value::Bool(true) || !v["pending"].is_null(),
+                error: None,
+            },
+            Err(e) => TokenState {
+                workflow_id: wid,
+                fingerprint: None,
+                has_api: false,
+                load_state: String::new(),
+                loading: false,
+                error: Some(format!("{e:#}")),
+            },
+        })
+        .collect()
 }
 
 /// Sends a signal, starting the workflow with `input` first when it is not running (signal-with-start);

@@ -70,6 +70,8 @@ pub enum MsgKind {
     ApiUrl,
     /// `refresh`: load from the API now.
     Refresh,
+    /// `checkpoint`: continue as new now, recording the state's checksum.
+    Checkpoint,
     /// The periodic refresh timer fired (from the glue).
     RefreshTimer,
     /// A `loadData` activity finished (from the glue).
@@ -104,6 +106,7 @@ impl MsgKind {
             MsgKind::ApiToken => "apiToken",
             MsgKind::ApiUrl => "apiUrl",
             MsgKind::Refresh => "refresh",
+            MsgKind::Checkpoint => "checkpoint",
             MsgKind::RefreshTimer => "refreshInterval",
             MsgKind::Loaded => "loadData",
             MsgKind::Pause => "pause",
@@ -161,6 +164,25 @@ pub struct ChangeRecord {
     pub deleted: usize,
     /// The first changed entities (`Entity.id`).
     pub entities: Vec<String>,
+}
+
+/// How many checkpoints the `checkpoints` query keeps.
+pub const MAX_CHECKPOINTS: usize = 20;
+
+/// A checkpoint: a run handed its state over to the next one (continue-as-new).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    /// The run that handed over.
+    pub run_id: String,
+    /// Workflow time (ms since the epoch).
+    pub time: u64,
+    /// State version handed over.
+    pub version: u64,
+    /// Checksum of the canonical state handed over.
+    pub checksum: String,
+    /// `checkpoint` (the signal) or `history` (the history grew past its limit, or the server asked).
+    pub reason: String,
 }
 
 /// What a batch did, for the glue to act on.
@@ -230,6 +252,12 @@ pub struct Core {
     pub runs: u64,
     /// Its parent loads its entity in a batch: it does not load at start or on a new token itself.
     pub loaded_by_parent: bool,
+    /// Recent checkpoints (the last one handed the state over to this run).
+    pub checkpoints: VecDeque<Checkpoint>,
+    /// A `checkpoint` signal asked for a new run.
+    pub checkpoint_requested: bool,
+    /// Set when the state carried into this run does not match the checksum its checkpoint recorded.
+    pub integrity_error: Option<String>,
     initial: Option<ChangeSet>,
 }
 
@@ -276,6 +304,16 @@ impl Core {
             self.recent = c.recent.into();
             self.changes_total = c.changes_total;
             self.runs = c.runs + 1;
+            self.checkpoints = c.checkpoints.into();
+            if let Some(last) = self.checkpoints.back() {
+                let got = checksum(self.store.entities());
+                if got != last.checksum {
+                    self.integrity_error = Some(format!(
+                        "the state carried from run {} has checksum {got}, but its checkpoint recorded {}",
+                        last.run_id, last.checksum
+                    ));
+                }
+            }
             // Messages carried from the previous run came first; any that already arrived in this
             // run's first task (their handlers ran before the run loop) follow them.
             let arrived = std::mem::take(&mut self.inbox);
@@ -544,6 +582,7 @@ impl Core {
                     ),
                     Err(e) => reject(e.clone(), &mut rejections),
                 },
+                MsgKind::Checkpoint => self.checkpoint_requested = true,
                 MsgKind::Refresh | MsgKind::RefreshTimer => {
                     let has_url = self
                         .api
@@ -930,13 +969,39 @@ impl Core {
         json!({"total": self.rejected_total, "recent": self.rejected})
     }
 
-    /// The memo: entity name, id and status (never the token).
-    pub fn memo(&self) -> [(&'static str, String); 3] {
-        [
+    /// The memo: entity name, id, status, and, once there is one, the last checkpoint's version and
+    /// checksum (never the token).
+    pub fn memo(&self) -> Vec<(&'static str, String)> {
+        let mut m = vec![
             ("entityName", self.entity.clone()),
             ("id", self.id.clone()),
             ("status", self.status_str().to_string()),
-        ]
+        ];
+        if let Some(c) = self.checkpoints.back() {
+            m.push(("checkpoint", format!("v{} {}", c.version, c.checksum)));
+        }
+        m
+    }
+
+    /// Records the checkpoint of this run's hand-over (call right before `carry_input`).
+    pub fn checkpoint(&mut self, run_id: &str, now: u64) -> Checkpoint {
+        let reason = if std::mem::take(&mut self.checkpoint_requested) {
+            "checkpoint"
+        } else {
+            "history"
+        };
+        let cp = Checkpoint {
+            run_id: run_id.to_string(),
+            time: now,
+            version: self.store.version(),
+            checksum: checksum(self.store.entities()),
+            reason: reason.into(),
+        };
+        self.checkpoints.push_back(cp.clone());
+        while self.checkpoints.len() > MAX_CHECKPOINTS {
+            self.checkpoints.pop_front();
+        }
+        cp
     }
 
     /// The input of the next run (continue-as-new): the wire fields plus the carry-over.
@@ -956,6 +1021,7 @@ impl Core {
                 .collect(),
             children: self.tree.children.clone(),
             api: self.api.carried(),
+            checkpoints: self.checkpoints.iter().cloned().collect(),
         };
         let mut v = json!({
             "id": self.id,
@@ -978,6 +1044,9 @@ impl Core {
         }
         if self.loaded_by_parent {
             v["loadedByParent"] = json!(true);
+        }
+        if let Some(cp) = self.checkpoints.back() {
+            v["checkpoint"] = json!(cp);
         }
         if let Some(t) = &self.api_token {
             v["apiToken"] = json!(t);
@@ -1343,6 +1412,44 @@ mod tests {
             "{:?}",
             out.rejected
         );
+    }
+
+    #[test]
+    fn a_checkpoint_records_the_checksum_and_the_next_run_verifies_it() {
+        let mut c = started(json!({"id": "u", "entityName": "User", "data": {"id": "u", "n": 1}}));
+        c.enqueue(MsgKind::Checkpoint, Ok(Value::Null), false);
+        c.process(2000);
+        assert!(c.checkpoint_requested);
+        let cp = c.checkpoint("run-1", 2000);
+        assert_eq!(
+            (cp.reason.as_str(), cp.version),
+            ("checkpoint", c.store.version())
+        );
+        assert_eq!(cp.checksum, checksum(c.store.entities()));
+        let next = c.carry_input();
+        assert_eq!(next["checkpoint"]["checksum"], json!(cp.checksum));
+        let start = |input: &Value| {
+            let mut n = Core::default();
+            let s = schema();
+            let js = s.to_json();
+            n.start(
+                StartInput::parse(input).unwrap(),
+                s,
+                js,
+                "User-u".into(),
+                3000,
+            )
+            .unwrap();
+            n
+        };
+        let n = start(&next);
+        assert_eq!(n.integrity_error, None);
+        assert_eq!(n.checkpoints.len(), 1);
+        assert_eq!(n.memo()[3].1, format!("v{} {}", cp.version, cp.checksum));
+        // A carried state that does not match its checkpoint is reported.
+        let mut bad = next.clone();
+        bad["carry"]["checkpoints"][0]["checksum"] = json!("sha256:0000");
+        assert!(start(&bad).integrity_error.unwrap().contains("sha256:0000"));
     }
 
     #[test]

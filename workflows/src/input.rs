@@ -40,6 +40,9 @@ pub struct Carry {
     /// Load bookkeeping: the next refresh time, a load that was due, the last outcome.
     #[serde(default)]
     pub api: crate::api::Api,
+    /// Recent checkpoints, the last one being the hand-over to this run.
+    #[serde(default)]
+    pub checkpoints: Vec<crate::core::Checkpoint>,
 }
 
 /// A parsed start input.

@@ -6,6 +6,7 @@
 //! - [`payload`]: tolerant payload decoding.
 //! - [`markers`]: typed-by-name handles for clients and other workflows.
 //! - [`api`]: loading from the entity's HTTP API: when, from which URL, and what the last load did.
+//! - [`validate`]: the `validate` query (checksum, schema conformance, references, children registry).
 //! - [`tree`]: managed children and subscriptions: what a batch must start, signal and cancel.
 
 pub mod api;
@@ -15,6 +16,7 @@ pub mod markers;
 pub mod payload;
 pub mod stateful;
 pub mod tree;
+pub mod validate;
 
 pub use stateful::{SchemaActivities, StatefulWorkflow, WORKFLOW_TYPE};
 

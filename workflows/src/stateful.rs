@@ -471,6 +471,11 @@ impl StatefulWorkflow {
         ctx.state_mut(|s| s.core.start(start, schema, schema_json, wid, now))
             .map_err(|e| fail(format!("bad workflow input: {e}")))?;
         upsert_memo(ctx);
+        if let Some(e) = ctx.state(|s| s.core.integrity_error.clone())
+            && !ctx.is_replaying()
+        {
+            tracing::error!(workflow_id = ctx.workflow_id(), error = %e, "integrity check failed");
+        }
         let mut inflight = InFlight::default();
         let first = ctx.state_mut(|s| s.core.initial_effects());
         execute(ctx, first, &mut inflight);
@@ -579,7 +584,10 @@ impl StatefulWorkflow {
                 return Ok(ctx.state(|s| s.core.data()));
             }
             let limit = ctx.state(|s| s.core.max_history);
-            if ctx.continue_as_new_suggested() || ctx.history_length() >= limit {
+            if ctx.continue_as_new_suggested()
+                || ctx.history_length() >= limit
+                || ctx.state(|s| s.core.checkpoint_requested)
+            {
                 return continue_as_new(ctx, &mut inflight).await;
             }
         }
@@ -619,6 +627,12 @@ impl StatefulWorkflow {
     #[signal(name = "refresh")]
     pub fn on_refresh(&mut self, _ctx: &mut SyncWorkflowContext<Self>, input: RawValue) {
         self.queue(MsgKind::Refresh, input);
+    }
+
+    /// `checkpoint` (no argument): continue as new now, recording the state's checksum.
+    #[signal(name = "checkpoint")]
+    pub fn on_checkpoint(&mut self, _ctx: &mut SyncWorkflowContext<Self>, input: RawValue) {
+        self.queue(MsgKind::Checkpoint, input);
     }
 
     /// `pause` (no argument).
@@ -770,6 +784,18 @@ impl StatefulWorkflow {
         self.core.api_info()
     }
 
+    /// Recomputes the checksum and checks the state: `{ok, version, checksum, entities, findings}`.
+    #[query(name = "validate")]
+    pub fn q_validate(&self, _ctx: &WorkflowContextView) -> Value {
+        self.core.validate_state()
+    }
+
+    /// Recent checkpoints: run id, time, version, checksum, reason.
+    #[query(name = "checkpoints")]
+    pub fn q_checkpoints(&self, _ctx: &WorkflowContextView) -> Value {
+        serde_json::to_value(&self.core.checkpoints).unwrap_or(Value::Null)
+    }
+
     /// State version, checksum and counters.
     #[query(name = "version")]
     pub fn q_version(&self, _ctx: &WorkflowContextView) -> Value {
@@ -848,7 +874,7 @@ async fn acknowledged(
 
 fn upsert_memo(ctx: &WorkflowContext<StatefulWorkflow>) {
     let memo = ctx.state(|s| s.core.memo());
-    let _ = ctx.upsert_memo(memo.map(|(k, v)| (k, Some(MemoValue::new(v)))));
+    let _ = ctx.upsert_memo(memo.into_iter().map(|(k, v)| (k, Some(MemoValue::new(v)))));
 }
 
 /// Before a run ends: every effect has been polled (so its command is out), and every signal and
@@ -897,9 +923,12 @@ async fn continue_as_new(
             .await;
     }
     drain_signals(inflight).await;
+    let run_id = ctx.run_id().to_string();
+    let now = now_ms(ctx.workflow_time());
+    let cp = ctx.state_mut(|s| s.core.checkpoint(&run_id, now));
     let next = ctx.state_mut(|s| s.core.carry_input());
     if !ctx.is_replaying() {
-        info!(workflow_id = ctx.workflow_id(), "continuing as new");
+        info!(workflow_id = ctx.workflow_id(), version = cp.version, checksum = %cp.checksum, reason = %cp.reason, "checkpoint: continuing as new");
     }
     ctx.continue_as_new(payload::encode(&next), ContinueAsNewOptions::default())?;
     unreachable!("continue_as_new always returns Err")
