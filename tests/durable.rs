@@ -84,3 +84,143 @@ pub async fn starter_validate_checks_a_whole_tree(env: &Env) -> anyhow::Result<(
     ops::signal(&env.client, &wid, "cancel", None).await?;
     Ok(())
 }
+
+/// With the payload codec on, the raw history holds neither the token nor the entity's field values;
+/// `temporal workflow show --codec-endpoint` (the worker's codec server) decodes it.
+pub async fn the_payload_codec_keeps_tokens_and_data_out_of_the_raw_history(
+    env: &Env,
+) -> anyhow::Result<()> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let keys = format!(
+        "old:{}\nk-{}:{}\n",
+        b64.encode([7u8; 32]),
+        env.tag,
+        b64.encode(
+            env.tag
+                .as_bytes()
+                .iter()
+                .cycle()
+                .take(32)
+                .copied()
+                .collect::<Vec<u8>>()
+        )
+    );
+    let key_file = env.log_dir.join("codec-keys.txt");
+    std::fs::write(&key_file, &keys)?;
+    let tq = format!("{}-enc", env.task_queue);
+    let key_path = key_file.display().to_string();
+    let w = stateful_tests::WorkerProc::start_with(
+        &env.address,
+        &tq,
+        &env.log_dir,
+        "worker-encrypted",
+        &[
+            "--codec-keys-file",
+            &key_path,
+            "--codec-server",
+            "127.0.0.1:0",
+        ],
+        "debug",
+    )
+    .await?;
+    let codec_url = w
+        .ready_field("codec_server")
+        .ok_or_else(|| anyhow::anyhow!("no codec server address in the worker's log"))?;
+    let enc_client = worker::connect::ConnectArgs {
+        address: Some(env.address.clone()),
+        namespace: Some("default".into()),
+        codec_keys_file: Some(key_file.clone()),
+        ..Default::default()
+    }
+    .resolve()?
+    .connect("e2e-encrypted")
+    .await?;
+    let id = env.id("encrypted");
+    let wid = ops::workflow_id("User", &id);
+    let token = format!("ENC-TOKEN-{}", env.tag);
+    let secret_value = format!("PlainTextName-{}", env.tag);
+    ops::start(
+        &enc_client,
+        &tq,
+        &wid,
+        json!({"id": id, "entityName": "User", "apiToken": token, "data": {"name": secret_value}}),
+    )
+    .await?;
+    ops::signal(
+        &enc_client,
+        &wid,
+        "update",
+        Some(&json!({"data": {"id": id, "note": format!("{secret_value}-2")}})),
+    )
+    .await?;
+    let data = eventually_data(&enc_client, &wid, &secret_value).await?;
+    ensure_eq!(data["name"], json!(secret_value));
+    // The raw history, read without the codec.
+    let raw = env
+        .client
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(wid.as_str())
+        .fetch_history(temporalio_client::WorkflowFetchHistoryOptions::default())
+        .to_json()
+        .await?;
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    let mut decoded = raw.clone();
+    for piece in raw.split('"') {
+        if let Ok(bytes) = b64.decode(piece) {
+            decoded.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    for secret in [&token, &secret_value] {
+        if decoded.contains(secret.as_str()) {
+            bail!("the raw history holds `{secret}`");
+        }
+    }
+    if !decoded.contains("binary/encrypted") {
+        bail!("no encrypted payload in the history");
+    }
+    // The CLI decodes it through the worker's codec server.
+    let out = tokio::process::Command::new(&env.cli)
+        .args([
+            "workflow",
+            "show",
+            "--workflow-id",
+            &wid,
+            "--address",
+            &env.address,
+        ])
+        .args(["--codec-endpoint", &codec_url, "--output", "json"])
+        .output()
+        .await?;
+    let mut shown = String::from_utf8_lossy(&out.stdout).to_string();
+    for piece in shown.clone().split('"') {
+        if let Ok(bytes) = b64.decode(piece) {
+            shown.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    if !out.status.success() || !shown.contains(&secret_value) {
+        bail!(
+            "temporal workflow show --codec-endpoint did not decode: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    ops::signal(&enc_client, &wid, "cancel", None).await?;
+    w.stop().await;
+    Ok(())
+}
+
+async fn eventually_data(
+    client: &temporalio_client::Client,
+    wid: &str,
+    want: &str,
+) -> anyhow::Result<Value> {
+    stateful_tests::eventually(std::time::Duration::from_secs(30), || async {
+        let v = ops::query(client, wid, "data").await?;
+        if v["name"] == json!(want) && !v["note"].is_null() {
+            Ok(v)
+        } else {
+            Err(anyhow::anyhow!("data is {v}"))
+        }
+    })
+    .await
+}

@@ -75,6 +75,7 @@ async fn real_main() -> ExitCode {
         api::a_parent_loads_its_children_in_one_batch_request,
         durable::a_checkpoint_hands_the_state_to_a_new_run_with_its_checksum,
         durable::starter_validate_checks_a_whole_tree,
+        durable::the_payload_codec_keeps_tokens_and_data_out_of_the_raw_history,
     ];
     let setup = async {
         let cli = temporal_cli()?;

@@ -25,6 +25,11 @@ pub struct ConnectArgs {
     /// Client config file (TOML). Default: TEMPORAL_CONFIG_FILE or ~/.config/temporalio/temporal.toml.
     #[arg(long)]
     pub config_file: Option<PathBuf>,
+    /// Encrypt payloads (AES-256-GCM) with the keys in this file (`KEY_ID:BASE64` per line, the last
+    /// encrypts). Default: STATEFUL_CODEC_KEYS_FILE, or the keys in STATEFUL_CODEC_KEYS; none: no
+    /// encryption.
+    #[arg(long, env = "STATEFUL_CODEC_KEYS_FILE", value_name = "FILE")]
+    pub codec_keys_file: Option<PathBuf>,
 }
 
 /// Resolved connection settings.
@@ -33,6 +38,8 @@ pub struct Resolved {
     pub profile: ClientConfigProfile,
     /// True when an address came from a flag, the environment or a file.
     pub address_configured: bool,
+    /// The payload codec, when encryption is on.
+    pub codec: Option<crate::codec::AesCodec>,
 }
 
 impl ConnectArgs {
@@ -55,9 +62,11 @@ impl ConnectArgs {
             profile.namespace = Some(n.clone());
         }
         let address_configured = profile.address.is_some();
+        let codec = crate::codec::AesCodec::from_env(self.codec_keys_file.as_deref())?;
         Ok(Resolved {
             profile,
             address_configured,
+            codec,
         })
     }
 }
@@ -90,7 +99,12 @@ impl Resolved {
                 self.address()
             )
         })?;
-        Client::new(connection, ClientOptions::new(self.namespace()).build())
-            .map_err(|e| anyhow!("cannot create the Temporal client: {e}"))
+        let opts = match &self.codec {
+            Some(c) => ClientOptions::new(self.namespace())
+                .data_converter(crate::codec::data_converter(c.clone()))
+                .build(),
+            None => ClientOptions::new(self.namespace()).build(),
+        };
+        Client::new(connection, opts).map_err(|e| anyhow!("cannot create the Temporal client: {e}"))
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! `main.rs` only parses flags; [`run`] does the work, so tests can drive it too.
 
+pub mod codec;
 pub mod connect;
 pub mod devserver;
 pub mod ingress;
@@ -97,6 +98,17 @@ pub struct WorkerArgs {
     /// The environment variable holding the bearer token ingress callers must present.
     #[arg(long, default_value = "STATEFUL_INGRESS_TOKEN", value_name = "VAR")]
     pub ingress_token_env: String,
+    /// Serve Temporal's codec-server endpoints (`/encode`, `/decode`) on this address, for
+    /// `temporal workflow show --codec-endpoint` and the UI; needs the codec keys.
+    #[arg(long, env = "STATEFUL_CODEC_SERVER", value_name = "HOST:PORT")]
+    pub codec_server: Option<String>,
+    /// The environment variable holding a token the codec server's callers must present
+    /// (`Authorization`); unset: no check (keep the address private).
+    #[arg(long, value_name = "VAR")]
+    pub codec_server_token_env: Option<String>,
+    /// The origin allowed to call the codec server from a browser (the Temporal UI).
+    #[arg(long, default_value = "http://localhost:8233")]
+    pub codec_cors_origin: String,
 }
 
 impl WorkerArgs {
@@ -244,6 +256,32 @@ async fn run_with_client(
         .max_cached_workflows(args.max_cached_workflows)
         .graceful_shutdown_period(Duration::from_secs(args.shutdown_grace))
         .build();
+    let mut codec_bound = None;
+    if let Some(addr) = &args.codec_server {
+        let codec = args.connect.resolve()?.codec.ok_or_else(|| {
+            anyhow!(
+                "--codec-server needs the codec keys (--codec-keys-file or STATEFUL_CODEC_KEYS)"
+            )
+        })?;
+        let addr: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("--codec-server `{addr}` is not host:port"))?;
+        let token = match &args.codec_server_token_env {
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                anyhow!("--codec-server-token-env: the environment variable {var} is not set")
+            })?),
+            None => None,
+        };
+        codec_bound = Some(
+            codec::server::serve(
+                codec,
+                addr,
+                token.as_deref(),
+                Some(args.codec_cors_origin.clone()),
+            )
+            .await?,
+        );
+    }
     let mut ingress_bound = None;
     if let Some(addr) = &args.ingress {
         let addr: SocketAddr = addr
@@ -277,6 +315,8 @@ async fn run_with_client(
         task_queue = %args.task_queue,
         metrics = %metrics_bound.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
         ingress = %ingress_bound.map(|a| format!("http://{a}/v1")).unwrap_or_else(|| "off".into()),
+        encryption = %args.connect.resolve().ok().and_then(|r| r.codec).map(|c| format!("aes-256-gcm key {}", c.current_key())).unwrap_or_else(|| "off".into()),
+        codec_server = %codec_bound.map(|a| format!("http://{a}")).unwrap_or_else(|| "off".into()),
         "worker ready"
     );
     worker.run().await?;
