@@ -386,6 +386,7 @@ pub async fn no_token_in_logs_queries_or_failures(env: &Env) -> anyhow::Result<(
     query_until(env, &wid, "rejected", |v| v["total"].as_u64() >= Some(1)).await?;
 
     let mut seen = Vec::new();
+    let mut failures = 0;
     for w in [&wid, &lwid] {
         for q in [
             "id",
@@ -420,18 +421,25 @@ pub async fn no_token_in_logs_queries_or_failures(env: &Env) -> anyhow::Result<(
             .to_json()
             .await?;
         let h: Value = serde_json::from_slice(&history)?;
+        // The SDK's JSON form: `{"events": [{"attributes": {"ActivityTaskFailedEventAttributes": ...}}]}`.
         for ev in h["events"].as_array().into_iter().flatten() {
             for key in [
-                "activityTaskFailedEventAttributes",
-                "upsertWorkflowSearchAttributesEventAttributes",
-                "workflowPropertiesModifiedEventAttributes",
-                "workflowTaskFailedEventAttributes",
+                "ActivityTaskFailedEventAttributes",
+                "UpsertWorkflowSearchAttributesEventAttributes",
+                "WorkflowPropertiesModifiedEventAttributes",
+                "WorkflowTaskFailedEventAttributes",
             ] {
-                if let Some(a) = ev.get(key) {
+                if let Some(a) = ev["attributes"].get(key) {
+                    if key == "ActivityTaskFailedEventAttributes" {
+                        failures += 1;
+                    }
                     seen.push((format!("{key} in the history of {w}"), decoded(a)));
                 }
             }
         }
+    }
+    if failures < 2 {
+        bail!("expected the 401s in the histories as activity failures, found {failures}");
     }
     seen.push((
         "the worker log".into(),

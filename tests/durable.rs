@@ -224,3 +224,140 @@ async fn eventually_data(
     })
     .await
 }
+
+async fn starter(env: &Env, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let out = tokio::process::Command::new(bin("starter")?)
+        .args(["--address", &env.address])
+        .args(args)
+        .output()
+        .await?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    ))
+}
+
+pub async fn export_then_import_into_another_namespace_recreates_the_tree(
+    env: &Env,
+) -> anyhow::Result<()> {
+    let id = env.id("export");
+    let wid = ops::workflow_id("User", &id);
+    let ls: Vec<String> = (0..2).map(|i| format!("{id}-l{i}")).collect();
+    let token = format!("EXPORT-TOKEN-{}", env.tag);
+    ops::start(
+        &env.client,
+        &env.task_queue,
+        &wid,
+        json!({"id": id, "entityName": "User", "apiToken": token, "refreshInterval": "1h",
+               "data": {"id": id, "name": "Exported", "listings": ls.iter().map(|l| json!({"id": l, "user": id, "photos": [{"id": format!("{l}-p"), "listing": l}]})).collect::<Vec<_>>()}}),
+    )
+    .await?;
+    // A change made down the tree, which bubbles up.
+    let photo = format!("Photo-{}-p", ls[1]);
+    query_until(env, &photo, "status", |v| v == "running").await?;
+    ops::update(
+        &env.client,
+        &photo,
+        "update",
+        &json!({"data": {"id": format!("{}-p", ls[1]), "caption": "from below"}}),
+    )
+    .await?;
+    query_until(env, &wid, "state", |v| {
+        v["Photo"][format!("{}-p", ls[1])]["caption"] == "from below"
+    })
+    .await?;
+    let dir = env.log_dir.join(format!("export-{}", env.tag));
+    std::fs::create_dir_all(&dir)?;
+    let plain = dir.join("tree.json");
+    let with = dir.join("tree-with-tokens.json");
+    let plain_s = plain.display().to_string();
+    let with_s = with.display().to_string();
+    let (ok, _, err) = starter(
+        env,
+        &["--namespace", "default", "export", &wid, "-o", &plain_s],
+    )
+    .await?;
+    if !ok {
+        bail!("export failed: {err}");
+    }
+    let exported: Value = serde_json::from_str(&std::fs::read_to_string(&plain)?)?;
+    ensure_eq!(exported["workflows"].as_array().map(Vec::len), Some(5));
+    if std::fs::read_to_string(&plain)?.contains(&token) {
+        bail!("an export without --with-tokens holds the token");
+    }
+    let (ok, _, err) = starter(
+        env,
+        &[
+            "--namespace",
+            "default",
+            "export",
+            &wid,
+            "--with-tokens",
+            "-o",
+            &with_s,
+        ],
+    )
+    .await?;
+    if !ok || !std::fs::read_to_string(&with)?.contains(&token) {
+        bail!("export --with-tokens did not carry the token: {err}");
+    }
+    // Import into the second namespace, with a worker of its own.
+    let tq = format!("{}-import", env.task_queue);
+    let w = stateful_tests::WorkerProc::start_with(
+        &env.address,
+        &tq,
+        &env.log_dir,
+        "worker-import",
+        &["--namespace", "e2e-import"],
+        "debug",
+    )
+    .await?;
+    let (ok, out, err) = starter(
+        env,
+        &[
+            "--namespace",
+            "e2e-import",
+            "--task-queue",
+            &tq,
+            "--json",
+            "import",
+            &with_s,
+        ],
+    )
+    .await?;
+    if !ok {
+        bail!("import failed: {out}\n{err}");
+    }
+    let (ok, out, err) = starter(
+        env,
+        &[
+            "--namespace",
+            "e2e-import",
+            "--json",
+            "validate",
+            &wid,
+            "--tree",
+        ],
+    )
+    .await?;
+    if !ok {
+        bail!("the imported tree does not validate: {out}\n{err}");
+    }
+    // Same states, same token, same settings.
+    let other = stateful_tests::client_in(&env.address, "e2e-import").await?;
+    for w in exported["workflows"].as_array().into_iter().flatten() {
+        let wid = w["workflowId"].as_str().unwrap_or_default();
+        ensure_eq!(ops::query(&other, wid, "state").await?, w["state"]);
+    }
+    let api = ops::query(&other, &wid, "api").await?;
+    ensure_eq!(
+        api["token"]["fingerprint"],
+        json!(stateful_engine::fingerprint(&token))
+    );
+    ensure_eq!(api["refreshInterval"], json!(3_600_000));
+    ops::signal(&other, &wid, "cancel", None).await?;
+    ops::signal(&env.client, &wid, "cancel", None).await?;
+    w.stop().await;
+    Ok(())
+}

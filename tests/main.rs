@@ -76,12 +76,14 @@ async fn real_main() -> ExitCode {
         durable::a_checkpoint_hands_the_state_to_a_new_run_with_its_checksum,
         durable::starter_validate_checks_a_whole_tree,
         durable::the_payload_codec_keeps_tokens_and_data_out_of_the_raw_history,
+        durable::export_then_import_into_another_namespace_recreates_the_tree,
     ];
     let setup = async {
         let cli = temporal_cli()?;
         let log_dir = root().join("target/e2e/logs");
         let _ = std::fs::remove_dir_all(root().join("target/e2e/histories"));
-        let srv = dev_server(&cli, &[]).await?;
+        // A second namespace, for the export/import round trip.
+        let srv = dev_server(&cli, &["--namespace", "e2e-import"]).await?;
         let c = client(&srv.address).await?;
         let task_queue = "e2e".to_string();
         let ingress_token = "e2e-ingress-token";

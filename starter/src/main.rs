@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use worker::connect::ConnectArgs;
 use worker::ops;
 
+mod transfer;
+
 #[derive(Parser)]
 #[command(
     name = "starter",
@@ -108,6 +110,30 @@ enum Command {
         /// Check the whole tree under it.
         #[arg(long)]
         tree: bool,
+    },
+    /// Write the whole tree under a root (states and settings, never tokens unless --with-tokens) as
+    /// JSON to stdout (or --output FILE).
+    Export {
+        /// Root workflow id.
+        workflow_id: String,
+        /// Include the root's API token (read from its history).
+        #[arg(long)]
+        with_tokens: bool,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Recreate an exported tree (on the namespace and cluster given by the connection flags) and wait
+    /// until every workflow is at its exported state.
+    Import {
+        /// The export: a file, or `-` for stdin.
+        file: String,
+        /// Use this environment variable's token instead of the export's.
+        #[arg(long, value_name = "VAR")]
+        token_env: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
     },
     /// API tokens: `token rotate <rootWorkflowId>`.
     Token {
@@ -350,6 +376,63 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print(cli.json, &tree, || render(&tree, 0));
             }
+        }
+        Command::Export {
+            workflow_id,
+            with_tokens,
+            output,
+        } => {
+            let v = transfer::export(
+                &client,
+                resolved.codec.as_ref(),
+                &workflow_id,
+                with_tokens,
+                !cli.json,
+            )
+            .await?;
+            let text = serde_json::to_string_pretty(&v)?;
+            match output {
+                Some(p) => {
+                    std::fs::write(&p, text + "\n")
+                        .with_context(|| format!("cannot write {}", p.display()))?;
+                    eprintln!(
+                        "exported {} workflows to {}",
+                        v["workflows"].as_array().map_or(0, Vec::len),
+                        p.display()
+                    );
+                }
+                None => println!("{text}"),
+            }
+        }
+        Command::Import {
+            file,
+            token_env,
+            timeout_secs,
+        } => {
+            let export = read_json(
+                &if file == "-" {
+                    file
+                } else {
+                    format!("@{file}")
+                },
+                "the export",
+            )?;
+            let token = read_token(token_env.as_deref(), false)?;
+            let report = transfer::import(
+                &client,
+                &cli.task_queue,
+                &export,
+                token,
+                std::time::Duration::from_secs(timeout_secs),
+                !cli.json,
+            )
+            .await?;
+            print(cli.json, &report, || {
+                format!(
+                    "imported {} workflows under {} ({} needed a merge beyond their parent's slice)",
+                    report["workflows"], report["root"], report["merged"]
+                )
+            });
         }
         Command::Validate { workflow_id, tree } => {
             let results = if tree {

@@ -111,9 +111,14 @@ pub async fn dev_server(cli: &Path, extra: &[&str]) -> anyhow::Result<DevServer>
 
 /// Connects a client.
 pub async fn client(address: &str) -> anyhow::Result<Client> {
+    client_in(address, "default").await
+}
+
+/// Connects a client to a namespace.
+pub async fn client_in(address: &str, namespace: &str) -> anyhow::Result<Client> {
     let args = ConnectArgs {
         address: Some(address.to_string()),
-        namespace: Some("default".into()),
+        namespace: Some(namespace.into()),
         ..Default::default()
     };
     let resolved = args.resolve()?;
@@ -173,14 +178,12 @@ impl WorkerProc {
         let log = log_dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log)?;
         let child = Command::new(bin_in("worker", profile)?)
-            .args([
-                "--address",
-                address,
-                "--namespace",
-                "default",
-                "--task-queue",
-                task_queue,
-            ])
+            .args(["--address", address, "--task-queue", task_queue])
+            .args(if extra.contains(&"--namespace") {
+                vec![]
+            } else {
+                vec!["--namespace", "default"]
+            })
             .args(if extra.contains(&"--schema") {
                 vec![]
             } else {

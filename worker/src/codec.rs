@@ -184,6 +184,25 @@ pub fn data_converter(codec: AesCodec) -> temporalio_common::data_converters::Da
     )
 }
 
+/// A payload from Temporal's JSON form (`{"metadata": {k: base64}, "data": base64}`).
+pub fn payload_from_json(v: &serde_json::Value) -> Result<Payload, String> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut p = Payload::default();
+    if let Some(m) = v.get("metadata").and_then(serde_json::Value::as_object) {
+        for (k, x) in m {
+            let s = x.as_str().ok_or("metadata values must be base64 strings")?;
+            p.metadata.insert(
+                k.clone(),
+                b64.decode(s).map_err(|_| "metadata is not base64")?,
+            );
+        }
+    }
+    if let Some(d) = v.get("data").and_then(serde_json::Value::as_str) {
+        p.data = b64.decode(d).map_err(|_| "data is not base64")?;
+    }
+    Ok(p)
+}
+
 /// The codec server: `POST /encode` and `POST /decode` with `{"payloads": [{"metadata": {k: base64},
 /// "data": base64}]}` (Temporal's JSON form of payloads), answering the same shape; CORS for the UI.
 pub mod server {
@@ -211,22 +230,7 @@ pub mod server {
         base64::engine::general_purpose::STANDARD
     }
 
-    fn from_json(v: &Value) -> Result<Payload, String> {
-        let mut p = Payload::default();
-        if let Some(m) = v.get("metadata").and_then(Value::as_object) {
-            for (k, x) in m {
-                let s = x.as_str().ok_or("metadata values must be base64 strings")?;
-                p.metadata.insert(
-                    k.clone(),
-                    b64().decode(s).map_err(|_| "metadata is not base64")?,
-                );
-            }
-        }
-        if let Some(d) = v.get("data").and_then(Value::as_str) {
-            p.data = b64().decode(d).map_err(|_| "data is not base64")?;
-        }
-        Ok(p)
-    }
+    use super::payload_from_json as from_json;
 
     fn to_json(p: &Payload) -> Value {
         let meta: serde_json::Map<String, Value> = p

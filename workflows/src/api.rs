@@ -240,6 +240,7 @@ impl Api {
         json!({
             "url": url,
             "apiBase": self.base,
+            "explicitUrl": self.url,
             "state": self.state.as_str(),
             "loading": self.in_flight,
             "pending": self.wanted,
