@@ -6,6 +6,7 @@ mod api; // loading from an entity API, token rotation, no token leaks
 mod cli;
 mod durable; // checkpoints, validation // the temporal CLI and the starter binary, as a user runs them
 mod lifecycle; // batching and continue-as-new, with workers of their own
+mod recovery; // SIGKILL of the worker mid-burst and mid-rotation; temporal workflow reset
 mod replay; // recorded histories replay with the current code
 mod tree; // managed children and subscriptions
 mod workflow; // StatefulWorkflow's signals, updates, queries, status and input errors
@@ -77,6 +78,8 @@ async fn real_main() -> ExitCode {
         durable::starter_validate_checks_a_whole_tree,
         durable::the_payload_codec_keeps_tokens_and_data_out_of_the_raw_history,
         durable::export_then_import_into_another_namespace_recreates_the_tree,
+        recovery::a_worker_killed_mid_burst_and_mid_rotation_loses_and_repeats_nothing,
+        recovery::a_reset_workflow_goes_back_and_runs_on,
     ];
     let setup = async {
         let cli = temporal_cli()?;

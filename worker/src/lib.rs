@@ -58,6 +58,10 @@ pub struct WorkerArgs {
     /// Workflows kept in memory between tasks (sticky cache).
     #[arg(long, default_value_t = 1000)]
     pub max_cached_workflows: usize,
+    /// How long a workflow's next task waits for the worker that cached it before any worker takes it.
+    /// Short, so that a crashed worker's workflows move on quickly (the SDK's default is 10 s).
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub sticky_timeout_ms: u64,
     /// How long in-flight activities may run on after a shutdown request.
     #[arg(long, default_value = "10", value_name = "SECONDS")]
     pub shutdown_grace: u64,
@@ -254,6 +258,9 @@ async fn run_with_client(
         .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(args.workflow_pollers.max(2)))
         .activity_task_poller_behavior(PollerBehavior::SimpleMaximum(args.activity_pollers.max(1)))
         .max_cached_workflows(args.max_cached_workflows)
+        .sticky_queue_schedule_to_start_timeout(Duration::from_millis(
+            args.sticky_timeout_ms.max(100),
+        ))
         .graceful_shutdown_period(Duration::from_secs(args.shutdown_grace))
         .build();
     let mut codec_bound = None;
