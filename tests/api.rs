@@ -643,6 +643,35 @@ pub async fn api_requests_and_the_circuit_show_in_metrics(env: &Env) -> anyhow::
         }
     })
     .await?;
+    // The workflows' own counters: changes applied, and this load's outcome.
+    ops::update(
+        &env.client,
+        &wid,
+        "update",
+        &json!({"data": {"id": id, "x": 1}}),
+    )
+    .await?;
+    eventually(Duration::from_secs(10), || async {
+        let text = reqwest::get(&env.metrics).await?.text().await?;
+        let value = |prefix: &str, label: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.starts_with(prefix) && l.contains(label))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        if value("stateful_changes_applied", "") > 0.0
+            && value("stateful_loads", "outcome=\"circuitOpen\"") > 0.0
+        {
+            Ok(text)
+        } else {
+            let ours: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("stateful_") && !l.starts_with("stateful_api"))
+                .collect();
+            Err(anyhow!("workflow counters not there yet: {ours:?}"))
+        }
+    })
+    .await?;
     let open = text
         .lines()
         .find(|l| l.starts_with("stateful_api_circuit_open") && l.contains(host))

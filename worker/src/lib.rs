@@ -244,6 +244,7 @@ async fn run_with_client(
     let mut http = stateful_activities::HttpActivities::new(args.http_config());
     if let Some(m) = &meter {
         http = http.with_metrics(stateful_activities::Metrics::new(m.clone()));
+        tokio::spawn(export_workflow_metrics(m.clone()));
     }
     let telemetry = TelemetryOptions::builder().maybe_metrics(meter);
     let runtime_opts = RuntimeOptions::builder()
@@ -329,6 +330,48 @@ async fn run_with_client(
     worker.run().await?;
     info!("worker stopped");
     Ok(())
+}
+
+/// Exports the workflows' process-wide counters (see `stateful_workflows::metrics`) every second.
+async fn export_workflow_metrics(meter: Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>) {
+    use stateful_workflows::metrics as wm;
+    use temporalio_common::telemetry::metrics::{MetricKeyValue, MetricParameters, NewAttributes};
+    let p = |name: &'static str, description: &'static str| {
+        MetricParameters::builder()
+            .name(name)
+            .description(description)
+            .build()
+    };
+    let plain: Vec<_> = wm::all()
+        .into_iter()
+        .map(|(name, description, count)| (meter.counter(p(name, description)), count, 0u64))
+        .collect();
+    let loads = meter.counter(p("stateful_loads", "Loads from entity APIs, by outcome"));
+    let load_attrs: Vec<_> = wm::LOADS
+        .iter()
+        .map(|(k, c)| {
+            (
+                meter.new_attributes(NewAttributes::from([MetricKeyValue::new("outcome", *k)])),
+                c,
+            )
+        })
+        .collect();
+    let none = meter.new_attributes(NewAttributes::default());
+    let mut plain = plain;
+    let mut load_seen = vec![0u64; load_attrs.len()];
+    loop {
+        for (counter, count, seen) in plain.iter_mut() {
+            let now = count.get();
+            counter.add(now - *seen, &none);
+            *seen = now;
+        }
+        for ((attrs, count), seen) in load_attrs.iter().zip(load_seen.iter_mut()) {
+            let now = count.get();
+            loads.add(now - *seen, attrs);
+            *seen = now;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

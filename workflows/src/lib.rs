@@ -7,12 +7,14 @@
 //! - [`markers`]: typed-by-name handles for clients and other workflows.
 //! - [`api`]: loading from the entity's HTTP API: when, from which URL, and what the last load did.
 //! - [`validate`]: the `validate` query (checksum, schema conformance, references, children registry).
+//! - [`metrics`]: process-wide counters the worker exports to Prometheus.
 //! - [`tree`]: managed children and subscriptions: what a batch must start, signal and cancel.
 
 pub mod api;
 pub mod core;
 pub mod input;
 pub mod markers;
+pub mod metrics;
 pub mod payload;
 pub mod stateful;
 pub mod tree;

@@ -496,6 +496,14 @@ impl StatefulWorkflow {
                 }
                 Err(Wake::Loaded(l)) => {
                     if !ctx.is_replaying() {
+                        crate::metrics::load(match &l {
+                            Loaded::Ok(o) | Loaded::Many { own: o, .. } => o.status.as_str(),
+                            Loaded::Error { kind, .. } => match kind.as_str() {
+                                "Unauthorized" => "unauthorized",
+                                "CircuitOpen" => "circuitOpen",
+                                _ => "failed",
+                            },
+                        });
                         match &l {
                             Loaded::Ok(o) | Loaded::Many { own: o, .. } => {
                                 info!(workflow_id = ctx.workflow_id(), status = %o.status, "loaded from the API")
@@ -534,6 +542,22 @@ impl StatefulWorkflow {
             let now = now_ms(ctx.workflow_time());
             let out = ctx.state_mut(|s| s.core.process(now));
             if !ctx.is_replaying() {
+                use crate::metrics as m;
+                m::REJECTED_INPUTS.add(out.rejected.len() as u64);
+                if !out.changes.is_empty() {
+                    m::CHANGES_APPLIED.add(1);
+                    m::ENTITIES_CHANGED.add(out.changes.len() as u64);
+                }
+                for e in &out.effects {
+                    match e {
+                        Effect::Start { generation, .. } if *generation > 1 => {
+                            m::CHILDREN_RESTARTED.add(1)
+                        }
+                        Effect::Start { .. } => m::CHILDREN_STARTED.add(1),
+                        Effect::Cancel { .. } => m::CHILDREN_CANCELLED.add(1),
+                        Effect::Signal { .. } => m::SIGNALS_SENT.add(1),
+                    }
+                }
                 for r in &out.rejected {
                     warn!(workflow_id = ctx.workflow_id(), signal = %r.signal, reason = %r.reason, "rejected input");
                 }
@@ -928,6 +952,7 @@ async fn continue_as_new(
     let cp = ctx.state_mut(|s| s.core.checkpoint(&run_id, now));
     let next = ctx.state_mut(|s| s.core.carry_input());
     if !ctx.is_replaying() {
+        crate::metrics::CHECKPOINTS.add(1);
         info!(workflow_id = ctx.workflow_id(), version = cp.version, checksum = %cp.checksum, reason = %cp.reason, "checkpoint: continuing as new");
     }
     ctx.continue_as_new(payload::encode(&next), ContinueAsNewOptions::default())?;
