@@ -40,6 +40,10 @@ pub async fn a_checkpoint_hands_the_state_to_a_new_run_with_its_checksum(
         cp["checksum"].as_str().unwrap_or_default()
     );
     ensure_eq!(memo["checkpoint"], json!(want));
+    // The audit log came along.
+    let audit = ops::query(&env.client, &wid, "audit").await?;
+    ensure_eq!(audit["changes"][0]["sources"], json!(["input"]));
+    ensure_eq!(audit["checkpoints"].as_array().map(Vec::len), Some(1));
     let v = ops::query(&env.client, &wid, "validate").await?;
     ensure_eq!(v["ok"], json!(true));
     // The child kept running through the checkpoint: still one, same run.

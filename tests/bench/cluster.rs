@@ -1,4 +1,4 @@
-//! Cluster scenarios (S1–S8 and the raw-Temporal floor): a local dev server, the release `worker`
+//! Cluster scenarios (S1–S10 and the raw-Temporal floor): a local dev server, the release `worker`
 //! binary, and the client. Run with `scripts/bench` (builds everything in release first).
 //!
 //! Method: times run from just before the start or signal call; each workflow's query is polled every
@@ -530,6 +530,59 @@ async fn main() -> anyhow::Result<()> {
     rows.push((
         "S8 history per applied update (S1 workflow)".into(),
         format!("{:.1} events, {:.0} bytes", len / 201.0, size / 201.0),
+        "–".into(),
+    ));
+
+    // S9: checkpoints of the S1 workflow (200 fields): `checkpoint` signal until the new run answers.
+    eprintln!("bench: S9 (checkpoints)...");
+    let mut cps = Vec::new();
+    for _ in 0..(10 * runs) {
+        let runs_before = ops::query(&ctx.client, &s1_wid, "version").await?["runs"]
+            .as_u64()
+            .unwrap_or(0);
+        let t0 = Instant::now();
+        ops::signal(&ctx.client, &s1_wid, "checkpoint", None).await?;
+        loop {
+            let v = ops::query(&ctx.client, &s1_wid, "version").await;
+            if v.is_ok_and(|v| v["runs"].as_u64() > Some(runs_before)) {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                bail!("a checkpoint of {s1_wid} took over 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        cps.push(ms(t0.elapsed()));
+    }
+    rows.push((
+        "S9 checkpoint (signal → new run answers), p50 / p95".into(),
+        format!("{:.1} / {:.1} ms", pct(&cps, 0.5), pct(&cps, 0.95)),
+        "–".into(),
+    ));
+    // S10: recovery: the worker is killed (SIGKILL) and a new one spawned; time until the S1 workflow
+    // and a tree root answer `state` again.
+    eprintln!("bench: S10 (recovery after SIGKILL)...");
+    let mut w = w;
+    let mut rec = Vec::new();
+    let probe = ops::workflow_id("User", &format!("t10x10-0-{}", ctx.tag));
+    for _ in 0..runs {
+        w.child.kill().await?;
+        let t0 = Instant::now();
+        w = WorkerProc::start_with(&srv.address, &ctx.tq, &log_dir, "worker", &[], "release")
+            .await?;
+        for wid in [&s1_wid, &probe] {
+            while ops::query(&ctx.client, wid, "state").await.is_err() {
+                if t0.elapsed() > Duration::from_secs(60) {
+                    bail!("{wid} did not answer within 60 s of the new worker's start");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        rec.push(ms(t0.elapsed()));
+    }
+    rows.push((
+        "S10 recovery: new worker spawned → state queryable again".into(),
+        format!("{:.0} ms ({})", med(&rec), spread(&rec)),
         "–".into(),
     ));
 

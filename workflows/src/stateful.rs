@@ -565,6 +565,7 @@ impl StatefulWorkflow {
                     info!(
                         workflow_id = ctx.workflow_id(),
                         entities = out.changes.len(),
+                        origins = %out.changes.sources().iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","),
                         version = ctx.state(|s| s.core.store.version()),
                         "applied changes"
                     );
@@ -842,6 +843,19 @@ impl StatefulWorkflow {
     #[query(name = "recentChanges")]
     pub fn q_recent(&self, _ctx: &WorkflowContextView) -> Value {
         serde_json::to_value(&self.core.recent).unwrap_or(Value::Null)
+    }
+
+    /// The audit log: the last 50 applied batches (version, time, origins, entities touched) and the
+    /// last 50 rejected inputs, carried over continue-as-new.
+    #[query(name = "audit")]
+    pub fn q_audit(&self, _ctx: &WorkflowContextView) -> Value {
+        serde_json::json!({
+            "changes": self.core.recent,
+            "changesTotal": self.core.changes_total,
+            "rejected": self.core.rejected,
+            "rejectedTotal": self.core.rejected_total,
+            "checkpoints": self.core.checkpoints,
+        })
     }
 
     /// Subscriptions.
