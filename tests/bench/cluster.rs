@@ -220,6 +220,91 @@ fn holds_own(wid: &str, v: &Value) -> bool {
     v[entity].get(id).is_some()
 }
 
+/// Milliseconds since the epoch of an RFC 3339 UTC time (`2026-11-21T15:31:52.646924173Z`).
+fn parse_time(t: &str) -> Option<f64> {
+    let (date, time) = t.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let mut hms = time.split(':');
+    let (h, mi, sec) = (
+        hms.next()?.parse::<f64>().ok()?,
+        hms.next()?.parse::<f64>().ok()?,
+        hms.next()?.parse::<f64>().ok()?,
+    );
+    Some(((days * 86_400) as f64 + h * 3600.0 + mi * 60.0 + sec) * 1000.0)
+}
+
+/// The events of `wid`'s latest run: (time in ms, attributes' type, e.g. `WorkflowTaskStartedEventAttributes`).
+async fn events(c: &Ctx, wid: &str) -> anyhow::Result<Vec<(f64, String)>> {
+    let raw = c
+        .client
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(wid)
+        .fetch_history(temporalio_client::WorkflowFetchHistoryOptions::default())
+        .to_json()
+        .await?;
+    let h: Value = serde_json::from_slice(&raw)?;
+    Ok(h["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let t = parse_time(e["event_time"].as_str()?)?;
+            let kind = e["attributes"].as_object()?.keys().next()?.clone();
+            Some((t, kind))
+        })
+        .collect())
+}
+
+/// S3 from the histories' event times (undisturbed by polling): from the root's start to the last
+/// first-workflow-task completion among `all` (root first).
+async fn start_from_history(c: &Ctx, all: &[String]) -> anyhow::Result<f64> {
+    let mut first = f64::MAX;
+    let mut last: f64 = 0.0;
+    for (i, w) in all.iter().enumerate() {
+        let ev = events(c, w).await?;
+        if i == 0 {
+            first = ev.first().map(|e| e.0).unwrap_or(f64::MAX);
+        }
+        let done = ev
+            .iter()
+            .find(|e| e.1 == "WorkflowTaskCompletedEventAttributes")
+            .map(|e| e.0)
+            .ok_or_else(|| anyhow!("{w} never completed a workflow task"))?;
+        last = last.max(done);
+    }
+    Ok(last - first)
+}
+
+/// For every signal of `wid`'s history: the time from its workflow task being scheduled to being
+/// started (the delay issue 7 asks about), in signal order.
+async fn signal_task_delays(c: &Ctx, wid: &str) -> anyhow::Result<Vec<f64>> {
+    let ev = events(c, wid).await?;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < ev.len() {
+        if ev[i].1 == "WorkflowExecutionSignaledEventAttributes" {
+            let sched = ev[i..]
+                .iter()
+                .find(|e| e.1 == "WorkflowTaskScheduledEventAttributes");
+            let started = ev[i..]
+                .iter()
+                .find(|e| e.1 == "WorkflowTaskStartedEventAttributes");
+            if let (Some(a), Some(b)) = (sched, started) {
+                out.push(b.0 - a.0);
+            }
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
 /// S3–S6 on one tree; returns (start, down, up, token) in ms.
 async fn tree(
     c: &Arc<Ctx>,
@@ -238,6 +323,7 @@ async fn tree(
     ops::start(&c.client, &c.tq, &root, json!({"id": id, "entityName": "User", "apiToken": "bench-1", "data": tree_data(&id, listings, photos)})).await?;
     poll_all(c, all.clone(), "state", holds_own).await?;
     out.insert("start", ms(t0.elapsed()));
+    out.insert("start_history", start_from_history(c, &all).await?);
     if photos > 0 {
         // S4: one root update renaming every listing.
         let upd: serde_json::Map<String, Value> = (0..listings)
@@ -346,7 +432,7 @@ async fn floor_s2(c: &Arc<Ctx>) -> anyhow::Result<f64> {
     Ok(500.0 / t0.elapsed().as_secs_f64())
 }
 
-async fn floor_s3(c: &Arc<Ctx>, run: usize) -> anyhow::Result<f64> {
+async fn floor_s3(c: &Arc<Ctx>, run: usize) -> anyhow::Result<(f64, f64)> {
     let wid = format!("floor-s3-{run}-{}", c.tag);
     let t0 = Instant::now();
     start_floor(c, &wid, 10, 10).await?;
@@ -357,10 +443,109 @@ async fn floor_s3(c: &Arc<Ctx>, run: usize) -> anyhow::Result<f64> {
             all.push(format!("{wid}-c{i}-g{j}"));
         }
     }
-    poll_all(c, all, "get", |_, v| v.is_object()).await?;
+    poll_all(c, all.clone(), "get", |_, v| v.is_object()).await?;
     let d = ms(t0.elapsed());
+    let h = start_from_history(c, &all).await?;
     ops::signal(&c.client, &wid, "done", Some(&json!(true))).await?;
-    Ok(d)
+    Ok((d, h))
+}
+
+/// S8: a workflow with `maxHistoryLength` 1,000 takes 1,000 updates (32 signals in flight): how many
+/// times it continued as new, and whether every update is there.
+async fn s8_continue_as_new(c: &Arc<Ctx>) -> anyhow::Result<(u64, bool)> {
+    let id = uid(c, "can");
+    let wid = ops::workflow_id("User", &id);
+    ops::start(
+        &c.client,
+        &c.tq,
+        &wid,
+        json!({"id": id, "entityName": "User", "maxHistoryLength": 1000, "data": {"id": id}}),
+    )
+    .await?;
+    let sem = Arc::new(Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for i in 0..1000 {
+        let c = c.clone();
+        let wid = wid.clone();
+        let id = id.clone();
+        let sem = sem.clone();
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire().await?;
+            ops::signal(
+                &c.client,
+                &wid,
+                "update",
+                Some(&json!({"data": {"id": id, format!("f{i}"): i}})),
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    poll_until(
+        c,
+        &wid,
+        "data",
+        |v| v.as_object().map(|m| m.len()) == Some(1001),
+        Duration::from_secs(120),
+    )
+    .await?;
+    let runs = ops::query(&c.client, &wid, "version").await?["runs"]
+        .as_u64()
+        .unwrap_or(0);
+    let data = ops::query(&c.client, &wid, "data").await?;
+    let complete = (0..1000).all(|i| data[format!("f{i}")] == json!(i));
+    ops::signal(&c.client, &wid, "cancel", None).await?;
+    Ok((runs.saturating_sub(1), complete))
+}
+
+/// S7: RSS of a worker of its own (cache 11,000) holding `n` idle workflows, started 32 at a time;
+/// waits until its `sticky_cache_size` gauge says they are all cached. Returns its RSS then, in MB.
+async fn s7_idle(c: &Ctx, w: &WorkerProc, tq: &str, from: usize, to: usize) -> anyhow::Result<f64> {
+    let sem = Arc::new(Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for i in from..to {
+        let client = c.client.clone();
+        let tq = tq.to_string();
+        let id = format!("idle{i}-{}", c.tag);
+        let sem = sem.clone();
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire().await?;
+            ops::start(
+                &client,
+                &tq,
+                &ops::workflow_id("User", &id),
+                json!({"id": id, "entityName": "User", "data": {"id": id, "name": "idle", "n": i}}),
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let metrics = w
+        .ready_field("metrics")
+        .ok_or_else(|| anyhow!("the idle worker has no metrics address"))?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let text = reqwest::get(&metrics).await?.text().await?;
+        let cached: f64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("temporal_sticky_cache_size") || l.starts_with("sticky_cache_size")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if cached >= to as f64 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {cached} of {to} idle workflows cached after 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(rss_kb(w.child.id().unwrap_or(0), "VmRSS:") as f64 / 1024.0)
 }
 
 fn rss_kb(pid: u32, field: &str) -> u64 {
@@ -388,12 +573,19 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let cli = temporal_cli()?;
-    let srv = dev_server(&cli, &[]).await?;
-    let c = client(&srv.address).await?;
+    // BENCH_ADDRESS: an existing cluster (namespace `default`) instead of a local dev server.
+    let srv = match std::env::var("BENCH_ADDRESS") {
+        Ok(_) => None,
+        Err(_) => Some(dev_server(&temporal_cli()?, &[]).await?),
+    };
+    let address = match &srv {
+        Some(s) => s.address.clone(),
+        None => std::env::var("BENCH_ADDRESS")?,
+    };
+    let c = client(&address).await?;
     let log_dir = root().join("target/bench");
     let tq = "bench".to_string();
-    let w = WorkerProc::start_with(&srv.address, &tq, &log_dir, "worker", &[], "release").await?;
+    let w = WorkerProc::start_with(&address, &tq, &log_dir, "worker", &[], "release").await?;
     let pid = w.child.id().unwrap_or(0);
     let floor_tq = "floor".to_string();
     spawn_floor_worker(c.clone(), floor_tq.clone());
@@ -410,18 +602,19 @@ async fn main() -> anyhow::Result<()> {
         tag,
         poll: Arc::new(Semaphore::new(8)),
     });
-    eprintln!(
-        "bench: dev server {}, release worker pid {pid}, {runs} runs per figure",
-        srv.address
-    );
+    eprintln!("bench: Temporal at {address}, release worker pid {pid}, {runs} runs per figure");
 
     let mut rows: Vec<(String, String, String)> = Vec::new();
     let (mut p50, mut p95, mut ap50, mut ap95, mut fp50, mut fp95) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut s1_wid = String::new();
+    let (mut early, mut late) = (vec![], vec![]);
     for _ in 0..runs {
         eprintln!("bench: S1 (200 sequential updates)...");
         let (a, b, w) = s1(&ctx, false).await?;
+        let delays = signal_task_delays(&ctx, &w).await?;
+        early.extend(delays.iter().take(20).copied());
+        late.extend(delays.iter().skip(80).copied());
         s1_wid = w;
         p50.push(a);
         p95.push(b);
@@ -436,6 +629,12 @@ async fn main() -> anyhow::Result<()> {
         "S1 update → visible, p50 / p95 (signal + poll)".into(),
         format!("{:.1} / {:.1} ms", med(&p50), med(&p95)),
         format!("{:.1} / {:.1} ms", med(&fp50), med(&fp95)),
+    ));
+    rows.push((
+        "S1 signal's workflow task, scheduled → started (history), p50: rounds 1–20 / 81–200"
+            .into(),
+        format!("{:.1} / {:.1} ms", pct(&early, 0.5), pct(&late, 0.5)),
+        "–".into(),
     ));
     rows.push((
         "S1 acknowledged update, p50 / p95".into(),
@@ -459,21 +658,29 @@ async fn main() -> anyhow::Result<()> {
         format!("{:.0} updates/s ({})", med(&t20), spread(&t20)),
         "–".into(),
     ));
-    let mut s3 = vec![];
+    let (mut s3, mut s3h, mut fs3h) = (vec![], vec![], vec![]);
     let (mut s4, mut s5, mut s6, mut fs3) = (vec![], vec![], vec![], vec![]);
     for r in 0..runs {
         eprintln!("bench: S3–S6 (111-workflow tree)...");
         let t = tree(&ctx, r, 10, 10).await?;
         s3.push(t["start"]);
+        s3h.push(t["start_history"]);
         s4.push(t["down"]);
         s5.push(t["up"]);
         s6.push(t["token"]);
-        fs3.push(floor_s3(&ctx, r).await?);
+        let (polled, hist) = floor_s3(&ctx, r).await?;
+        fs3.push(polled);
+        fs3h.push(hist);
     }
     rows.push((
         "S3 111-workflow tree start (polled)".into(),
         format!("{:.0} ms ({})", med(&s3), spread(&s3)),
         format!("{:.0} ms ({})", med(&fs3), spread(&fs3)),
+    ));
+    rows.push((
+        "S3 111-workflow tree start (histories' event times)".into(),
+        format!("{:.0} ms ({})", med(&s3h), spread(&s3h)),
+        format!("{:.0} ms ({})", med(&fs3h), spread(&fs3h)),
     ));
     rows.push((
         "S4 root rename reaches 10 listings".into(),
@@ -533,6 +740,61 @@ async fn main() -> anyhow::Result<()> {
         "–".into(),
     ));
 
+    eprintln!("bench: S8 (continue-as-new every 1,000 events)...");
+    let (cans, complete) = s8_continue_as_new(&ctx).await?;
+    rows.push((
+        "S8 continue-as-new: 1,000 updates at maxHistoryLength 1,000".into(),
+        format!(
+            "{cans} runs handed over, {}; at the default 10,000 events: one every ~{:.0} updates",
+            if complete {
+                "all 1,000 updates kept"
+            } else {
+                "UPDATES MISSING"
+            },
+            10_000.0 / (len / 201.0)
+        ),
+        "–".into(),
+    ));
+    let idle: usize = std::env::var("BENCH_IDLE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    if idle > 0 {
+        eprintln!("bench: S7 (RSS per cached idle workflow, up to {idle})...");
+        let itq = "idle".to_string();
+        let iw = WorkerProc::start_with(
+            &address,
+            &itq,
+            &log_dir,
+            "worker-idle",
+            &["--max-cached-workflows", "11000"],
+            "release",
+        )
+        .await?;
+        let base = rss_kb(iw.child.id().unwrap_or(0), "VmRSS:") as f64 / 1024.0;
+        let first = idle.min(1000);
+        let at1k = s7_idle(&ctx, &iw, &itq, 0, first).await?;
+        let mut cells = vec![format!(
+            "{:.1} KB each at {first} ({:.0} → {:.0} MB)",
+            (at1k - base) * 1024.0 / first as f64,
+            base,
+            at1k
+        )];
+        if idle > first {
+            let at_n = s7_idle(&ctx, &iw, &itq, first, idle).await?;
+            cells.push(format!(
+                "{:.1} KB each at {idle} ({:.0} MB)",
+                (at_n - base) * 1024.0 / idle as f64,
+                at_n
+            ));
+        }
+        rows.push((
+            "S7 worker RSS per cached idle workflow".into(),
+            cells.join("; "),
+            "–".into(),
+        ));
+        iw.stop().await;
+    }
     // S9: checkpoints of the S1 workflow (200 fields): from the `checkpoint` signal until the new run
     // has started (its run id, polled with `describe` every 5 ms: a query would land on the closed run
     // and replay its whole history).
@@ -584,8 +846,7 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..runs {
         w.child.kill().await?;
         let t0 = Instant::now();
-        w = WorkerProc::start_with(&srv.address, &ctx.tq, &log_dir, "worker", &[], "release")
-            .await?;
+        w = WorkerProc::start_with(&address, &ctx.tq, &log_dir, "worker", &[], "release").await?;
         for wid in [&s1_wid, &probe] {
             while ops::query(&ctx.client, wid, "state").await.is_err() {
                 if t0.elapsed() > Duration::from_secs(60) {
@@ -635,13 +896,18 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_default()
     );
     let section = format!(
-        "<!-- cluster:start -->\nMeasured {} on {machine}; local dev server (temporal CLI 1.9.1 = server 1.32.0), one release worker, {runs} runs per figure (median, range in brackets).\n\n{table}<!-- cluster:end -->",
+        "<!-- cluster:start -->\nMeasured {} on {machine}; {}, one release worker, {runs} runs per figure (median, range in brackets).\n\n{table}<!-- cluster:end -->",
         std::process::Command::new("date")
             .arg("-u")
             .arg("+%Y-%m-%d")
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if srv.is_some() {
+            "local dev server (temporal CLI 1.9.1 = server 1.32.0)".to_string()
+        } else {
+            format!("the cluster at {address}")
+        }
     );
     let path = root().join("BENCHMARKS.md");
     let doc = std::fs::read_to_string(&path).unwrap_or_default();
@@ -660,6 +926,8 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&path, new)?;
     eprintln!("bench: wrote the cluster section of {}", path.display());
     w.stop().await;
-    srv.stop().await;
+    if let Some(srv) = srv {
+        srv.stop().await;
+    }
     Ok(())
 }
