@@ -45,9 +45,9 @@ impl FloorParent {
                 opts,
             ));
         }
-        for s in starts {
-            let _ = s.await;
-        }
+        // All starts at once, as StatefulWorkflow does (awaiting them one by one would put a round trip
+        // to the server between two children).
+        let _ = futures::future::join_all(starts).await;
         let _ = ctx.wait_condition(|s| s.done).await;
         Ok(Value::Null)
     }
