@@ -576,7 +576,23 @@ async fn main() -> anyhow::Result<()> {
     // BENCH_ADDRESS: an existing cluster (namespace `default`) instead of a local dev server.
     let srv = match std::env::var("BENCH_ADDRESS") {
         Ok(_) => None,
-        Err(_) => Some(dev_server(&temporal_cli()?, &[]).await?),
+        Err(_) => {
+            // BENCH_SERVER_DC="key=value key2=value2": more dynamic config for the local dev server
+            // (which always gets the worker's low-latency settings; BENCH_SERVER_DEFAULTS=1 starts it
+            // with the server's defaults instead, as the reference figures were measured).
+            let dc = std::env::var("BENCH_SERVER_DC").unwrap_or_default();
+            let mut extra = Vec::new();
+            for kv in dc.split_whitespace() {
+                extra.push("--dynamic-config-value");
+                extra.push(kv);
+            }
+            if std::env::var("BENCH_SERVER_DEFAULTS").is_ok() {
+                // Undo the low-latency default: the server's own value.
+                extra.push("--dynamic-config-value");
+                extra.push("history.transferProcessorMaxPollRPS=20");
+            }
+            Some(dev_server(&temporal_cli()?, &extra).await?)
+        }
     };
     let address = match &srv {
         Some(s) => s.address.clone(),
@@ -641,6 +657,16 @@ async fn main() -> anyhow::Result<()> {
         format!("{:.1} / {:.1} ms", med(&ap50), med(&ap95)),
         "–".into(),
     ));
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("s1") {
+        for (a, b, f) in &rows {
+            println!("| {a} | {b} | {f} |");
+        }
+        w.stop().await;
+        if let Some(srv) = srv {
+            srv.stop().await;
+        }
+        return Ok(());
+    }
     let (mut t1, mut t20, mut tf) = (vec![], vec![], vec![]);
     for _ in 0..runs {
         eprintln!("bench: S2 (throughput)...");
