@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use serde_json::{Value, json};
 use stateful_tests::api::{FakeApi, Reply};
-use stateful_tests::{Env, bin, ensure_eq, eventually, query_until, root};
+use stateful_tests::{Env, ensure_eq, eventually, query_until, root};
 use temporalio_client::{UntypedWorkflow, WorkflowFetchHistoryOptions};
 use worker::ops;
 
@@ -152,24 +152,23 @@ pub async fn a_three_level_tree_rotates_with_the_starter_and_reloads_with_the_ne
     // Rotate with the starter: it waits until all 7 use the new token and have reloaded.
     api.accept(&["tree-2"]);
     let before: Vec<usize> = paths.iter().map(|p| api.requests(p).len()).collect();
-    let out = tokio::process::Command::new(bin("starter")?)
-        .args([
-            "--address",
-            &env.address,
+    let (ok, stdout, stderr) = stateful_tests::starter_env(
+        env,
+        &[
             "--namespace",
             "default",
             "--json",
-        ])
-        .args(["token", "rotate", &root_wid, "--token-env", "NEW_API_TOKEN"])
-        .env("NEW_API_TOKEN", "tree-2")
-        .output()
-        .await?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "starter token rotate failed: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            "token",
+            "rotate",
+            &root_wid,
+            "--token-env",
+            "NEW_API_TOKEN",
+        ],
+        &[("NEW_API_TOKEN", "tree-2")],
+    )
+    .await?;
+    if !ok {
+        bail!("starter token rotate failed: {stdout}\n{stderr}");
     }
     let report: Value = serde_json::from_str(stdout.trim())?;
     ensure_eq!(report["workflows"], json!(7));
@@ -185,7 +184,7 @@ pub async fn a_three_level_tree_rotates_with_the_starter_and_reloads_with_the_ne
             bail!("{p} was not reloaded with the new token: {reqs:?}");
         }
     }
-    if stdout.contains("tree-2") || String::from_utf8_lossy(&out.stderr).contains("tree-2") {
+    if stdout.contains("tree-2") || stderr.contains("tree-2") {
         bail!("the starter printed the token");
     }
     Ok(())

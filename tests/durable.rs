@@ -2,7 +2,7 @@
 
 use anyhow::bail;
 use serde_json::{Value, json};
-use stateful_tests::{Env, bin, ensure_eq, query_until};
+use stateful_tests::{Env, ensure_eq, query_until, starter};
 use worker::ops;
 
 pub async fn a_checkpoint_hands_the_state_to_a_new_run_with_its_checksum(
@@ -66,23 +66,21 @@ pub async fn starter_validate_checks_a_whole_tree(env: &Env) -> anyhow::Result<(
     for l in &ls {
         query_until(env, &format!("Photo-{l}-p"), "status", |v| v == "running").await?;
     }
-    let out = tokio::process::Command::new(bin("starter")?)
-        .args([
-            "--address",
-            &env.address,
+    let (ok, stdout, stderr) = starter(
+        env,
+        &[
             "--namespace",
             "default",
             "--json",
-        ])
-        .args(["validate", &wid, "--tree"])
-        .output()
-        .await?;
-    let report: Value = serde_json::from_slice(&out.stdout)?;
-    if !out.status.success() || report["ok"] != json!(true) {
-        bail!(
-            "validate failed: {report}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            "validate",
+            &wid,
+            "--tree",
+        ],
+    )
+    .await?;
+    let report: Value = serde_json::from_str(stdout.trim())?;
+    if !ok || report["ok"] != json!(true) {
+        bail!("validate failed: {report}\n{stderr}");
     }
     ensure_eq!(report["workflows"].as_array().map(Vec::len), Some(5));
     ops::signal(&env.client, &wid, "cancel", None).await?;
@@ -227,19 +225,6 @@ async fn eventually_data(
         }
     })
     .await
-}
-
-async fn starter(env: &Env, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
-    let out = tokio::process::Command::new(bin("starter")?)
-        .args(["--address", &env.address])
-        .args(args)
-        .output()
-        .await?;
-    Ok((
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    ))
 }
 
 pub async fn export_then_import_into_another_namespace_recreates_the_tree(

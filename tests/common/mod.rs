@@ -285,6 +285,31 @@ pub fn spawn_worker(
     });
 }
 
+/// Runs the `starter` binary against the shared dev server with `args` (and extra environment);
+/// returns (success, stdout, stderr).
+pub async fn starter_env(
+    env: &Env,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> anyhow::Result<(bool, String, String)> {
+    let out = Command::new(bin("starter")?)
+        .args(["--address", &env.address])
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .await?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    ))
+}
+
+/// [`starter_env`] without extra environment.
+pub async fn starter(env: &Env, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    starter_env(env, args, &[]).await
+}
+
 /// Polls `check` every 50 ms until it returns `Ok`, or fails with its last error after `within`.
 pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> anyhow::Result<T>
 where

@@ -213,10 +213,8 @@ pub mod server {
     use axum::extract::State;
     use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
     use axum::response::{IntoResponse, Response};
-    use axum::routing::post;
     use base64::Engine;
     use serde_json::{Value, json};
-    use sha2::{Digest, Sha256};
 
     use super::{AesCodec, Payload};
 
@@ -278,7 +276,7 @@ pub mod server {
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.strip_prefix("Bearer ").unwrap_or(v));
-            if given.map(|g| <[u8; 32]>::from(Sha256::digest(g.as_bytes()))) != Some(want) {
+            if given.map(crate::ingress::token_hash) != Some(want) {
                 return cors(
                     &srv,
                     (
@@ -321,6 +319,16 @@ pub mod server {
         )
     }
 
+    /// `POST` (and the browser's `OPTIONS` preflight) of one direction.
+    fn endpoint(encode: bool) -> axum::routing::MethodRouter<Arc<Srv>> {
+        axum::routing::on(
+            axum::routing::MethodFilter::POST.or(axum::routing::MethodFilter::OPTIONS),
+            move |State(s): State<Arc<Srv>>, m: Method, h: HeaderMap, b: axum::body::Bytes| async move {
+                handle(s, m, h, &b, encode).await
+            },
+        )
+    }
+
     /// Serves the codec endpoints on `addr`; returns the bound address.
     pub async fn serve(
         codec: AesCodec,
@@ -330,44 +338,13 @@ pub mod server {
     ) -> anyhow::Result<SocketAddr> {
         let srv = Arc::new(Srv {
             codec,
-            token_hash: token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            token_hash: token.map(crate::ingress::token_hash),
             origin: cors_origin,
         });
-        let app =
-            Router::new()
-                .route(
-                    "/encode",
-                    post(
-                        |State(s): State<Arc<Srv>>,
-                         m: Method,
-                         h: HeaderMap,
-                         b: axum::body::Bytes| async move {
-                            handle(s, m, h, &b, true).await
-                        },
-                    )
-                    .options(
-                        |State(s): State<Arc<Srv>>, m: Method, h: HeaderMap| async move {
-                            handle(s, m, h, &[], true).await
-                        },
-                    ),
-                )
-                .route(
-                    "/decode",
-                    post(
-                        |State(s): State<Arc<Srv>>,
-                         m: Method,
-                         h: HeaderMap,
-                         b: axum::body::Bytes| async move {
-                            handle(s, m, h, &b, false).await
-                        },
-                    )
-                    .options(
-                        |State(s): State<Arc<Srv>>, m: Method, h: HeaderMap| async move {
-                            handle(s, m, h, &[], false).await
-                        },
-                    ),
-                )
-                .with_state(srv);
+        let app = Router::new()
+            .route("/encode", endpoint(true))
+            .route("/decode", endpoint(false))
+            .with_state(srv);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot serve the codec endpoints on {addr}: {e}"))?;

@@ -40,7 +40,9 @@ pub struct Ingress {
     token_hash: [u8; 32],
 }
 
-fn hash(s: &str) -> [u8; 32] {
+/// SHA-256 of a bearer token: what the ingress and the codec server keep and compare instead of the
+/// token (the comparison's time then does not depend on where two tokens differ).
+pub(crate) fn token_hash(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }
 
@@ -56,7 +58,7 @@ impl Ingress {
             client,
             task_queue,
             schema,
-            token_hash: hash(token),
+            token_hash: token_hash(token),
         }
     }
 
@@ -103,7 +105,7 @@ impl Ingress {
                 "missing `Authorization: Bearer <token>`",
             )),
             // Comparing hashes keeps the comparison's time independent of where the strings differ.
-            Some(t) if hash(t) == self.token_hash => Ok(()),
+            Some(t) if token_hash(t) == self.token_hash => Ok(()),
             Some(_) => Err(error(StatusCode::UNAUTHORIZED, "wrong ingress token")),
         }
     }

@@ -176,6 +176,7 @@ pub async fn run(
     let result = run_with_client(
         &args,
         client,
+        resolved.codec.clone(),
         schema,
         &resolved.address(),
         &resolved.namespace(),
@@ -220,6 +221,7 @@ async fn connect_with_retry(
 async fn run_with_client(
     args: &WorkerArgs,
     client: Client,
+    codec: Option<codec::AesCodec>,
     schema: Option<Schema>,
     address: &str,
     namespace: &str,
@@ -266,7 +268,7 @@ async fn run_with_client(
         .build();
     let mut codec_bound = None;
     if let Some(addr) = &args.codec_server {
-        let codec = args.connect.resolve()?.codec.ok_or_else(|| {
+        let codec = codec.clone().ok_or_else(|| {
             anyhow!(
                 "--codec-server needs the codec keys (--codec-keys-file or STATEFUL_CODEC_KEYS)"
             )
@@ -323,7 +325,7 @@ async fn run_with_client(
         task_queue = %args.task_queue,
         metrics = %metrics_bound.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
         ingress = %ingress_bound.map(|a| format!("http://{a}/v1")).unwrap_or_else(|| "off".into()),
-        encryption = %args.connect.resolve().ok().and_then(|r| r.codec).map(|c| format!("aes-256-gcm key {}", c.current_key())).unwrap_or_else(|| "off".into()),
+        encryption = %codec.as_ref().map(|c| format!("aes-256-gcm key {}", c.current_key())).unwrap_or_else(|| "off".into()),
         codec_server = %codec_bound.map(|a| format!("http://{a}")).unwrap_or_else(|| "off".into()),
         "worker ready"
     );

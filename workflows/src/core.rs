@@ -1092,23 +1092,37 @@ fn loaded_change(
             }),
         );
     }
-    let strategy = json!(out.strategy.as_deref().unwrap_or("$merge"));
-    let msg = match (&out.updates, &out.data) {
-        (Some(u), _) if !u.is_null() => json!({"updates": u, "strategy": strategy}),
-        (_, Some(d)) if !d.is_null() => {
-            let d = if d.is_object() {
-                own_data(schema, entity, id, d.clone())
-                    .map_err(|e| format!("the API's answer is for another entity: {e}"))?
-            } else {
-                d.clone()
-            };
-            json!({"data": d, "entityName": entity, "strategy": strategy})
-        }
-        _ => return Ok(None),
+    // `updates` wins over `data`; only `data` is checked against the own entity.
+    let data = match &out.data {
+        _ if out.updates.as_ref().is_some_and(|u| !u.is_null()) => None,
+        Some(d) if d.is_object() => Some(
+            own_data(schema, entity, id, d.clone())
+                .map_err(|e| format!("the API's answer is for another entity: {e}"))?,
+        ),
+        other => other.clone(),
     };
-    wire::parse_update(schema, entity, &msg)
-        .map(|inc| Some(inc.change))
+    load_message(out, data, entity)
+        .map(|msg| wire::parse_update(schema, entity, &msg))
+        .transpose()
+        .map(|inc| inc.map(|i| i.change))
         .map_err(|e| format!("the API's answer does not fit the schema: {e}"))
+}
+
+/// The `update` message a load's output stands for (chrono-forge's `loadData` rules: `updates` when
+/// given, else `data` normalized as `entity`; `strategy` defaults to `$merge`), or none.
+fn load_message(
+    out: &stateful_activities::LoadOutput,
+    data: Option<Value>,
+    entity: &str,
+) -> Option<Value> {
+    let strategy = json!(out.strategy.as_deref().unwrap_or("$merge"));
+    match (&out.updates, data) {
+        (Some(u), _) if !u.is_null() => Some(json!({"updates": u, "strategy": strategy})),
+        (_, Some(d)) if !d.is_null() => {
+            Some(json!({"data": d, "entityName": entity, "strategy": strategy}))
+        }
+        _ => None,
+    }
 }
 
 /// What a batch output for related entities does: their `data` (a list) or `updates` are merged.
@@ -1120,16 +1134,10 @@ fn related_change(
     if out.status == "notFound" {
         return Ok(None);
     }
-    let strategy = json!(out.strategy.as_deref().unwrap_or("$merge"));
-    let msg = match (&out.updates, &out.data) {
-        (Some(u), _) if !u.is_null() => json!({"updates": u, "strategy": strategy}),
-        (_, Some(d)) if !d.is_null() => {
-            json!({"data": d, "entityName": entity, "strategy": strategy})
-        }
-        _ => return Ok(None),
-    };
-    wire::parse_update(schema, entity, &msg)
-        .map(|inc| Some(inc.change))
+    load_message(out, out.data.clone(), entity)
+        .map(|msg| wire::parse_update(schema, entity, &msg))
+        .transpose()
+        .map(|inc| inc.map(|i| i.change))
         .map_err(|e| format!("the API's batch answer for {entity} does not fit the schema: {e}"))
 }
 
