@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use serde_json::{Value, json};
+use stateful_client::ops;
 use stateful_tests::api::{FakeApi, Reply};
 use stateful_tests::{Env, ensure_eq, eventually, query_until, root};
 use temporalio_client::{UntypedWorkflow, WorkflowFetchHistoryOptions};
-use worker::ops;
 
 async fn start(env: &Env, entity: &str, id: &str, extra: Value) -> anyhow::Result<String> {
     let wid = ops::workflow_id(entity, id);

@@ -5,8 +5,8 @@ use std::process::Command;
 
 use anyhow::bail;
 use serde_json::{Value, json};
+use stateful_client::ops;
 use stateful_tests::{Env, bin, ensure_eq, query_until};
-use worker::ops;
 
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd.output()?;

@@ -2,8 +2,8 @@
 
 use anyhow::bail;
 use serde_json::{Value, json};
+use stateful_client::ops;
 use stateful_tests::{Env, ensure_eq, query_until, starter};
-use worker::ops;
 
 pub async fn a_checkpoint_hands_the_state_to_a_new_run_with_its_checksum(
     env: &Env,
@@ -129,7 +129,7 @@ pub async fn the_payload_codec_keeps_tokens_and_data_out_of_the_raw_history(
     let codec_url = w
         .ready_field("codec_server")
         .ok_or_else(|| anyhow::anyhow!("no codec server address in the worker's log"))?;
-    let enc_client = worker::connect::ConnectArgs {
+    let enc_client = stateful_client::connect::ConnectArgs {
         address: Some(env.address.clone()),
         namespace: Some("default".into()),
         codec_keys_file: Some(key_file.clone()),

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use anyhow::bail;
 use serde_json::{Value, json};
+use stateful_client::ops;
 use stateful_tests::{Env, WorkerProc, client, dev_server, ensure_eq, eventually};
 use temporalio_client::WorkflowCountOptions;
 use tokio::sync::Semaphore;
-use worker::ops;
 
 pub async fn signals_of_one_task_apply_as_one_batch(env: &Env) -> anyhow::Result<()> {
     // No worker polls this queue yet: the start and every signal wait in history, and the first

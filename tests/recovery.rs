@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use serde_json::{Value, json};
+use stateful_client::ops;
 use stateful_tests::{Env, WorkerProc, ensure_eq, eventually, query_until};
-use worker::ops;
 
 pub async fn a_worker_killed_mid_burst_and_mid_rotation_loses_and_repeats_nothing(
     env: &Env,

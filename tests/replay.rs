@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde_json::json;
+use stateful_client::ops;
 use stateful_tests::{Env, query_until, root};
 use stateful_workflows::StatefulWorkflow;
 use stateful_workflows::markers::JsonWorkflow;
@@ -14,7 +15,6 @@ use temporalio_client::{
     UntypedWorkflow, WorkflowCancelOptions, WorkflowFetchHistoryOptions, WorkflowHistory,
 };
 use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
-use worker::ops;
 
 /// Where fresh histories go.
 pub fn fresh_dir() -> PathBuf {

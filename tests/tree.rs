@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use serde_json::{Value, json};
+use stateful_client::ops;
 use stateful_tests::{Env, ensure_eq, eventually, query_until};
 use stateful_workflows::markers::JsonWorkflow;
 use temporalio_client::{WorkflowCancelOptions, WorkflowDescribeOptions, WorkflowTerminateOptions};
-use worker::ops;
 
 async fn start_user(env: &Env, id: &str, data: Value, extra: Value) -> anyhow::Result<String> {
     let mut input = json!({"id": id, "entityName": "User", "data": data});

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use serde_json::{Value, json};
+use stateful_client::ops;
 use stateful_engine::Schema;
 use stateful_tests::{Env, ensure_eq, eventually, query_until};
 use stateful_workflows::markers::JsonWorkflow;
 use temporalio_client::{WorkflowCancelOptions, WorkflowDescribeOptions, WorkflowGetResultOptions};
-use worker::ops;
 
 fn schema() -> Schema {
     Schema::from_file(stateful_tests::root().join("tests/fixtures/schema.yaml")).unwrap()

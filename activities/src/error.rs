@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use stateful_core::FailureKind;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::ActivityError;
 
@@ -64,25 +65,27 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    /// The failure type name Temporal records (and retry policies can match).
-    pub fn type_name(&self) -> &'static str {
+    /// The failure kind Temporal records as the type name (and retry policies can match).
+    pub fn kind(&self) -> FailureKind {
         match self {
-            HttpError::Unauthorized { .. } => "Unauthorized",
-            HttpError::Transient { .. } => "Transient",
-            HttpError::Rejected { .. } => "Rejected",
-            HttpError::Network { .. } => "Network",
-            HttpError::BadBody { .. } => "BadBody",
-            HttpError::CircuitOpen { .. } => "CircuitOpen",
-            HttpError::BadInput(_) => "BadInput",
+            HttpError::Unauthorized { .. } => FailureKind::Unauthorized,
+            HttpError::Transient { .. } => FailureKind::Transient,
+            HttpError::Rejected { .. } => FailureKind::Rejected,
+            HttpError::Network { .. } => FailureKind::Network,
+            HttpError::BadBody { .. } => FailureKind::BadBody,
+            HttpError::CircuitOpen { .. } => FailureKind::CircuitOpen,
+            HttpError::BadInput(_) => FailureKind::BadInput,
         }
     }
 
-    /// True when retrying can help.
+    /// The failure type name.
+    pub fn type_name(&self) -> String {
+        self.kind().as_str().to_string()
+    }
+
+    /// True when retrying can help (decided once, by [`FailureKind::retryable`]).
     pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            HttpError::Transient { .. } | HttpError::Network { .. } | HttpError::CircuitOpen { .. }
-        )
+        self.kind().retryable()
     }
 
     /// True when it counts against the host's circuit.
@@ -119,7 +122,7 @@ impl HttpError {
             HttpError::CircuitOpen { retry_in, .. } => Some(*retry_in),
             _ => None,
         };
-        let type_name = e.type_name().to_string();
+        let type_name = e.type_name();
         let retryable = e.retryable();
         ActivityError::application(
             ApplicationFailure::builder(e)

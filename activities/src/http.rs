@@ -12,6 +12,8 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::breaker::Breaker;
 use crate::error::{HttpError, parse_retry_after};
+use stateful_core::Secret;
+use stateful_core::load::{BatchInput, LoadInput, LoadOutput, LoadStatus};
 
 /// Worker-wide settings of the HTTP activities.
 #[derive(Debug, Clone)]
@@ -40,48 +42,6 @@ impl Default for HttpConfig {
     }
 }
 
-/// `loadData` input: the URL and the token (a secret: it is never printed, not even by `Debug`).
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LoadInput {
-    /// URL to GET.
-    pub url: String,
-    /// Bearer token.
-    #[serde(default)]
-    pub token: Option<String>,
-    /// Timeout override.
-    #[serde(default)]
-    pub timeout_ms: Option<u64>,
-}
-
-impl std::fmt::Debug for LoadInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadInput")
-            .field("url", &self.url)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("timeout_ms", &self.timeout_ms)
-            .finish()
-    }
-}
-
-/// `loadData` output: chrono-forge's `loadData` shape (`data`, or `updates` with a `strategy`), or
-/// `notFound`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LoadOutput {
-    /// `ok` or `notFound`.
-    pub status: String,
-    /// The entity (or a list of entities), denormalized.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
-    /// Normalized updates.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub updates: Option<Value>,
-    /// Strategy for `updates` / `data`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub strategy: Option<String>,
-}
-
 /// `httpRequest` input.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -98,7 +58,7 @@ pub struct RequestInput {
     pub body: Option<Value>,
     /// Bearer token.
     #[serde(default)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Timeout override.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
@@ -122,32 +82,6 @@ pub struct RequestOutput {
     pub status: u16,
     /// JSON body (null when empty).
     pub body: Value,
-}
-
-/// `loadBatch` input: many URLs, one token.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BatchInput {
-    /// URLs to GET.
-    pub urls: Vec<String>,
-    /// Bearer token.
-    #[serde(default)]
-    pub token: Option<String>,
-    /// Fail the whole activity on the first failed URL (retryable or not, as that failure is), instead
-    /// of answering `{"error", "message"}` for it: what a workflow loading its own entity and its
-    /// children's in one call wants, so that Temporal retries transient failures.
-    #[serde(default)]
-    pub fail_fast: bool,
-}
-
-impl std::fmt::Debug for BatchInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BatchInput")
-            .field("urls", &self.urls)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("fail_fast", &self.fail_fast)
-            .finish()
-    }
 }
 
 /// The HTTP activities (one instance per worker: one connection pool, one circuit breaker).
@@ -320,7 +254,7 @@ impl HttpActivities {
             .call(
                 "GET",
                 &input.url,
-                input.token.as_deref(),
+                input.token.as_ref().map(Secret::expose),
                 &BTreeMap::new(),
                 None,
                 input.timeout_ms.map(Duration::from_millis),
@@ -328,7 +262,7 @@ impl HttpActivities {
             .await?;
         Ok(match got {
             None => LoadOutput {
-                status: "notFound".into(),
+                status: LoadStatus::NotFound,
                 data: None,
                 updates: None,
                 strategy: None,
@@ -349,7 +283,7 @@ fn interpret(body: Value) -> LoadOutput {
     if shaped {
         let mut m = body.as_object().cloned().unwrap_or_default();
         LoadOutput {
-            status: "ok".into(),
+            status: LoadStatus::Ok,
             data: m.remove("data"),
             updates: m.remove("updates"),
             strategy: m
@@ -358,7 +292,7 @@ fn interpret(body: Value) -> LoadOutput {
         }
     } else {
         LoadOutput {
-            status: "ok".into(),
+            status: LoadStatus::Ok,
             data: Some(body),
             updates: None,
             strategy: None,
@@ -391,7 +325,7 @@ impl HttpActivities {
             .call(
                 &input.method,
                 &input.url,
-                input.token.as_deref(),
+                input.token.as_ref().map(Secret::expose),
                 &input.headers,
                 input.body.as_ref(),
                 input.timeout_ms.map(Duration::from_millis),

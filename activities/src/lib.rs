@@ -8,14 +8,20 @@
 //! `StatefulWorkflow` runs `loadData` at start, when its token or URL changes, on `refresh` and every
 //! `refreshInterval`; `httpRequest` and `loadBatch` are there for workflows of other types.
 
+#![deny(missing_docs)]
+
 pub mod breaker;
 pub mod error;
+// The SDK's `#[activities]` macro generates an undocumented constant per activity; the activities
+// themselves are documented.
+#[allow(missing_docs)]
 pub mod http;
 pub mod metrics;
 
 pub use breaker::Breaker;
 pub use error::HttpError;
-pub use http::{
-    BatchInput, HttpActivities, HttpConfig, LoadInput, LoadOutput, RequestInput, RequestOutput,
-};
+pub use http::{HttpActivities, HttpConfig, RequestInput, RequestOutput};
 pub use metrics::Metrics;
+pub use stateful_core::Secret;
+/// The activities' inputs, outputs and failure kinds are the decision core's (Temporal-free) types.
+pub use stateful_core::load::{BatchInput, FailureKind, LoadInput, LoadOutput, LoadStatus};

@@ -80,7 +80,7 @@ fn acts(max_body: usize, threshold: u32) -> HttpActivities {
 fn load(url: String, token: &str) -> LoadInput {
     LoadInput {
         url,
-        token: Some(token.into()),
+        token: Some(stateful_activities::Secret::new(token)),
         timeout_ms: None,
     }
 }
@@ -110,7 +110,7 @@ async fn loads_with_the_bearer_token_and_classifies_failures() {
         .load(&load(format!("{base}/users/nobody"), "good-token"))
         .await
         .unwrap();
-    assert_eq!(nf.status, "notFound");
+    assert_eq!(nf.status, stateful_activities::LoadStatus::NotFound);
     // 503 with Retry-After, then success: retryable, with the delay.
     match a.load(&load(format!("{base}/flaky"), "t")).await {
         Err(HttpError::Transient {
@@ -229,7 +229,7 @@ async fn a_batch_answers_per_url_or_fails_fast() {
             HttpActivities::load_batch,
             BatchInput {
                 urls: urls.clone(),
-                token: Some("good-token".into()),
+                token: Some(stateful_activities::Secret::new("good-token")),
                 fail_fast: false,
             },
         )
@@ -246,7 +246,7 @@ async fn a_batch_answers_per_url_or_fails_fast() {
             HttpActivities::load_batch,
             BatchInput {
                 urls,
-                token: Some("good-token".into()),
+                token: Some(stateful_activities::Secret::new("good-token")),
                 fail_fast: true,
             },
         )

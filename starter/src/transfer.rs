@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
+use stateful_client::ops;
 use temporalio_client::{Client, UntypedWorkflow, WorkflowFetchHistoryOptions};
-use worker::ops;
 
 /// The export format's name and version.
 pub const FORMAT: &str = "stateful-export/1";
@@ -21,7 +21,7 @@ pub const FORMAT: &str = "stateful-export/1";
 /// Exports the tree under `root`.
 pub async fn export(
     client: &Client,
-    codec: Option<&worker::codec::AesCodec>,
+    codec: Option<&stateful_client::codec::AesCodec>,
     root: &str,
     with_tokens: bool,
     progress: bool,
@@ -73,7 +73,7 @@ pub async fn export(
 /// non-empty `apiToken` signal.
 async fn latest_token(
     client: &Client,
-    codec: Option<&worker::codec::AesCodec>,
+    codec: Option<&stateful_client::codec::AesCodec>,
     wid: &str,
 ) -> anyhow::Result<Option<String>> {
     let raw = client
@@ -85,7 +85,7 @@ async fn latest_token(
     let h: Value = serde_json::from_slice(&raw)?;
     let decode = |payloads: &Value| -> Option<Value> {
         let p = payloads.get("payloads")?.get(0)?;
-        let p = worker::codec::payload_from_json(p).ok()?;
+        let p = stateful_client::codec::payload_from_json(p).ok()?;
         let p = match codec {
             Some(c) => c.decrypt(&p).ok()?,
             None => p,
@@ -161,11 +161,24 @@ pub async fn import(
         .iter()
         .filter_map(|w| Some((w["workflowId"].as_str()?, w)))
         .collect();
+    let merged = converge(client, root_id, &want, timeout, progress).await?;
+    Ok(json!({"root": root_id, "workflows": want.len(), "merged": merged}))
+}
+
+/// Waits until every workflow of `want` is at its exported checksum, merging into each child (once)
+/// what its export holds beyond the slice its parent started it with; returns how many needed that.
+async fn converge(
+    client: &Client,
+    root_id: &str,
+    want: &BTreeMap<&str, &Value>,
+    timeout: Duration,
+    progress: bool,
+) -> anyhow::Result<usize> {
     let deadline = Instant::now() + timeout;
     let mut merged = std::collections::BTreeSet::new();
     loop {
         let mut matching = 0;
-        for (wid, w) in &want {
+        for (wid, w) in want {
             let Ok(v) = ops::query(client, wid, "version").await else {
                 continue;
             };
@@ -205,5 +218,5 @@ pub async fn import(
     if progress {
         eprintln!();
     }
-    Ok(json!({"root": root_id, "workflows": want.len(), "merged": merged.len()}))
+    Ok(merged.len())
 }

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use serde_json::{Value, json};
+use stateful_client::ops;
 use stateful_tests::floor::{FloorParent, spawn_floor_worker};
 use stateful_tests::{WorkerProc, client, dev_server, root, temporal_cli};
 use temporalio_client::{Client, WorkflowDescribeOptions};
 use tokio::sync::Semaphore;
-use worker::ops;
 
 const POLL: Duration = Duration::from_millis(50);
 

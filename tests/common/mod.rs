@@ -1,23 +1,25 @@
 //! The integration-test harness: a real Temporal dev server (from the `temporal` CLI), the real `worker`
-//! binary, and helpers to drive and poll workflows. Tests are async functions run concurrently by
-//! [`run_all`], which prints a line per test and a closing `N passed, M failed` line.
+//! binary, and helpers to drive and poll workflows. Tests are async functions, collected from the
+//! suite's source by [`collect`] (through `build.rs`) and run concurrently by [`harness`], which
+//! prints libtest's lines (`test NAME ... ok`, and a closing `test result: ...`).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
+use stateful_client::connect::ConnectArgs;
 use temporalio_client::Client;
 use tokio::process::{Child, Command};
-use worker::connect::ConnectArgs;
 use worker::devserver::{DevServer, DevServerOptions};
 
 pub mod api;
+pub mod collect;
 pub mod floor;
+pub mod harness;
 pub mod recorder;
 
 /// What every test gets.
@@ -336,7 +338,7 @@ pub async fn query_until(
     pred: impl Fn(&Value) -> bool,
 ) -> anyhow::Result<Value> {
     eventually(Duration::from_secs(30), || async {
-        let v = worker::ops::query(&env.client, wid, query).await?;
+        let v = stateful_client::ops::query(&env.client, wid, query).await?;
         if pred(&v) {
             Ok(v)
         } else {
@@ -361,46 +363,4 @@ macro_rules! ensure_eq {
             );
         }
     }};
-}
-
-/// Runs the tests (those whose name contains one of `filters`, or all), 6 at a time.
-pub async fn run_all(
-    env: Arc<Env>,
-    tests: Vec<(&'static str, TestFn)>,
-    filters: &[String],
-) -> (usize, usize) {
-    let sem = Arc::new(tokio::sync::Semaphore::new(6));
-    let mut handles = Vec::new();
-    for (name, f) in tests {
-        if !filters.is_empty() && !filters.iter().any(|x| name.contains(x.as_str())) {
-            continue;
-        }
-        let env = env.clone();
-        let sem = sem.clone();
-        handles.push(tokio::spawn(async move {
-            let _permit = sem.acquire().await.expect("semaphore");
-            let t0 = Instant::now();
-            let res = tokio::time::timeout(Duration::from_secs(180), f(&env)).await;
-            let res = match res {
-                Ok(r) => r,
-                Err(_) => Err(anyhow!("timed out after 180 s")),
-            };
-            match &res {
-                Ok(()) => println!("test {name} ... ok ({:.1} s)", t0.elapsed().as_secs_f64()),
-                Err(e) => println!(
-                    "test {name} ... FAILED ({:.1} s)\n{e:#}\n",
-                    t0.elapsed().as_secs_f64()
-                ),
-            }
-            res.is_ok()
-        }));
-    }
-    let (mut passed, mut failed) = (0, 0);
-    for h in handles {
-        match h.await {
-            Ok(true) => passed += 1,
-            _ => failed += 1,
-        }
-    }
-    (passed, failed)
 }

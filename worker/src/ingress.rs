@@ -21,12 +21,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use stateful_client::ops;
 use stateful_engine::{Schema, wire};
 use temporalio_client::Client;
 use tracing::{info, warn};
 
-use crate::ops;
+use crate::auth::{self, BearerToken};
 
 /// What the ingress needs.
 pub struct Ingress {
@@ -36,14 +36,8 @@ pub struct Ingress {
     pub task_queue: String,
     /// The worker's schema.
     pub schema: Option<Arc<Schema>>,
-    /// SHA-256 of the bearer token callers must present (the token itself is not kept).
-    token_hash: [u8; 32],
-}
-
-/// SHA-256 of a bearer token: what the ingress and the codec server keep and compare instead of the
-/// token (the comparison's time then does not depend on where two tokens differ).
-pub(crate) fn token_hash(s: &str) -> [u8; 32] {
-    Sha256::digest(s.as_bytes()).into()
+    /// The bearer token callers must present (only its hash is kept).
+    token: BearerToken,
 }
 
 impl Ingress {
@@ -58,7 +52,7 @@ impl Ingress {
             client,
             task_queue,
             schema,
-            token_hash: token_hash(token),
+            token: BearerToken::new(token),
         }
     }
 
@@ -95,17 +89,12 @@ impl Ingress {
 
     #[allow(clippy::result_large_err)] // the error is the response itself, built once per refusal
     fn authorized(&self, h: &HeaderMap) -> Result<(), Response> {
-        let given = h
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
+        match auth::bearer(h) {
             None => Err(error(
                 StatusCode::UNAUTHORIZED,
                 "missing `Authorization: Bearer <token>`",
             )),
-            // Comparing hashes keeps the comparison's time independent of where the strings differ.
-            Some(t) if token_hash(t) == self.token_hash => Ok(()),
+            Some(t) if self.token.matches(t) => Ok(()),
             Some(_) => Err(error(StatusCode::UNAUTHORIZED, "wrong ingress token")),
         }
     }

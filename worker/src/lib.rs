@@ -3,11 +3,10 @@
 //!
 //! `main.rs` only parses flags; [`run`] does the work, so tests can drive it too.
 
-pub mod codec;
-pub mod connect;
+pub mod auth;
+pub mod codec_server;
 pub mod devserver;
 pub mod ingress;
-pub mod ops;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use stateful_client::codec::AesCodec;
+use stateful_client::connect::{ConnectArgs, Resolved};
 use stateful_engine::Schema;
 use stateful_workflows::{DEFAULT_TASK_QUEUE, SchemaActivities, StatefulWorkflow};
 use temporalio_client::{Client, WorkflowCountOptions};
@@ -25,7 +26,6 @@ use temporalio_sdk::runtime::PollerBehavior;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::RuntimeOptions};
 use tracing::{info, warn};
 
-use crate::connect::ConnectArgs;
 use crate::devserver::{DevServer, DevServerOptions, find_cli, reachable};
 
 /// Worker flags.
@@ -195,10 +195,7 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-async fn connect_with_retry(
-    resolved: &connect::Resolved,
-    identity: &str,
-) -> anyhow::Result<Client> {
+async fn connect_with_retry(resolved: &Resolved, identity: &str) -> anyhow::Result<Client> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let attempt = async {
@@ -221,7 +218,7 @@ async fn connect_with_retry(
 async fn run_with_client(
     args: &WorkerArgs,
     client: Client,
-    codec: Option<codec::AesCodec>,
+    codec: Option<AesCodec>,
     schema: Option<Schema>,
     address: &str,
     namespace: &str,
@@ -283,7 +280,7 @@ async fn run_with_client(
             None => None,
         };
         codec_bound = Some(
-            codec::server::serve(
+            codec_server::serve(
                 codec,
                 addr,
                 token.as_deref(),

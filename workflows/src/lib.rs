@@ -1,26 +1,28 @@
-//! `StatefulWorkflow` on Temporal: the glue around the pure engine.
+//! `StatefulWorkflow` on Temporal: only the glue around the decision core (`stateful-core`).
 //!
-//! - [`core`]: the workflow's state and decisions, without Temporal (inbox, batches, rejections, status).
-//! - [`stateful`]: the `#[workflow]` type, its signals, queries and updates, and the run loop.
-//! - [`input`]: the start input (wire protocol) and the continue-as-new carry-over.
+//! - [`stateful`]: the `#[workflow]` type, its signals, acknowledged updates and queries.
+//! - [`run`]: the run loop, one `run_batch` for the main loop and the continue-as-new hand-over, and
+//!   the one place that turns a processed batch into metrics and log lines.
+//! - [`effects`]: one function per effect (start a child, signal, cancel) and the outcomes in flight.
+//! - [`loading`]: the `loadData` / `loadBatch` activities and the refresh timer.
 //! - [`payload`]: tolerant payload decoding.
 //! - [`markers`]: typed-by-name handles for clients and other workflows.
-//! - [`api`]: loading from the entity's HTTP API: when, from which URL, and what the last load did.
-//! - [`validate`]: the `validate` query (checksum, schema conformance, references, children registry).
 //! - [`metrics`]: process-wide counters the worker exports to Prometheus.
-//! - [`tree`]: managed children and subscriptions: what a batch must start, signal and cancel.
+#![deny(missing_docs)]
 
-pub mod api;
-pub mod core;
-pub mod input;
+pub(crate) mod effects;
+pub(crate) mod loading;
 pub mod markers;
 pub mod metrics;
 pub mod payload;
+pub(crate) mod run;
+// The SDK's `#[workflow_methods]` and `#[activities]` macros generate an undocumented constant per
+// method; the methods themselves are documented.
+#[allow(missing_docs)]
 pub mod stateful;
-pub mod tree;
-pub mod validate;
 
-pub use stateful::{SchemaActivities, StatefulWorkflow, WORKFLOW_TYPE};
+pub use stateful::{SchemaActivities, StatefulWorkflow};
+pub use stateful_core::WORKFLOW_TYPE;
 
 /// The default task queue.
 pub const DEFAULT_TASK_QUEUE: &str = "stateful";

@@ -5,6 +5,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::load::{FailureKind, LoadStatus, Loaded};
+use crate::secret::{Secret, TokenState};
+
 /// What the last load did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -137,29 +140,6 @@ fn encode_segment(s: &str) -> String {
     out
 }
 
-/// The outcome of a `loadData` activity, as the glue reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Loaded {
-    /// The activity's output.
-    Ok(stateful_activities::LoadOutput),
-    /// A batch: the own entity's output, and related entities' outputs by entity name.
-    Many {
-        /// The own entity's.
-        own: stateful_activities::LoadOutput,
-        /// `(entity, output)` per batch URL.
-        related: Vec<(String, stateful_activities::LoadOutput)>,
-    },
-    /// The activity failed: its failure type (`Unauthorized`, `CircuitOpen`, ...) and message.
-    Error {
-        /// Failure type name.
-        #[serde(rename = "type")]
-        kind: String,
-        /// Message (never holds the token).
-        message: String,
-    },
-}
-
 impl Api {
     /// The URL a load uses: the explicit one, or the entity's template filled in.
     pub fn effective_url(&self, template: Option<&str>, entity: &str, id: &str) -> Option<String> {
@@ -201,7 +181,9 @@ impl Api {
         self.in_flight = false;
         self.loads += 1;
         match outcome {
-            Loaded::Ok(out) | Loaded::Many { own: out, .. } if out.status == "notFound" => {
+            Loaded::Ok(out) | Loaded::Many { own: out, .. }
+                if out.status == LoadStatus::NotFound =>
+            {
                 self.state = LoadState::NotFound;
                 self.last_error = Some("the API answered 404".into());
             }
@@ -213,11 +195,11 @@ impl Api {
             Loaded::Error { kind, message } => {
                 self.failures += 1;
                 self.last_error = Some(message.clone());
-                self.state = match kind.as_str() {
+                self.state = match kind {
                     // A newer token is already waiting: its load decides.
-                    "Unauthorized" if self.wanted.is_some() => LoadState::Loading,
-                    "Unauthorized" => LoadState::Unauthorized,
-                    "CircuitOpen" => LoadState::CircuitOpen,
+                    FailureKind::Unauthorized if self.wanted.is_some() => LoadState::Loading,
+                    FailureKind::Unauthorized => LoadState::Unauthorized,
+                    FailureKind::CircuitOpen => LoadState::CircuitOpen,
                     _ => LoadState::Failed,
                 };
             }
@@ -255,13 +237,46 @@ impl Api {
     }
 }
 
+/// A workflow's side of its API: the load bookkeeping, the token, and whether its parent loads it.
+#[derive(Debug, Default)]
+pub struct ApiState {
+    /// URL, base, refresh interval and what the last load did.
+    pub(crate) loads: Api,
+    /// The token and its rotations.
+    pub(crate) token: TokenState,
+    /// Its parent loads its entity in a batch: it does not load at start or on a new token itself.
+    pub(crate) loaded_by_parent: bool,
+}
+
+impl ApiState {
+    /// The load bookkeeping.
+    pub fn loads(&self) -> &Api {
+        &self.loads
+    }
+
+    /// The token (a secret: for activities and children only, never for queries or logs).
+    pub fn token(&self) -> Option<&Secret> {
+        self.token.get()
+    }
+
+    /// Takes a token from an `apiToken` signal: true on a rotation, which reloads (unless the parent
+    /// loads this entity).
+    pub fn rotate(&mut self, token: Secret) -> bool {
+        let rotated = self.token.rotate(token);
+        if rotated && !self.loaded_by_parent {
+            self.loads.want("apiToken");
+        }
+        rotated
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ok() -> Loaded {
-        Loaded::Ok(stateful_activities::LoadOutput {
-            status: "ok".into(),
+        Loaded::Ok(crate::load::LoadOutput {
+            status: LoadStatus::Ok,
             data: Some(json!({"id": "1"})),
             updates: None,
             strategy: None,
@@ -308,7 +323,7 @@ mod tests {
         assert_eq!(a.take_load(Some("u".into())), None, "one in flight");
         a.finish(
             &Loaded::Error {
-                kind: "Unauthorized".into(),
+                kind: FailureKind::Unauthorized,
                 message: "401".into(),
             },
             5,
@@ -319,7 +334,7 @@ mod tests {
         assert_eq!(a.take_load(Some("u".into())).unwrap().reason, "apiToken");
         a.finish(
             &Loaded::Error {
-                kind: "Unauthorized".into(),
+                kind: FailureKind::Unauthorized,
                 message: "401".into(),
             },
             6,

@@ -1,4 +1,5 @@
-//! Client-side operations on StatefulWorkflows by name and JSON, shared by the starter and the tests.
+//! Client-side operations on StatefulWorkflows by name and JSON, shared by the worker's ingress, the starter
+//! and the tests.
 
 use anyhow::{Context, anyhow};
 use serde_json::Value;

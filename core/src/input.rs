@@ -4,7 +4,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use stateful_engine::Store;
 
-use crate::core::{ChangeRecord, Msg, Rejection, Status};
+use crate::audit::{ChangeRecord, Checkpoint, Rejection};
+use crate::msg::Msg;
+use crate::secret::Secret;
+use crate::status::Status;
+use crate::tree::ChildRec;
 
 /// What a continued-as-new run inherits besides the wire fields: the store with its stamps, counters and
 /// logs, and anything still queued.
@@ -36,13 +40,13 @@ pub struct Carry {
     pub inbox: Vec<Msg>,
     /// Managed children (they keep running across continue-as-new).
     #[serde(default)]
-    pub children: std::collections::BTreeMap<String, crate::tree::ChildRec>,
+    pub children: std::collections::BTreeMap<String, ChildRec>,
     /// Load bookkeeping: the next refresh time, a load that was due, the last outcome.
     #[serde(default)]
     pub api: crate::api::Api,
     /// Recent checkpoints, the last one being the hand-over to this run.
     #[serde(default)]
-    pub checkpoints: Vec<crate::core::Checkpoint>,
+    pub checkpoints: Vec<Checkpoint>,
 }
 
 /// A parsed start input.
@@ -62,8 +66,8 @@ pub struct StartInput {
     pub status: Status,
     /// API URL.
     pub api_url: Option<String>,
-    /// API token (a secret).
-    pub api_token: Option<String>,
+    /// API token.
+    pub api_token: Option<Secret>,
     /// Ours: the base URL that fills `{apiBase}` in the schema's URL templates (handed down the tree).
     pub api_base: Option<String>,
     /// Ours: reload from the API this often (ms).
@@ -90,6 +94,35 @@ fn opt_str(m: &Map<String, Value>, key: &str) -> Result<Option<String>, String> 
     }
 }
 
+fn list(m: &Map<String, Value>, key: &str) -> Result<Vec<Value>, String> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => Ok(a.clone()),
+        Some(_) => Err(format!("`{key}` must be an array")),
+    }
+}
+
+fn parse_status(m: &Map<String, Value>) -> Result<Status, String> {
+    match opt_str(m, "status")?.as_deref() {
+        None | Some("running") => Ok(Status::Running),
+        Some("paused") => Ok(Status::Paused),
+        Some(other) => Err(format!(
+            "`status` must be \"running\" or \"paused\" at start, found \"{other}\""
+        )),
+    }
+}
+
+fn parse_max_history(m: &Map<String, Value>) -> Result<Option<u32>, String> {
+    match m.get("maxHistoryLength") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| (100..=50_000).contains(n))
+            .map(|n| Some(n as u32))
+            .ok_or_else(|| "`maxHistoryLength` must be a number between 100 and 50000".into()),
+    }
+}
+
 impl StartInput {
     /// Parses and checks the input; the error says what is wrong.
     pub fn parse(v: &Value) -> Result<StartInput, String> {
@@ -107,38 +140,15 @@ impl StartInput {
             Some(e) if !e.is_empty() => e,
             _ => return Err("the input needs `entityName` (e.g. \"User\")".into()),
         };
-        let status = match opt_str(m, "status")?.as_deref() {
-            None | Some("running") => Status::Running,
-            Some("paused") => Status::Paused,
-            Some(other) => {
-                return Err(format!(
-                    "`status` must be \"running\" or \"paused\" at start, found \"{other}\""
-                ));
-            }
-        };
-        let list = |key: &str| -> Result<Vec<Value>, String> {
-            match m.get(key) {
-                None | Some(Value::Null) => Ok(Vec::new()),
-                Some(Value::Array(a)) => Ok(a.clone()),
-                Some(_) => Err(format!("`{key}` must be an array")),
-            }
-        };
-        let ancestor_workflow_ids = list("ancestorWorkflowIds")?
+        let status = parse_status(m)?;
+        let ancestor_workflow_ids = list(m, "ancestorWorkflowIds")?
             .into_iter()
             .map(|v| match v {
                 Value::String(s) => Ok(s),
                 _ => Err("`ancestorWorkflowIds` must hold workflow ids (strings)".to_string()),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let max_history = match m.get("maxHistoryLength") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(
-                v.as_u64()
-                    .filter(|n| (100..=50_000).contains(n))
-                    .ok_or("`maxHistoryLength` must be a number between 100 and 50000")?
-                    as u32,
-            ),
-        };
+        let max_history = parse_max_history(m)?;
         let carry = match m.get("carry") {
             None | Some(Value::Null) => None,
             Some(c) => Some(
@@ -155,7 +165,9 @@ impl StartInput {
             state_stamps: nonempty("stateStamps"),
             status,
             api_url: opt_str(m, "apiUrl")?,
-            api_token: opt_str(m, "apiToken")?.filter(|t| !t.is_empty()),
+            api_token: opt_str(m, "apiToken")?
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
             api_base: opt_str(m, "apiBase")?.filter(|b| !b.is_empty()),
             loaded_by_parent: m.get("loadedByParent") == Some(&Value::Bool(true)),
             refresh_ms: match m.get("refreshInterval") {
@@ -165,7 +177,7 @@ impl StartInput {
                         .map_err(|e| format!("`refreshInterval`: {e}"))?,
                 ),
             },
-            subscriptions: list("subscriptions")?,
+            subscriptions: list(m, "subscriptions")?,
             ancestor_workflow_ids,
             schema: nonempty("schema"),
             max_history,

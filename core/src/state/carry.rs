@@ -1,0 +1,66 @@
+//! The hand-over to the next run (continue-as-new): the checkpoint and the next run's input.
+
+use serde_json::{Value, json};
+use stateful_engine::checksum;
+
+use super::Core;
+use crate::audit::Checkpoint;
+use crate::input::Carry;
+use crate::status::Status;
+
+impl Core {
+    /// Records the checkpoint of this run's hand-over (call right before `carry_input`).
+    pub fn checkpoint(&mut self, run_id: &str, now: u64) -> Checkpoint {
+        let sum = checksum(self.store.entities());
+        self.audit
+            .checkpoint(run_id, now, self.store.version(), sum)
+    }
+
+    /// The input of the next run (continue-as-new): the wire fields plus the carry-over.
+    pub fn carry_input(&mut self) -> Value {
+        let audit = self.audit.carry();
+        let carry = Carry {
+            store: self.store.clone(),
+            token_rotations: self.api.token.rotations(),
+            rejected: audit.rejected,
+            rejected_total: audit.rejected_total,
+            recent: audit.recent,
+            changes_total: audit.changes_total,
+            runs: audit.runs,
+            inbox: self.inbox.carry(),
+            children: self.tree.children().clone(),
+            api: self.api.loads.carried(),
+            checkpoints: audit.checkpoints,
+        };
+        let mut v = json!({
+            "id": self.ident.id,
+            "entityName": self.ident.entity,
+            "status": if self.status == Status::Paused { "paused" } else { "running" },
+            "subscriptions": self.tree.subscriptions(),
+            "ancestorWorkflowIds": self.ident.ancestors,
+            "schema": self.ident.schema_json,
+            "maxHistoryLength": self.ident.max_history,
+            "carry": carry,
+        });
+        let loads = &self.api.loads;
+        if let Some(u) = &loads.url {
+            v["apiUrl"] = json!(u);
+        }
+        if let Some(b) = &loads.base {
+            v["apiBase"] = json!(b);
+        }
+        if let Some(r) = loads.refresh_ms {
+            v["refreshInterval"] = json!(r);
+        }
+        if self.api.loaded_by_parent {
+            v["loadedByParent"] = json!(true);
+        }
+        if let Some(cp) = self.audit.last_checkpoint() {
+            v["checkpoint"] = json!(cp);
+        }
+        if let Some(t) = self.api.token() {
+            v["apiToken"] = json!(t.expose());
+        }
+        v
+    }
+}

@@ -1,0 +1,304 @@
+//! [`Core`]: the state of one StatefulWorkflow and everything it decides without Temporal. The glue
+//! feeds it messages and the workflow time, and executes what it returns. It is made of sub-states,
+//! each owning its invariants: the identity, the store, the status, the API side with the token
+//! ([`ApiState`]), the tree ([`Tree`]), the inbox with its update tickets ([`Inbox`]) and the audit
+//! trail ([`Audit`]).
+
+use std::rc::Rc;
+
+use serde_json::{Value, json};
+use stateful_engine::{Change, ChangeSet, EntityRef, Schema, Store, checksum, wire};
+
+use crate::answer::own_data;
+use crate::api::{Api, ApiState};
+use crate::audit::{Audit, AuditCarry};
+use crate::inbox::Inbox;
+use crate::input::{Carry, StartInput};
+use crate::msg::{Msg, Signal};
+use crate::secret::TokenState;
+use crate::status::Status;
+use crate::tree::{Effect, Me, Tree};
+
+mod carry;
+mod process;
+mod queries;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+pub use process::Processed;
+
+/// Default history length past which a workflow continues as new.
+pub const DEFAULT_MAX_HISTORY: u32 = 10_000;
+
+/// Who the workflow is: its entity, its place in the tree, the schema it runs with.
+#[derive(Debug, Default)]
+struct Ident {
+    id: String,
+    entity: String,
+    workflow_id: String,
+    ancestors: Vec<String>,
+    schema: Option<Rc<Schema>>,
+    /// The schema as recorded (extended-format JSON), carried over continue-as-new and to children.
+    schema_json: Value,
+    max_history: u32,
+}
+
+/// The state of one StatefulWorkflow.
+#[derive(Debug, Default)]
+pub struct Core {
+    started: bool,
+    ident: Ident,
+    store: Store,
+    status: Status,
+    /// Why the workflow ends, once it does.
+    end_reason: Option<String>,
+    api: ApiState,
+    tree: Tree,
+    inbox: Inbox,
+    audit: Audit,
+    /// Set when the state carried into this run does not match the checksum its checkpoint recorded.
+    integrity_error: Option<String>,
+    /// The initial change set, planned by [`Core::initial_effects`].
+    initial: Option<ChangeSet>,
+}
+
+/// What the planner needs to know about the workflow (borrows disjoint parts of [`Core`], so that
+/// the tree can be planned mutably at the same time).
+fn me<'a>(ident: &'a Ident, store: &'a Store, api: &'a ApiState) -> Option<Me<'a>> {
+    let schema = ident.schema.as_deref()?;
+    Some(Me {
+        schema,
+        store,
+        own: EntityRef::new(ident.entity.clone(), ident.id.clone()),
+        workflow_id: &ident.workflow_id,
+        ancestors: &ident.ancestors,
+        api_token: api.token(),
+        api_base: api.loads.base.as_deref(),
+        loads: api_url(ident, &api.loads).is_some(),
+        schema_json: &ident.schema_json,
+    })
+}
+
+/// The URL loads use: `apiUrl` (input or signal), or the entity's template filled in.
+fn api_url(ident: &Ident, api: &Api) -> Option<String> {
+    let template = ident
+        .schema
+        .as_ref()
+        .and_then(|s| s.entity(&ident.entity).ok())
+        .and_then(|d| d.api_url.as_deref());
+    api.effective_url(template, &ident.entity, &ident.id)
+}
+
+impl Core {
+    /// Accepts the start input: the schema, the entity, the initial data or state, or the carry-over of
+    /// a previous run. An error ends the workflow (it says what is wrong with the input).
+    pub fn start(
+        &mut self,
+        mut input: StartInput,
+        schema: Schema,
+        schema_json: Value,
+        workflow_id: String,
+        now: u64,
+    ) -> Result<(), String> {
+        schema
+            .entity(&input.entity_name)
+            .map_err(|e| e.to_string())?;
+        let carry = input.carry.take();
+        self.ident = Ident {
+            id: std::mem::take(&mut input.id),
+            entity: std::mem::take(&mut input.entity_name),
+            workflow_id,
+            ancestors: std::mem::take(&mut input.ancestor_workflow_ids),
+            schema: Some(Rc::new(schema)),
+            schema_json,
+            max_history: input.max_history.unwrap_or(DEFAULT_MAX_HISTORY),
+        };
+        self.status = input.status;
+        self.api = ApiState {
+            loads: Api {
+                url: input.api_url.take(),
+                base: input.api_base.take(),
+                refresh_ms: input.refresh_ms,
+                ..Api::default()
+            },
+            token: TokenState::new(input.api_token.take(), 0),
+            loaded_by_parent: input.loaded_by_parent,
+        };
+        let bad_subs = self.tree.set_subscriptions(&input.subscriptions);
+        if let Some(e) = bad_subs.into_iter().next() {
+            return Err(format!("`subscriptions`: {e}"));
+        }
+        match carry {
+            Some(c) => self.start_carried(c),
+            None => self.start_fresh(input, now)?,
+        }
+        self.started = true;
+        self.rebuild_slices();
+        Ok(())
+    }
+
+    /// A continued run: everything the previous run handed over.
+    fn start_carried(&mut self, c: Carry) {
+        self.store = c.store;
+        self.api.token = TokenState::new(self.api.token.get().cloned(), c.token_rotations);
+        self.audit = Audit::carried(AuditCarry {
+            rejected: c.rejected,
+            rejected_total: c.rejected_total,
+            recent: c.recent,
+            changes_total: c.changes_total,
+            runs: c.runs,
+            checkpoints: c.checkpoints,
+        });
+        if let Some(last) = self.audit.last_checkpoint() {
+            let got = checksum(self.store.entities());
+            if got != last.checksum {
+                self.integrity_error = Some(format!(
+                    "the state carried from run {} has checksum {got}, but its checkpoint recorded {}",
+                    last.run_id, last.checksum
+                ));
+            }
+        }
+        // Messages carried from the previous run came first; any that already arrived in this
+        // run's first task (their handlers ran before the run loop) follow them.
+        self.inbox.prepend(c.inbox);
+        self.tree = Tree::with_children(c.children);
+        // The carried API bookkeeping keeps its next refresh time and any load that was due.
+        let loads = &mut self.api.loads;
+        *loads = Api {
+            url: loads.url.take(),
+            base: loads.base.take(),
+            refresh_ms: loads.refresh_ms,
+            ..c.api.carried()
+        };
+    }
+
+    /// A first run: the input's `state` (a parent's stamped slice) and `data`, applied as one batch.
+    fn start_fresh(&mut self, input: StartInput, now: u64) -> Result<(), String> {
+        let schema = self.ident.schema.clone().expect("set by start");
+        let entity = self.ident.entity.clone();
+        let mut initial = Vec::new();
+        if let Some(state) = &input.state {
+            // A parent hands its child a stamped slice, so that the child's copy keeps the parent's
+            // stamps (and a later, older-stamped write does not lose to the copy made at start).
+            let parsed = match &input.state_stamps {
+                Some(stamps) => wire::parse_update(
+                    &schema,
+                    &entity,
+                    &json!({"updates": state, "stamps": stamps}),
+                ),
+                None => wire::parse_state(&schema, state),
+            }
+            .map_err(|e| format!("`state`: {e}"))?;
+            initial.push(parsed.change);
+        }
+        if let Some(data) = input.data {
+            let data = own_data(&schema, &entity, &self.ident.id, data)?;
+            let entities = schema
+                .normalize_owned(&entity, data)
+                .map_err(|e| format!("`data`: {e}"))?;
+            initial.push(Change::Upsert {
+                entities,
+                strategy: Default::default(),
+            });
+        }
+        // The state a parent hands down counts as coming from the parent: it is not echoed back up.
+        let source = match (&input.state, self.ident.ancestors.last()) {
+            (Some(_), Some(parent)) => parent.clone(),
+            _ => "input".to_string(),
+        };
+        let mut batch = self.store.batch(&schema);
+        for c in &initial {
+            let stamp = batch.next_stamp(now, &self.ident.workflow_id);
+            batch
+                .apply(c, &stamp, &source)
+                .map_err(|e| format!("the initial data does not apply: {e}"))?;
+        }
+        let cs = batch.finish();
+        self.audit.record(&cs, self.store.version(), now);
+        if api_url(&self.ident, &self.api.loads).is_some() && !self.api.loaded_by_parent {
+            self.api.loads.want("start");
+        }
+        self.api.loads.next_refresh_at = self.refresh_interval().map(|i| now + i);
+        // The children of the initial state are started by the first batch's plan.
+        self.initial = Some(cs);
+        Ok(())
+    }
+
+    fn rebuild_slices(&mut self) {
+        if let Some(me) = me(&self.ident, &self.store, &self.api) {
+            self.tree.rebuild_slices(&me);
+        }
+    }
+
+    /// Plans the effects of the start (children of the initial state, catch-ups of carried ones);
+    /// call once after `start`.
+    pub fn initial_effects(&mut self) -> Vec<Effect> {
+        let cs = self.initial.take().unwrap_or_default();
+        match me(&self.ident, &self.store, &self.api) {
+            Some(me) => self.tree.start_effects(&me, &cs, self.status),
+            None => Vec::new(),
+        }
+    }
+
+    /// Queues a message for the next batch.
+    pub fn push(&mut self, msg: Msg) {
+        self.inbox.push(msg);
+    }
+
+    /// Queues a signal for the next batch.
+    pub fn signal(&mut self, signal: Signal, payload: Result<Value, String>) {
+        self.inbox.push(Msg::signal(signal, payload));
+    }
+
+    /// Queues an acknowledged update; returns the ticket to wait for.
+    pub fn enqueue_update(&mut self, signal: Signal, payload: Result<Value, String>) -> u64 {
+        self.inbox.push_update(signal, payload)
+    }
+
+    /// True once the batch that held `ticket` ran (or the workflow is ending).
+    pub fn results_ready(&self, ticket: u64) -> bool {
+        self.inbox.answered(ticket) || self.status.is_terminal()
+    }
+
+    /// The result of an update, once its batch ran.
+    pub fn take_result(&mut self, ticket: u64) -> Option<Result<Value, String>> {
+        self.inbox.take_result(ticket)
+    }
+
+    /// True when every acknowledged update has taken its result: the run may end or continue as new.
+    /// (Tracked here, in state that only changes through `state_mut`, so that waiting on it never misses
+    /// a wakeup, unlike `all_handlers_finished()`, whose change wakes nobody.)
+    pub fn handlers_idle(&self) -> bool {
+        self.inbox.idle()
+    }
+
+    /// True when a batch is due.
+    pub fn has_work(&self) -> bool {
+        self.started && !self.inbox.is_empty()
+    }
+
+    /// True when nothing is queued.
+    pub fn inbox_empty(&self) -> bool {
+        self.inbox.is_empty()
+    }
+
+    /// Checks an update before it is accepted (the validator): decodable, well-formed, and applicable to
+    /// the current state.
+    pub fn validate(&self, signal: Signal, payload: &Result<Value, String>) -> Result<(), String> {
+        let v = payload.as_ref().map_err(|e| e.clone())?;
+        let Some(schema) = &self.ident.schema else {
+            return Ok(());
+        };
+        let parsed = match signal {
+            Signal::Update => wire::parse_update(schema, &self.ident.entity, v),
+            Signal::Delete => wire::parse_delete(schema, &self.ident.entity, v),
+            Signal::State => wire::parse_state(schema, v),
+            _ => return Ok(()),
+        }
+        .map_err(|e| e.to_string())?;
+        self.store
+            .check(schema, &parsed.change)
+            .map_err(|e| e.to_string())
+    }
+}

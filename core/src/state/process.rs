@@ -1,0 +1,446 @@
+//! A batch: every queued message, in arrival order, applied as one change set, then one round of
+//! effects. [`Core::process`] dispatches each message to one small handler.
+
+use serde_json::{Value, json};
+use stateful_engine::store::Batch;
+use stateful_engine::{ChangeKind, ChangeSet, EntityRef, Schema, wire};
+
+use super::{Core, Ident, api_url, me};
+use crate::answer::{loaded_change, related_change};
+use crate::api::{ApiState, LoadState};
+use crate::audit::Rejection;
+use crate::load::{LoadOutput, Loaded};
+use crate::msg::{Msg, Signal};
+use crate::secret::Secret;
+use crate::status::Status;
+use crate::tree::{
+    ChildEvent, ChildEventKind, ChildOutcome, Effect, Situation, Subscription, Tree,
+};
+
+/// What a batch did, for the glue to act on.
+#[derive(Debug, Default)]
+pub struct Processed {
+    /// The change set.
+    pub changes: ChangeSet,
+    /// The status changed.
+    pub status_changed: bool,
+    /// The token changed.
+    pub token_changed: bool,
+    /// The API URL changed.
+    pub url_changed: bool,
+    /// Rejections of this batch (to log).
+    pub rejected: Vec<Rejection>,
+    /// What to do: start, signal, cancel.
+    pub effects: Vec<Effect>,
+}
+
+/// The parts of [`Core`] a message may change while the store is in a batch.
+struct Step<'a> {
+    ident: &'a Ident,
+    status: &'a mut Status,
+    end_reason: &'a mut Option<String>,
+    api: &'a mut ApiState,
+    tree: &'a mut Tree,
+    checkpoint: &'a mut bool,
+    schema: &'a Schema,
+    now: u64,
+    version: u64,
+    interval: Option<u64>,
+    rejections: Vec<(Option<u64>, Rejection)>,
+    ok_tickets: Vec<u64>,
+    child_events: Vec<ChildEvent>,
+    token_changed: bool,
+    url_changed: bool,
+}
+
+impl Core {
+    /// Applies every queued message, in arrival order, as one batch.
+    pub fn process(&mut self, now: u64) -> Processed {
+        let Some(schema) = self.ident.schema.clone() else {
+            return Processed::default();
+        };
+        let msgs = self.inbox.drain();
+        let before = (self.status, self.status_str());
+        let interval = self.refresh_interval();
+        let mut checkpoint = false;
+        let mut step = Step {
+            ident: &self.ident,
+            status: &mut self.status,
+            end_reason: &mut self.end_reason,
+            api: &mut self.api,
+            tree: &mut self.tree,
+            checkpoint: &mut checkpoint,
+            schema: &schema,
+            now,
+            version: self.store.version(),
+            interval,
+            rejections: Vec::new(),
+            ok_tickets: Vec::new(),
+            child_events: Vec::new(),
+            token_changed: false,
+            url_changed: false,
+        };
+        let mut batch = self.store.batch(&schema);
+        for msg in msgs {
+            step.handle(&mut batch, msg);
+        }
+        let cs = batch.finish();
+        let Step {
+            rejections,
+            ok_tickets,
+            child_events,
+            token_changed,
+            url_changed,
+            ..
+        } = step;
+        if checkpoint {
+            self.audit.request_checkpoint();
+        }
+        let mut out = Processed {
+            token_changed,
+            url_changed,
+            ..Processed::default()
+        };
+        self.conclude(&cs, ok_tickets, rejections, &mut out, now);
+        out.status_changed = self.status != before.0 || self.status_str() != before.1;
+        out.effects = self.plan(&cs, &child_events, before.0, token_changed);
+        out.changes = cs;
+        out
+    }
+
+    /// After the messages: the own entity's deletion completes the workflow; updates get their
+    /// answers; rejections are recorded; the batch joins the audit trail.
+    fn conclude(
+        &mut self,
+        cs: &ChangeSet,
+        ok_tickets: Vec<u64>,
+        rejections: Vec<(Option<u64>, Rejection)>,
+        out: &mut Processed,
+        now: u64,
+    ) {
+        let own = EntityRef::new(self.ident.entity.clone(), self.ident.id.clone());
+        if cs
+            .entities
+            .get(&own)
+            .is_some_and(|c| c.kind == ChangeKind::Deleted)
+            && !self.status.is_terminal()
+        {
+            self.status = Status::Completed;
+        }
+        let new_version = self.store.version();
+        for t in ok_tickets {
+            self.inbox
+                .answer(t, Ok(json!({"version": new_version, "changed": cs.len()})));
+        }
+        for (ticket, r) in rejections {
+            if let Some(t) = ticket {
+                self.inbox.answer(t, Err(r.reason.clone()));
+            }
+            self.audit.reject(r.clone());
+            out.rejected.push(r);
+        }
+        self.audit.record(cs, new_version, now);
+        if self.status.is_terminal() && self.end_reason.is_none() {
+            self.end_reason = Some(match self.status {
+                Status::Completed => "completed".into(),
+                _ => "cancel signal".into(),
+            });
+        }
+    }
+
+    /// The batch's effects, from the one planner.
+    fn plan(
+        &mut self,
+        cs: &ChangeSet,
+        events: &[ChildEvent],
+        before: Status,
+        token_changed: bool,
+    ) -> Vec<Effect> {
+        let Some(me) = me(&self.ident, &self.store, &self.api) else {
+            return Vec::new();
+        };
+        let situation = Situation {
+            before,
+            status: self.status,
+            end_reason: self.end_reason.as_deref().unwrap_or_default(),
+            token_changed,
+        };
+        self.tree.effects(&me, cs, events, situation)
+    }
+}
+
+impl Step<'_> {
+    fn reject(&mut self, msg: &Msg, reason: String) {
+        self.rejections.push((
+            msg.ticket(),
+            Rejection {
+                signal: msg.name().to_string(),
+                reason,
+                time: self.now,
+                version: self.version,
+            },
+        ));
+    }
+
+    /// One message: the dispatcher.
+    fn handle(&mut self, batch: &mut Batch<'_>, msg: Msg) {
+        let result = match &msg {
+            Msg::Wire {
+                signal, payload, ..
+            } => self.on_signal(batch, *signal, payload, msg.ticket()),
+            Msg::Loaded(l) => self.on_loaded(batch, l),
+            Msg::Child(ev) => {
+                self.child_events.push(ev.clone());
+                Ok(())
+            }
+            Msg::RefreshTimer => self.on_refresh(false),
+            Msg::TemporalCancel => {
+                self.end(Status::Cancelled, Some("cancelled"));
+                Ok(())
+            }
+        };
+        if let Err(reason) = result {
+            self.reject(&msg, reason);
+        }
+    }
+
+    fn on_signal(
+        &mut self,
+        batch: &mut Batch<'_>,
+        signal: Signal,
+        payload: &Result<Value, String>,
+        ticket: Option<u64>,
+    ) -> Result<(), String> {
+        match signal {
+            Signal::Update | Signal::Delete | Signal::State => {
+                self.on_change(batch, signal, payload)?;
+                self.ok_tickets.extend(ticket);
+                Ok(())
+            }
+            Signal::ApiToken => self.on_token(payload),
+            Signal::ApiUrl => self.on_url(payload),
+            Signal::Checkpoint => {
+                *self.checkpoint = true;
+                Ok(())
+            }
+            Signal::Refresh => self.on_refresh(true),
+            // Control signals take no argument; whatever came with them is ignored.
+            Signal::Pause => {
+                self.transition(Status::Running, Status::Paused);
+                Ok(())
+            }
+            Signal::Resume => {
+                self.transition(Status::Paused, Status::Running);
+                Ok(())
+            }
+            Signal::Cancel => {
+                self.end(Status::Cancelled, None);
+                Ok(())
+            }
+            Signal::Status => self.on_status(payload),
+            Signal::Subscribe => self.on_subscribe(payload),
+            Signal::Unsubscribe => self.on_unsubscribe(payload),
+            Signal::ChildEnded => self.on_child_ended(payload),
+        }
+    }
+
+    fn transition(&mut self, from: Status, to: Status) {
+        if *self.status == from {
+            *self.status = to;
+        }
+    }
+
+    /// Ends the workflow unless it is ending already.
+    fn end(&mut self, status: Status, reason: Option<&str>) {
+        if !self.status.is_terminal() {
+            *self.status = status;
+            if let Some(r) = reason {
+                *self.end_reason = Some(r.into());
+            }
+        }
+    }
+
+    fn on_change(
+        &mut self,
+        batch: &mut Batch<'_>,
+        signal: Signal,
+        payload: &Result<Value, String>,
+    ) -> Result<(), String> {
+        let v = payload.as_ref().map_err(Clone::clone)?;
+        let entity = &self.ident.entity;
+        let inc = match signal {
+            Signal::Update => wire::parse_update(self.schema, entity, v),
+            Signal::Delete => wire::parse_delete(self.schema, entity, v),
+            _ => wire::parse_state(self.schema, v),
+        }
+        .map_err(|e| e.to_string())?;
+        let stamp = batch.next_stamp(self.now, &self.ident.workflow_id);
+        let source = inc.origin.as_deref().unwrap_or("client");
+        batch
+            .apply(&inc.change, &stamp, source)
+            .map_err(|e| e.to_string())
+    }
+
+    fn on_token(&mut self, payload: &Result<Value, String>) -> Result<(), String> {
+        match payload {
+            Ok(Value::String(t)) if t.is_empty() => Ok(()),
+            Ok(Value::String(t)) => {
+                if self.api.rotate(Secret::new(t.as_str())) {
+                    self.token_changed = true;
+                }
+                Ok(())
+            }
+            Ok(Value::Null) => Ok(()),
+            Ok(other) => Err(format!(
+                "`apiToken` takes the token as a JSON string, found {}",
+                stateful_engine::error::json_type(other)
+            )),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    fn on_url(&mut self, payload: &Result<Value, String>) -> Result<(), String> {
+        match payload {
+            Ok(Value::String(u)) if !u.is_empty() => {
+                let loads = &mut self.api.loads;
+                if loads.url.as_deref() != Some(u.as_str()) {
+                    loads.url = Some(u.clone());
+                    self.url_changed = true;
+                    loads.want("apiUrl");
+                }
+                Ok(())
+            }
+            Ok(_) => Err("`apiUrl` takes the URL as a non-empty JSON string".into()),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// `refresh` (asked) or the refresh timer: load now, when there is an API to load from.
+    fn on_refresh(&mut self, asked: bool) -> Result<(), String> {
+        let has_url = api_url(self.ident, &self.api.loads).is_some();
+        if has_url {
+            self.api
+                .loads
+                .want(if asked { "refresh" } else { "refreshInterval" });
+            return Ok(());
+        }
+        if asked {
+            return Err(
+                "no API to load from: set `apiUrl`, or `apiBase` with an entity `apiUrl` template"
+                    .into(),
+            );
+        }
+        self.api.loads.next_refresh_at = self.interval.map(|i| self.now + i);
+        Ok(())
+    }
+
+    /// A finished load: its bookkeeping, then its answers merged with origin `api`. An answer that
+    /// does not apply fails the load with a clear reason and changes nothing of its own.
+    fn on_loaded(&mut self, batch: &mut Batch<'_>, loaded: &Loaded) -> Result<(), String> {
+        self.api.loads.finish(loaded, self.now, self.interval);
+        let entity = self.ident.entity.as_str();
+        let outputs: Vec<(&str, &LoadOutput)> = match loaded {
+            Loaded::Ok(o) => vec![(entity, o)],
+            Loaded::Many { own, related } => std::iter::once((entity, own))
+                .chain(related.iter().map(|(e, o)| (e.as_str(), o)))
+                .collect(),
+            Loaded::Error { .. } => Vec::new(),
+        };
+        let mut failures = Vec::new();
+        for (i, (entity, output)) in outputs.into_iter().enumerate() {
+            let change = if i == 0 {
+                loaded_change(self.schema, entity, &self.ident.id, output)
+            } else {
+                related_change(self.schema, entity, output)
+            };
+            let applied = change.and_then(|c| match c {
+                None => Ok(()),
+                Some(change) => {
+                    let stamp = batch.next_stamp(self.now, &self.ident.workflow_id);
+                    batch
+                        .apply(&change, &stamp, "api")
+                        .map_err(|e| format!("the API's data does not apply: {e}"))
+                }
+            });
+            if let Err(reason) = applied {
+                failures.push(reason);
+            }
+        }
+        if let Some(first) = failures.first() {
+            self.api.loads.state = LoadState::Failed;
+            self.api.loads.last_error = Some(first.clone());
+        }
+        let msg = Msg::Loaded(loaded.clone());
+        for reason in failures {
+            self.reject(&msg, reason);
+        }
+        Ok(())
+    }
+
+    fn on_status(&mut self, payload: &Result<Value, String>) -> Result<(), String> {
+        match payload.as_ref().ok().and_then(|v| v.as_str()) {
+            Some("running") => self.transition(Status::Paused, Status::Running),
+            Some("paused") => self.transition(Status::Running, Status::Paused),
+            Some("completed" | "complete") => self.end(Status::Completed, None),
+            Some("cancelled" | "cancelling" | "cancel") => self.end(Status::Cancelled, None),
+            _ => {
+                return Err(
+                    "`status` takes one of \"running\", \"paused\", \"completed\", \"cancelled\""
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn on_subscribe(&mut self, payload: &Result<Value, String>) -> Result<(), String> {
+        let v = payload.as_ref().map_err(Clone::clone)?;
+        let sub = serde_json::from_value::<Subscription>(v.clone())
+            .map_err(|e| format!("not a subscription: {e}"))?;
+        if sub.workflow_id.is_empty() {
+            return Err("a subscription needs `workflowId`".into());
+        }
+        self.tree.subscribe(sub);
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, payload: &Result<Value, String>) -> Result<(), String> {
+        let p = payload.as_ref().ok();
+        let field = |k: &str| p.and_then(|v| v.get(k)).and_then(|v| v.as_str());
+        let (Some(w), Some(sid)) = (field("workflowId"), field("subscriptionId")) else {
+            return Err("`unsubscribe` takes {workflowId, subscriptionId}".into());
+        };
+        if self.tree.unsubscribe(w, sid) {
+            // No managing parent references this entity any more.
+            self.end(Status::Cancelled, Some("no parent references it any more"));
+        }
+        Ok(())
+    }
+
+    /// A report from a child (or any publisher): `{workflowId, status, reason}`.
+    fn on_child_ended(&mut self, payload: &Result<Value, String>) -> Result<(), String> {
+        let v = payload.as_ref().map_err(Clone::clone)?;
+        let text = |k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let wid = text("workflowId");
+        let reason = text("reason");
+        let generation = self.tree.children().get(&wid).map_or(0, |c| c.generation);
+        let outcome = if reason == "cancelled" {
+            ChildOutcome::Cancelled
+        } else {
+            ChildOutcome::Completed
+        };
+        self.child_events.push(ChildEvent::new(
+            &wid,
+            generation,
+            ChildEventKind::Reported,
+            outcome,
+            reason,
+        ));
+        Ok(())
+    }
+}

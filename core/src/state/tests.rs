@@ -1,0 +1,323 @@
+//! The core driven as the glue drives it: batches, carry-over, control signals, loads, checkpoints.
+
+use serde_json::{Value, json};
+use stateful_engine::{Schema, checksum, fingerprint};
+
+use super::*;
+use crate::api::LoadState;
+use crate::load::{FailureKind, LoadOutput, LoadStatus, Loaded};
+use crate::secret::Secret;
+
+fn schema() -> Schema {
+    Schema::parse("User: {listings: [Listing]}\nListing: {user: User}", "t").unwrap()
+}
+
+fn started(input: Value) -> Core {
+    let mut c = Core::default();
+    let s = schema();
+    let js = s.to_json();
+    c.start(
+        StartInput::parse(&input).unwrap(),
+        s,
+        js,
+        "User-u".into(),
+        1000,
+    )
+    .unwrap();
+    c
+}
+
+#[test]
+fn a_batch_applies_in_arrival_order_and_answers_each_update() {
+    let mut c = started(json!({"id": "u", "entityName": "User", "data": {"id": "u"}}));
+    c.signal(Signal::Update, Ok(json!({"data": {"id": "u", "n": 1}})));
+    let t1 = c.enqueue_update(Signal::Update, Ok(json!({"data": {"id": "u", "n": 2}})));
+    let t2 = c.enqueue_update(
+        Signal::Update,
+        Ok(json!({"updates": {"Listing": {"x": {}}}, "strategy": "$set"})),
+    );
+    c.signal(Signal::Update, Err("no payload".into()));
+    let out = c.process(2000);
+    assert_eq!(c.data(), json!({"id": "u", "n": 2}));
+    assert_eq!(c.store.version(), 2, "one batch, one version");
+    assert_eq!(out.rejected.len(), 2);
+    assert_eq!(c.take_result(t1).unwrap().unwrap()["version"], json!(2));
+    assert!(
+        c.take_result(t2)
+            .unwrap()
+            .unwrap_err()
+            .contains("does not exist")
+    );
+    assert!(c.handlers_idle());
+}
+
+#[test]
+fn carry_over_keeps_everything_and_messages_that_arrived_first_in_the_new_run() {
+    let mut c =
+        started(json!({"id": "u", "entityName": "User", "data": {"id": "u"}, "apiToken": "t1"}));
+    c.signal(Signal::ApiToken, Ok(json!("t2")));
+    c.signal(Signal::Update, Ok(json!(1)));
+    c.process(2000);
+    c.signal(Signal::Update, Ok(json!({"data": {"id": "u", "a": 1}})));
+    let next = c.carry_input();
+    assert!(c.inbox_empty());
+    // In the new run, a message arrives before the run loop takes the input.
+    let mut n = Core::default();
+    n.signal(Signal::Update, Ok(json!({"data": {"id": "u", "a": 2}})));
+    let s = schema();
+    let js = s.to_json();
+    n.start(
+        StartInput::parse(&next).unwrap(),
+        s,
+        js,
+        "User-u".into(),
+        3000,
+    )
+    .unwrap();
+    n.process(3000);
+    assert_eq!(
+        n.data(),
+        json!({"id": "u", "a": 2}),
+        "carried message first, then the new one"
+    );
+    assert_eq!(n.token_info()["fingerprint"], json!(fingerprint("t2")));
+    assert_eq!(n.token_info()["rotations"], json!(1));
+    assert_eq!(n.audit.rejected_total(), 1);
+    assert_eq!(n.audit.runs(), 1);
+}
+
+#[test]
+fn control_signals_and_status_transitions() {
+    let mut c = started(json!({"id": "u", "entityName": "User", "status": "paused"}));
+    c.signal(Signal::Pause, Err("no payload".into()));
+    c.process(1);
+    assert_eq!(c.status, Status::Paused);
+    c.signal(Signal::Resume, Err("no payload".into()));
+    assert!(c.process(2).status_changed);
+    assert_eq!(c.status, Status::Running);
+    c.signal(Signal::Cancel, Ok(Value::Null));
+    c.signal(Signal::Resume, Ok(Value::Null));
+    c.process(3);
+    assert_eq!(
+        c.status,
+        Status::Cancelled,
+        "resume does not revive an ended workflow"
+    );
+}
+
+#[test]
+fn queries_never_hold_the_token() {
+    let c = started(json!({"id": "u", "entityName": "User", "apiToken": "very-secret"}));
+    let all = [
+        c.token_info(),
+        c.version_info(),
+        c.pending(),
+        c.rejected_info(),
+        c.state(),
+        c.data(),
+    ];
+    for v in all {
+        assert!(!v.to_string().contains("very-secret"));
+    }
+    assert!(!c.api_info().to_string().contains("very-secret"));
+}
+
+fn loaded(c: &mut Core, l: Loaded, now: u64) -> Processed {
+    c.push(Msg::Loaded(l));
+    c.process(now)
+}
+
+fn ok(data: Value) -> Loaded {
+    Loaded::Ok(LoadOutput {
+        status: LoadStatus::Ok,
+        data: Some(data),
+        updates: None,
+        strategy: None,
+    })
+}
+
+fn api_core(schema: &str, input: Value) -> Core {
+    let mut c = Core::default();
+    let s = Schema::parse(schema, "t").unwrap();
+    let js = s.to_json();
+    c.start(
+        StartInput::parse(&input).unwrap(),
+        s,
+        js,
+        "User-u".into(),
+        1000,
+    )
+    .unwrap();
+    c
+}
+
+#[test]
+fn loads_at_start_from_the_template_and_applies_with_origin_api() {
+    let mut c = api_core(
+        "User: {apiUrl: '{apiBase}/users/{id}', refreshInterval: 60s}",
+        json!({"id": "u", "entityName": "User", "apiBase": "http://h/", "apiToken": "t1"}),
+    );
+    let (req, token) = c.take_load().expect("a load at start");
+    assert_eq!(req.url, "http://h/users/u");
+    assert_eq!(token.as_ref().map(Secret::expose), Some("t1"));
+    assert!(c.take_load().is_none(), "one at a time");
+    assert_eq!(c.refresh_due(), Some(61_000));
+    let out = loaded(&mut c, ok(json!({"name": "Ann"})), 2000);
+    assert_eq!(c.data(), json!({"id": "u", "name": "Ann"}));
+    assert_eq!(
+        out.changes
+            .sources()
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+        ["api"]
+    );
+    assert_eq!(c.api.loads.state, LoadState::Ok);
+    assert_eq!(
+        c.refresh_due(),
+        Some(62_000),
+        "the next refresh counts from the load"
+    );
+    assert!(c.take_load().is_none());
+    c.push(Msg::RefreshTimer);
+    c.process(62_000);
+    assert_eq!(c.take_load().unwrap().0.url, "http://h/users/u");
+}
+
+#[test]
+fn unauthorized_shows_in_the_status_until_a_new_token_loads() {
+    let mut c = api_core(
+        "User: {}",
+        json!({"id": "u", "entityName": "User", "apiUrl": "http://h/u", "apiToken": "old"}),
+    );
+    c.take_load().unwrap();
+    let out = loaded(
+        &mut c,
+        Loaded::Error {
+            kind: FailureKind::Unauthorized,
+            message: "unauthorized: the API answered 401".into(),
+        },
+        2000,
+    );
+    assert!(out.status_changed, "the memo follows");
+    assert_eq!(c.status_str(), "unauthorized");
+    assert_eq!(c.memo()[2].1, "unauthorized");
+    assert!(c.take_load().is_none(), "no retry with the same token");
+    c.signal(Signal::ApiToken, Ok(json!("new")));
+    c.process(3000);
+    let (_, token) = c.take_load().expect("a new token reloads");
+    assert_eq!(token.as_ref().map(Secret::expose), Some("new"));
+    loaded(&mut c, ok(json!({"n": 1})), 4000);
+    assert_eq!(c.status_str(), "running");
+}
+
+#[test]
+fn not_found_keeps_or_deletes_as_the_schema_says() {
+    let nf = Loaded::Ok(LoadOutput {
+        status: LoadStatus::NotFound,
+        data: None,
+        updates: None,
+        strategy: None,
+    });
+    let input = json!({"id": "u", "entityName": "User", "apiUrl": "http://h/u", "data": {"n": 1}});
+    let mut keep = api_core("User: {}", input.clone());
+    keep.take_load().unwrap();
+    loaded(&mut keep, nf.clone(), 2000);
+    assert_eq!(keep.api.loads.state, LoadState::NotFound);
+    assert_eq!(keep.data(), json!({"id": "u", "n": 1}));
+    assert_eq!(keep.status, Status::Running);
+    let mut del = api_core("User: {onNotFound: delete}", input);
+    del.take_load().unwrap();
+    loaded(&mut del, nf, 2000);
+    assert_eq!(del.status, Status::Completed);
+    assert_eq!(del.data(), Value::Null);
+}
+
+#[test]
+fn unusable_answers_are_rejected_and_change_nothing() {
+    let mut c = api_core(
+        "User: {}",
+        json!({"id": "u", "entityName": "User", "apiUrl": "http://h/u", "data": {"n": 1}}),
+    );
+    c.take_load().unwrap();
+    let out = loaded(&mut c, ok(json!({"id": "someone-else"})), 2000);
+    assert_eq!(out.rejected.len(), 1);
+    assert!(
+        out.rejected[0].reason.contains("another entity"),
+        "{:?}",
+        out.rejected
+    );
+    assert_eq!(c.api.loads.state, LoadState::Failed);
+    assert_eq!(c.data(), json!({"id": "u", "n": 1}));
+    // A `refresh` without any API is refused with a reason.
+    let mut none = api_core("User: {}", json!({"id": "u", "entityName": "User"}));
+    assert!(none.take_load().is_none());
+    none.signal(Signal::Refresh, Ok(Value::Null));
+    let out = none.process(2000);
+    assert!(
+        out.rejected[0].reason.contains("no API"),
+        "{:?}",
+        out.rejected
+    );
+}
+
+#[test]
+fn a_checkpoint_records_the_checksum_and_the_next_run_verifies_it() {
+    let mut c = started(json!({"id": "u", "entityName": "User", "data": {"id": "u", "n": 1}}));
+    c.signal(Signal::Checkpoint, Ok(Value::Null));
+    c.process(2000);
+    assert!(c.checkpoint_requested());
+    let cp = c.checkpoint("run-1", 2000);
+    assert_eq!(
+        (cp.reason.as_str(), cp.version),
+        ("checkpoint", c.store.version())
+    );
+    assert_eq!(cp.checksum, checksum(c.store.entities()));
+    let next = c.carry_input();
+    assert_eq!(next["checkpoint"]["checksum"], json!(cp.checksum));
+    let start = |input: &Value| {
+        let mut n = Core::default();
+        let s = schema();
+        let js = s.to_json();
+        n.start(
+            StartInput::parse(input).unwrap(),
+            s,
+            js,
+            "User-u".into(),
+            3000,
+        )
+        .unwrap();
+        n
+    };
+    let n = start(&next);
+    assert_eq!(n.integrity_error, None);
+    assert_eq!(n.audit.checkpoints().count(), 1);
+    assert_eq!(n.memo()[3].1, format!("v{} {}", cp.version, cp.checksum));
+    // A carried state that does not match its checkpoint is reported.
+    let mut bad = next.clone();
+    bad["carry"]["checkpoints"][0]["checksum"] = json!("sha256:0000");
+    assert!(start(&bad).integrity_error.unwrap().contains("sha256:0000"));
+}
+
+#[test]
+fn api_settings_and_a_due_load_survive_continue_as_new() {
+    let mut c = api_core(
+        "User: {refreshInterval: 60s}",
+        json!({"id": "u", "entityName": "User", "apiUrl": "http://h/u", "apiBase": "http://b"}),
+    );
+    c.take_load().unwrap();
+    let next = c.carry_input();
+    let mut n = Core::default();
+    let s = Schema::from_json(&next["schema"]).unwrap();
+    n.start(
+        StartInput::parse(&next).unwrap(),
+        s,
+        next["schema"].clone(),
+        "User-u".into(),
+        5000,
+    )
+    .unwrap();
+    assert_eq!(n.api.loads.base.as_deref(), Some("http://b"));
+    assert_eq!(n.refresh_due(), Some(61_000), "the refresh time is kept");
+    assert_eq!(n.take_load().unwrap().0.reason, "continued");
+}

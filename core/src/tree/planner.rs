@@ -1,0 +1,445 @@
+//! The planner: every effect a batch calls for, decided in one place. Children to start, restart and
+//! remove; what each running child must learn of a change set (its slice only, never what came from
+//! it); what each subscriber must learn; the cascade when the workflow ends; pause and resume; token
+//! forwarding; catch-ups after a start, an adoption, a continue-as-new or a pause.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Value, json};
+use stateful_engine::plan::{self, Audience, ChildSpec, Selector};
+use stateful_engine::schema::OnRemove;
+use stateful_engine::{ChangeSet, EntityRef};
+
+use super::send::{adopt, catch_up, outcome_name, push_outgoing, start_effect, subscription_base};
+use super::{
+    ChildEvent, ChildEventKind, ChildOutcome, ChildRec, ChildStatus, Effect, MAX_RESTARTS, Me, Tree,
+};
+use crate::WORKFLOW_TYPE;
+use crate::status::Status;
+
+/// Where the workflow stands when a batch's effects are planned.
+#[derive(Debug, Clone, Copy)]
+pub struct Situation<'a> {
+    /// Its status before the batch.
+    pub before: Status,
+    /// Its status after the batch.
+    pub status: Status,
+    /// Why it ends, when it does.
+    pub end_reason: &'a str,
+    /// The batch rotated the token.
+    pub token_changed: bool,
+}
+
+impl Tree {
+    /// The effects of the start: catch-ups of children carried over a continue-as-new, and the
+    /// children of the initial state. A workflow started paused plans nothing until it resumes.
+    pub fn start_effects(&mut self, me: &Me<'_>, cs: &ChangeSet, status: Status) -> Vec<Effect> {
+        if status != Status::Running {
+            self.dirty = true;
+            return Vec::new();
+        }
+        let mut effects = self.confirm_carried(me);
+        effects.extend(self.plan(me, cs, false));
+        effects
+    }
+
+    /// The effects of a batch: child events first, then the cascade (ending), the pause, or the
+    /// resume and the plan of the change set.
+    pub fn effects(
+        &mut self,
+        me: &Me<'_>,
+        cs: &ChangeSet,
+        events: &[ChildEvent],
+        s: Situation<'_>,
+    ) -> Vec<Effect> {
+        let ending = s.status.is_terminal();
+        let mut effects = Vec::new();
+        for ev in events {
+            effects.extend(self.on_child_event(me, ev, ending));
+        }
+        if ending {
+            effects.extend(self.cancel_all());
+            effects.extend(self.tell_subscribers_we_ended(me, s));
+        } else if s.status == Status::Paused {
+            if s.before != Status::Paused {
+                self.forward(&mut effects, "pause", None);
+            }
+            if !cs.is_empty() || s.token_changed {
+                self.dirty = true;
+            }
+        } else {
+            if s.before == Status::Paused {
+                self.forward(&mut effects, "resume", None);
+                if self.dirty {
+                    effects.extend(self.resync(me));
+                    if let Some(t) = me.api_token {
+                        self.forward(&mut effects, "apiToken", Some(json!(t.expose())));
+                    }
+                }
+            }
+            effects.extend(self.plan(me, cs, s.token_changed));
+        }
+        effects
+    }
+
+    fn tell_subscribers_we_ended(&self, me: &Me<'_>, s: Situation<'_>) -> Vec<Effect> {
+        let mut told = BTreeSet::new();
+        let mut effects = Vec::new();
+        for sub in &self.subscriptions {
+            if told.insert(sub.workflow_id.clone()) {
+                effects.push(Effect::Signal {
+                    workflow_id: sub.workflow_id.clone(),
+                    name: "childEnded".into(),
+                    payload: Some(json!({"workflowId": me.workflow_id, "status": s.status.as_str(), "reason": s.end_reason})),
+                    child_generation: None,
+                });
+            }
+        }
+        effects
+    }
+
+    /// The effects of a change set: children to remove and to start, what running children and
+    /// subscribers must learn, and the token to forward.
+    fn plan(&mut self, me: &Me<'_>, cs: &ChangeSet, token_changed: bool) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let deltas = self.slices.update(me.schema, me.store, cs);
+        let (desired, skipped) =
+            plan::desired_children(me.schema, me.store, &me.own, me.workflow_id, me.ancestors);
+        for s in skipped {
+            if !self.skipped.contains(&s) {
+                self.newly_skipped.push(s.clone());
+                self.skipped.insert(s);
+            }
+        }
+        let desired: BTreeMap<String, ChildSpec> = desired
+            .into_iter()
+            .map(|c| (c.workflow_id.clone(), c))
+            .collect();
+        self.remove_gone(me, &desired, &mut effects);
+        self.start_new(me, &desired, &mut effects);
+        self.send_to_children(me, &deltas, &mut effects);
+        self.send_to_subscribers(me, cs, &mut effects);
+        if token_changed && let Some(t) = me.api_token {
+            self.forward(&mut effects, "apiToken", Some(json!(t.expose())));
+        }
+        effects
+    }
+
+    /// Children removed from their relation: a StatefulWorkflow is unsubscribed (it ends itself when
+    /// its last managing parent lets go, so that a shared child keeps running for the others), any
+    /// other workflow is cancelled; `onRemove: keep` leaves it alone.
+    fn remove_gone(
+        &mut self,
+        me: &Me<'_>,
+        desired: &BTreeMap<String, ChildSpec>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let gone: Vec<String> = self
+            .running()
+            .filter(|(w, _)| !desired.contains_key(*w))
+            .map(|(w, _)| w.clone())
+            .collect();
+        for wid in gone {
+            let c = self.children.get_mut(&wid).expect("listed above");
+            c.status = ChildStatus::Removed;
+            c.ended = Some("removed from the relation".into());
+            self.slices
+                .remove(&EntityRef::new(c.entity.clone(), c.id.clone()));
+            let keep = me
+                .schema
+                .get(&me.own.entity)
+                .and_then(|d| d.relations.get(&c.field))
+                .is_some_and(|r| r.managed.on_remove == OnRemove::Keep);
+            if keep {
+                continue;
+            }
+            if c.workflow_type == WORKFLOW_TYPE {
+                let base = subscription_base(me, &c.field, &c.id);
+                for sid in [base.clone(), format!("{base}:delete")] {
+                    effects.push(Effect::Signal {
+                        workflow_id: wid.clone(),
+                        name: "unsubscribe".into(),
+                        payload: Some(json!({"workflowId": me.workflow_id, "subscriptionId": sid})),
+                        child_generation: None,
+                    });
+                }
+            } else {
+                effects.push(Effect::Cancel { workflow_id: wid });
+            }
+        }
+    }
+
+    /// New children (and children that were removed and came back).
+    fn start_new(
+        &mut self,
+        me: &Me<'_>,
+        desired: &BTreeMap<String, ChildSpec>,
+        effects: &mut Vec<Effect>,
+    ) {
+        for (wid, spec) in desired {
+            let known = self.children.get(wid);
+            if known.is_some_and(|c| {
+                matches!(
+                    c.status,
+                    ChildStatus::Running | ChildStatus::Completed | ChildStatus::Failed
+                )
+            }) {
+                continue;
+            }
+            let rec = ChildRec {
+                entity: spec.entity.entity.clone(),
+                id: spec.entity.id.clone(),
+                field: spec.field.clone(),
+                workflow_type: spec.managed.workflow_type.clone(),
+                task_queue: spec.managed.task_queue.clone(),
+                status: ChildStatus::Running,
+                generation: known.map_or(1, |c| c.generation + 1),
+                version_sent: me.store.version(),
+                adopted: false,
+                confirmed: false,
+                ended: None,
+            };
+            self.slices.insert(
+                me.schema,
+                me.store,
+                spec.entity.clone(),
+                [me.own.clone()].into(),
+            );
+            effects.push(start_effect(me, &self.slices, wid, &rec, spec));
+            self.children.insert(wid.clone(), rec);
+        }
+    }
+
+    /// What running, confirmed children must learn: their slice's part of the change set.
+    fn send_to_children(
+        &mut self,
+        me: &Me<'_>,
+        deltas: &BTreeMap<EntityRef, stateful_engine::SliceDelta>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let version = me.store.version();
+        let all = Selector::parse("*");
+        for (root, delta) in deltas {
+            let Some((wid, c)) = self.children.iter_mut().find(|(_, c)| {
+                c.status == ChildStatus::Running && c.entity == root.entity && c.id == root.id
+            }) else {
+                continue;
+            };
+            if !c.confirmed {
+                continue;
+            }
+            let members = self.slices.members(root).cloned().unwrap_or_default();
+            let out = plan::outgoing(
+                me.store,
+                me.schema,
+                &delta.changes,
+                me.workflow_id,
+                &Audience {
+                    receiver: wid,
+                    within: Some(&members),
+                    entered: &delta.entered,
+                    selector: &all,
+                },
+            );
+            push_outgoing(effects, wid, out, Some(c.generation));
+            c.version_sent = version;
+        }
+    }
+
+    /// What each subscriber must learn (through its selector), never what came from it.
+    fn send_to_subscribers(&self, me: &Me<'_>, cs: &ChangeSet, effects: &mut Vec<Effect>) {
+        let none = BTreeSet::new();
+        for s in &self.subscriptions {
+            let sel = Selector::parse(&s.selector);
+            let out = plan::outgoing(
+                me.store,
+                me.schema,
+                cs,
+                me.workflow_id,
+                &Audience {
+                    receiver: &s.workflow_id,
+                    within: None,
+                    entered: &none,
+                    selector: &sel,
+                },
+            );
+            let payload = match s.signal_name.as_str() {
+                "delete" => out.delete,
+                _ => out.update,
+            };
+            if let Some(mut p) = payload {
+                p["subscriptionId"] = json!(s.subscription_id);
+                effects.push(Effect::Signal {
+                    workflow_id: s.workflow_id.clone(),
+                    name: s.signal_name.clone(),
+                    payload: Some(p),
+                    child_generation: None,
+                });
+            }
+        }
+    }
+
+    /// After a continue-as-new: children whose start was confirmed only as the previous run closed
+    /// are confirmed now, and get their whole slice and the token (stamped writes are idempotent).
+    fn confirm_carried(&mut self, me: &Me<'_>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for (wid, c) in self.children.iter_mut() {
+            if c.status != ChildStatus::Running || c.confirmed {
+                continue;
+            }
+            c.confirmed = true;
+            effects.extend(catch_up(me, &self.slices, wid, c, true));
+        }
+        effects
+    }
+
+    /// The same signal to every running, confirmed child.
+    fn forward(&self, effects: &mut Vec<Effect>, name: &str, payload: Option<Value>) {
+        for (wid, c) in self.running().filter(|(_, c)| c.confirmed) {
+            effects.push(Effect::Signal {
+                workflow_id: wid.clone(),
+                name: name.into(),
+                payload: payload.clone(),
+                child_generation: Some(c.generation),
+            });
+        }
+    }
+
+    /// Cancels every running child (the cascade of our own end).
+    fn cancel_all(&mut self) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for (wid, c) in self.children.iter_mut() {
+            if c.status == ChildStatus::Running {
+                c.status = ChildStatus::Removed;
+                c.ended = Some("parent ended".into());
+                effects.push(Effect::Cancel {
+                    workflow_id: wid.clone(),
+                });
+            }
+        }
+        effects
+    }
+
+    /// After a pause: every running child gets its whole slice again, every subscriber our whole state
+    /// (stamped writes are idempotent, so this only fills in what they missed).
+    fn resync(&mut self, me: &Me<'_>) -> Vec<Effect> {
+        self.dirty = false;
+        let mut effects = Vec::new();
+        for (wid, c) in self
+            .children
+            .iter_mut()
+            .filter(|(_, c)| c.status == ChildStatus::Running)
+        {
+            c.confirmed = true;
+            effects.extend(catch_up(me, &self.slices, wid, c, false));
+        }
+        for s in self
+            .subscriptions
+            .iter()
+            .filter(|s| s.signal_name == "update")
+        {
+            let all: BTreeSet<EntityRef> = me
+                .store
+                .entities()
+                .iter()
+                .flat_map(|(e, g)| {
+                    g.keys()
+                        .map(move |id| EntityRef::new(e.clone(), id.clone()))
+                })
+                .collect();
+            let (state, stamps) = plan::stamped_slice(me.store, me.schema, &all);
+            effects.push(Effect::Signal {
+                workflow_id: s.workflow_id.clone(),
+                name: "update".into(),
+                payload: Some(json!({"updates": state, "stamps": stamps, "changeOrigin": me.workflow_id, "subscriptionId": s.subscription_id})),
+                child_generation: None,
+            });
+        }
+        effects
+    }
+
+    /// Handles what happened to a child; may adopt or restart it.
+    fn on_child_event(&mut self, me: &Me<'_>, ev: &ChildEvent, parent_ending: bool) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let Some(c) = self.children.get_mut(&ev.workflow_id) else {
+            return effects;
+        };
+        if c.generation != ev.generation || c.status != ChildStatus::Running {
+            return effects;
+        }
+        use ChildEventKind as K;
+        use ChildOutcome as O;
+        let restart = match (ev.event, ev.outcome) {
+            (K::Started, _) => {
+                c.confirmed = true;
+                // What changed between its start input and now (and a token rotated meanwhile).
+                if c.version_sent < me.store.version() {
+                    effects.extend(catch_up(me, &self.slices, &ev.workflow_id, c, true));
+                }
+                false
+            }
+            (K::AlreadyRunning, _) => {
+                effects.extend(adopt(me, &self.slices, &ev.workflow_id, c));
+                false
+            }
+            (K::StartFailed, _) => {
+                c.status = ChildStatus::Failed;
+                c.ended = Some(format!("could not start: {}", ev.detail));
+                false
+            }
+            // Ended by itself: recorded, never signalled again.
+            (K::Ended | K::Reported, O::Completed) => {
+                c.status = ChildStatus::Completed;
+                c.ended = Some(if ev.detail.is_empty() {
+                    "completed".into()
+                } else {
+                    ev.detail.clone()
+                });
+                false
+            }
+            (K::Ended, O::Failed | O::TimedOut) => {
+                c.status = ChildStatus::Failed;
+                c.ended = Some(format!("{}: {}", outcome_name(ev.outcome), ev.detail));
+                false
+            }
+            // Cancelled or terminated from outside, or gone: restarted with the current state and token.
+            _ => !parent_ending,
+        };
+        if restart {
+            effects.extend(self.restart(me, &ev.workflow_id));
+        }
+        effects
+    }
+
+    /// Starts a child again (a new generation) with the current state and token, unless it was
+    /// restarted too often or is no longer wanted.
+    fn restart(&mut self, me: &Me<'_>, wid: &str) -> Option<Effect> {
+        let c = self.children.get_mut(wid)?;
+        if c.generation >= MAX_RESTARTS {
+            c.status = ChildStatus::Failed;
+            c.ended = Some(format!(
+                "ended from outside {} times; not restarted again",
+                c.generation
+            ));
+            return None;
+        }
+        c.generation += 1;
+        c.version_sent = me.store.version();
+        c.confirmed = false;
+        let rec = c.clone();
+        let spec =
+            plan::desired_children(me.schema, me.store, &me.own, me.workflow_id, me.ancestors)
+                .0
+                .into_iter()
+                .find(|s| s.workflow_id == wid);
+        match spec {
+            Some(spec) => Some(start_effect(me, &self.slices, wid, &rec, &spec)),
+            None => {
+                if let Some(c) = self.children.get_mut(wid) {
+                    c.status = ChildStatus::Removed;
+                }
+                None
+            }
+        }
+    }
+}

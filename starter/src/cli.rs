@@ -1,0 +1,203 @@
+//! The starter's flags and subcommands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use stateful_client::connect::ConnectArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "starter",
+    version,
+    about = "Start and drive StatefulWorkflows."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Task queue of the workers.
+    #[arg(long, global = true, env = "STATEFUL_TASK_QUEUE", default_value = stateful_workflows::DEFAULT_TASK_QUEUE)]
+    pub task_queue: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start the workflow of an entity (workflow id `{Entity}-{id}`).
+    Start(StartArgs),
+    /// Send a signal: update, delete, state, apiToken, apiUrl, pause, resume, cancel.
+    Signal(SignalArgs),
+    /// Run a query: state, data, status, version, apiToken, rejected, pendingChanges, ...
+    Query(QueryArgs),
+    /// Print the hierarchy under a workflow (entity, id, status, version, token fingerprint).
+    Tree(TreeArgs),
+    /// Check a workflow's state (checksum, schema, references, children registry); `--tree` checks every
+    /// workflow under it. Exit code 1 when a check finds an error.
+    Validate(ValidateArgs),
+    /// Write the whole tree under a root (states and settings, never tokens unless --with-tokens) as
+    /// JSON to stdout (or --output FILE).
+    Export(ExportArgs),
+    /// Recreate an exported tree (on the namespace and cluster given by the connection flags) and wait
+    /// until every workflow is at its exported state.
+    Import(ImportArgs),
+    /// API tokens: `token rotate <rootWorkflowId>`.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Apply a change and wait for the new state version (update, delete or state).
+    Update(UpdateArgs),
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// Entity name, e.g. User.
+    #[arg(long)]
+    pub entity: String,
+    /// Entity id.
+    #[arg(long)]
+    pub id: String,
+    /// The entity's data: inline JSON, `@FILE`, or `-` for stdin.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Normalized state instead of data: inline JSON, `@FILE`, or `-`.
+    #[arg(long, conflicts_with = "data")]
+    pub state: Option<String>,
+    /// Read the API token from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    /// Read the API token from stdin (one line).
+    #[arg(long, conflicts_with = "token_env")]
+    pub token_stdin: bool,
+    /// API URL of the entity (default: its schema's `apiUrl` template, filled with --api-base).
+    #[arg(long)]
+    pub api_url: Option<String>,
+    /// Base URL for the schema's URL templates (`{apiBase}`); handed down to every descendant.
+    #[arg(long)]
+    pub api_base: Option<String>,
+    /// Reload from the API this often (e.g. 30s, 5m; default: the entity's `refreshInterval`).
+    #[arg(long)]
+    pub refresh_interval: Option<String>,
+    /// Schema file to carry in the input (default: the worker's).
+    #[arg(long)]
+    pub schema: Option<PathBuf>,
+    /// Start paused.
+    #[arg(long)]
+    pub paused: bool,
+    /// Workflow id (default `{Entity}-{id}`).
+    #[arg(long)]
+    pub workflow_id: Option<String>,
+}
+
+#[derive(Args)]
+pub struct SignalArgs {
+    /// Workflow id, e.g. User-u1.
+    pub workflow_id: String,
+    /// Signal name.
+    pub name: String,
+    /// Payload: inline JSON, `@FILE`, or `-`. For apiToken use --token-env or --token-stdin.
+    pub payload: Option<String>,
+    /// apiToken: read the token from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    /// apiToken: read the token from stdin.
+    #[arg(long, conflicts_with = "token_env")]
+    pub token_stdin: bool,
+}
+
+#[derive(Args)]
+pub struct QueryArgs {
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Query name.
+    pub name: String,
+}
+
+#[derive(Args)]
+pub struct TreeArgs {
+    /// Root workflow id.
+    pub workflow_id: String,
+    /// Cancel the whole tree (the root's cancellation cascades) and wait until every workflow ended.
+    #[arg(long)]
+    pub cancel: bool,
+}
+
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Check the whole tree under it.
+    #[arg(long)]
+    pub tree: bool,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Root workflow id.
+    pub workflow_id: String,
+    /// Include the root's API token (read from its history).
+    #[arg(long)]
+    pub with_tokens: bool,
+    /// Write to this file instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The export: a file, or `-` for stdin.
+    pub file: String,
+    /// Use this environment variable's token instead of the export's.
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Payload: inline JSON, `@FILE`, or `-`.
+    pub payload: String,
+    /// Which change: update, delete or state.
+    #[arg(long, default_value = "update")]
+    pub name: String,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Send a new token to the root of a tree and wait until every workflow of the tree uses it (and
+    /// has reloaded its data with it, for those that load from an API).
+    Rotate(RotateArgs),
+}
+
+#[derive(Args)]
+pub struct RotateArgs {
+    /// Root workflow id.
+    pub workflow_id: String,
+    /// Read the token from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    /// Read the token from stdin (one line).
+    #[arg(long, conflicts_with = "token_env")]
+    pub token_stdin: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

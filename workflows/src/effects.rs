@@ -1,0 +1,340 @@
+//! Effects become Temporal commands: one function per effect kind. Their outcomes (a child started,
+//! ended or gone; a load finished; the refresh timer fired) are kept in [`InFlight`] and come back to
+//! the run loop as typed messages for the core.
+
+use std::task::{Context, Poll};
+
+use futures::FutureExt;
+use futures::future::LocalBoxFuture;
+use serde_json::Value;
+use stateful_core::{ChildEvent, ChildEventKind, ChildOutcome, Effect, Loaded, Msg};
+use stateful_engine::schema::{CancellationType, ParentClosePolicy};
+use temporalio_common::UntypedWorkflow;
+use temporalio_common::error::{IncomingError, StartChildWorkflowExecutionFailedCause};
+use temporalio_sdk::{
+    ChildWorkflowCancellationType, ChildWorkflowExecutionError, ChildWorkflowOptions,
+    ChildWorkflowStartError, SignalWorkflowOptions, WorkflowCancellationToken, WorkflowContext,
+};
+
+use crate::StatefulWorkflow;
+use crate::markers::{JsonSignal, JsonWorkflow};
+
+type Outcome = LocalBoxFuture<'static, Option<ChildEvent>>;
+
+/// What a child start resolves to: a start failure to report, or the future of the child's result.
+enum Started {
+    Failed(ChildEvent),
+    Running(String, u32, Outcome),
+}
+
+/// Effects in flight. Each resolves to a child event (fed back into the inbox) or nothing. Plain
+/// vectors polled with the workflow's own context, not `FuturesUnordered`: its internal wakers are not
+/// SDK primitives, and the SDK's nondeterminism detector rightly refuses them.
+#[derive(Default)]
+pub(crate) struct InFlight {
+    /// Child starts not yet resolved: a run must not close before they are.
+    starts: Vec<LocalBoxFuture<'static, Started>>,
+    /// Results of started children: they resolve when a child ends.
+    watchers: Vec<Outcome>,
+    /// Signal deliveries and cancellation requests: they resolve within a workflow task or two.
+    acks: Vec<Outcome>,
+    /// The running `loadData` activity.
+    pub(crate) load: Option<LocalBoxFuture<'static, Loaded>>,
+    /// The periodic refresh timer, with the workflow time it was armed for.
+    pub(crate) timer: Option<(u64, LocalBoxFuture<'static, ()>)>,
+}
+
+/// What woke the run loop besides new messages.
+pub(crate) enum Wake {
+    /// A child event (or nothing worth reporting).
+    Child(Option<ChildEvent>),
+    /// A load finished.
+    Loaded(Loaded),
+    /// The refresh timer fired.
+    Timer,
+}
+
+fn event(
+    wid: &str,
+    generation: u32,
+    kind: ChildEventKind,
+    outcome: ChildOutcome,
+    detail: String,
+) -> ChildEvent {
+    ChildEvent::new(wid, generation, kind, outcome, detail)
+}
+
+/// Runs effects: their commands are issued now; their outcomes arrive through `inflight`. Effects
+/// never inherit the workflow's own cancellation: a cancelled parent must still be able to cancel its
+/// children and tell its subscribers.
+pub(crate) fn execute(
+    ctx: &WorkflowContext<StatefulWorkflow>,
+    effects: Vec<Effect>,
+    inflight: &mut InFlight,
+) {
+    for e in effects {
+        match e {
+            Effect::Start { .. } => start_child(ctx, e, inflight),
+            Effect::Signal {
+                workflow_id,
+                name,
+                payload,
+                child_generation,
+            } => signal(ctx, workflow_id, name, payload, child_generation, inflight),
+            Effect::Cancel { workflow_id } => cancel(ctx, workflow_id, inflight),
+        }
+    }
+}
+
+fn child_options(
+    workflow_id: &str,
+    task_queue: Option<String>,
+    parent_close: ParentClosePolicy,
+    cancel_type: CancellationType,
+) -> ChildWorkflowOptions {
+    ChildWorkflowOptions::builder()
+        .workflow_id(workflow_id.to_string())
+        .maybe_task_queue(task_queue)
+        .parent_close_policy(match parent_close {
+            ParentClosePolicy::Abandon => temporalio_sdk::ParentClosePolicy::Abandon,
+            ParentClosePolicy::RequestCancel => temporalio_sdk::ParentClosePolicy::RequestCancel,
+            ParentClosePolicy::Terminate => temporalio_sdk::ParentClosePolicy::Terminate,
+        })
+        .cancel_type(match cancel_type {
+            CancellationType::TryCancel => ChildWorkflowCancellationType::TryCancel,
+            CancellationType::WaitCancellationRequested => {
+                ChildWorkflowCancellationType::WaitCancellationRequested
+            }
+            CancellationType::WaitCancellationCompleted => {
+                ChildWorkflowCancellationType::WaitCancellationCompleted
+            }
+            CancellationType::Abandon => ChildWorkflowCancellationType::Abandon,
+        })
+        .cancellation_token(WorkflowCancellationToken::new())
+        .build()
+}
+
+/// `Effect::Start`: starts the child; its start is confirmed (or refused) later, and its result is
+/// watched from then on.
+fn start_child(ctx: &WorkflowContext<StatefulWorkflow>, e: Effect, inflight: &mut InFlight) {
+    let Effect::Start {
+        workflow_id,
+        generation,
+        workflow_type,
+        task_queue,
+        input,
+        parent_close,
+        cancel_type,
+    } = e
+    else {
+        return;
+    };
+    let opts = child_options(&workflow_id, task_queue, parent_close, cancel_type);
+    let c = ctx.clone();
+    inflight.starts.push(
+        async move {
+            match c
+                .start_child_workflow(JsonWorkflow(workflow_type), input, opts)
+                .await
+            {
+                Err(ChildWorkflowStartError::StartFailed {
+                    cause: StartChildWorkflowExecutionFailedCause::WorkflowAlreadyExists,
+                    ..
+                }) => Started::Failed(event(
+                    &workflow_id,
+                    generation,
+                    ChildEventKind::AlreadyRunning,
+                    ChildOutcome::None,
+                    String::new(),
+                )),
+                Err(e) => Started::Failed(event(
+                    &workflow_id,
+                    generation,
+                    ChildEventKind::StartFailed,
+                    ChildOutcome::None,
+                    e.to_string(),
+                )),
+                Ok(started) => {
+                    let wid = workflow_id.clone();
+                    let result = async move {
+                        let (outcome, detail) = match started.result().await {
+                            Ok(_) => (ChildOutcome::Completed, String::new()),
+                            Err(ChildWorkflowExecutionError::Failed(f)) => {
+                                let outcome = match f.cause() {
+                                    Some(IncomingError::Cancelled(_)) => ChildOutcome::Cancelled,
+                                    Some(IncomingError::Terminated(_)) => ChildOutcome::Terminated,
+                                    Some(IncomingError::Timeout(_)) => ChildOutcome::TimedOut,
+                                    _ => ChildOutcome::Failed,
+                                };
+                                (outcome, f.failure().message.clone())
+                            }
+                            Err(e) => (ChildOutcome::Failed, e.to_string()),
+                        };
+                        Some(event(
+                            &wid,
+                            generation,
+                            ChildEventKind::Ended,
+                            outcome,
+                            detail,
+                        ))
+                    };
+                    Started::Running(workflow_id, generation, result.boxed_local())
+                }
+            }
+        }
+        .boxed_local(),
+    );
+}
+
+/// `Effect::Signal`: a failed delivery to a child means it is gone.
+fn signal(
+    ctx: &WorkflowContext<StatefulWorkflow>,
+    workflow_id: String,
+    name: String,
+    payload: Option<Value>,
+    child_generation: Option<u32>,
+    inflight: &mut InFlight,
+) {
+    let fut = ctx.external_workflow(workflow_id.clone(), None).signal(
+        JsonSignal::<UntypedWorkflow>::new(name),
+        payload.unwrap_or(Value::Null),
+        SignalWorkflowOptions::builder()
+            .cancellation_token(WorkflowCancellationToken::new())
+            .build(),
+    );
+    inflight.acks.push(
+        async move {
+            match (fut.await, child_generation) {
+                (Err(e), Some(g)) => Some(event(
+                    &workflow_id,
+                    g,
+                    ChildEventKind::SignalFailed,
+                    ChildOutcome::Gone,
+                    e.to_string(),
+                )),
+                _ => None,
+            }
+        }
+        .boxed_local(),
+    );
+}
+
+/// `Effect::Cancel`: a cancellation request.
+fn cancel(ctx: &WorkflowContext<StatefulWorkflow>, workflow_id: String, inflight: &mut InFlight) {
+    let handle = ctx.external_workflow(workflow_id, None);
+    inflight.acks.push(
+        async move {
+            let _ = handle
+                .cancel(Some("its parent removed it or ended".into()))
+                .await;
+            None
+        }
+        .boxed_local(),
+    );
+}
+
+/// Polls every future of `set` once; removes and returns the first one that is done.
+fn poll_set(set: &mut Vec<Outcome>, cx: &mut Context<'_>) -> Option<Option<ChildEvent>> {
+    for i in 0..set.len() {
+        if let Poll::Ready(x) = set[i].as_mut().poll(cx) {
+            drop(set.remove(i));
+            return Some(x);
+        }
+    }
+    None
+}
+
+/// Polls the child starts: a started child's result joins the watchers; a failed start is reported.
+fn poll_starts(inflight: &mut InFlight, cx: &mut Context<'_>) -> Option<Option<ChildEvent>> {
+    let mut i = 0;
+    while i < inflight.starts.len() {
+        match inflight.starts[i].as_mut().poll(cx) {
+            Poll::Ready(done) => {
+                drop(inflight.starts.remove(i));
+                return Some(Some(match done {
+                    Started::Failed(ev) => ev,
+                    Started::Running(wid, generation, result) => {
+                        inflight.watchers.push(result);
+                        event(
+                            &wid,
+                            generation,
+                            ChildEventKind::Started,
+                            ChildOutcome::None,
+                            String::new(),
+                        )
+                    }
+                }));
+            }
+            Poll::Pending => i += 1,
+        }
+    }
+    None
+}
+
+/// The next effect outcome (never, when none is in flight).
+pub(crate) async fn next_outcome(inflight: &mut InFlight) -> Wake {
+    futures::future::poll_fn(|cx| {
+        if let Some(x) = poll_starts(inflight, cx) {
+            return Poll::Ready(Wake::Child(x));
+        }
+        for set in [&mut inflight.acks, &mut inflight.watchers] {
+            if let Some(x) = poll_set(set, cx) {
+                return Poll::Ready(Wake::Child(x));
+            }
+        }
+        if let Some(f) = inflight.load.as_mut()
+            && let Poll::Ready(l) = f.as_mut().poll(cx)
+        {
+            inflight.load = None;
+            return Poll::Ready(Wake::Loaded(l));
+        }
+        if let Some((_, f)) = inflight.timer.as_mut()
+            && f.as_mut().poll(cx).is_ready()
+        {
+            inflight.timer = None;
+            return Poll::Ready(Wake::Timer);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Before a run ends: every effect has been polled (so its command is out), and every signal and
+/// cancellation request is resolved. Child watchers are dropped with the run; the children keep running
+/// (they are abandoned on close, and re-attached through the carried registry).
+pub(crate) async fn drain(inflight: &mut InFlight) {
+    while !inflight.starts.is_empty() {
+        futures::future::poll_fn(|cx| {
+            let _ = poll_starts(inflight, cx);
+            if inflight.starts.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+    futures::future::poll_fn(|cx| {
+        while poll_set(&mut inflight.watchers, cx).is_some() {}
+        Poll::Ready(())
+    })
+    .await;
+    while !inflight.acks.is_empty() {
+        futures::future::poll_fn(|cx| match poll_set(&mut inflight.acks, cx) {
+            Some(_) => Poll::Ready(()),
+            None => Poll::Pending,
+        })
+        .await;
+    }
+}
+
+impl Wake {
+    /// The message this wake-up puts in the inbox, if any.
+    pub(crate) fn into_msg(self) -> Option<Msg> {
+        match self {
+            Wake::Child(ev) => ev.map(Msg::Child),
+            Wake::Loaded(l) => Some(Msg::Loaded(l)),
+            Wake::Timer => Some(Msg::RefreshTimer),
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! Loads from the entity's API (the `loadData` / `loadBatch` activities) and the periodic refresh
+//! timer, when the core says one is due.
+
+use std::time::Duration;
+
+use futures::FutureExt;
+use stateful_core::api::LoadRequest;
+use stateful_core::{FailureKind, LoadOutput, Loaded, Secret};
+use temporalio_common::error::IncomingError;
+use temporalio_common::protos::temporal::api::common::v1::RetryPolicy;
+use temporalio_sdk::{ActivityOptions, WorkflowCancellationToken, WorkflowContext};
+use tracing::info;
+
+use crate::StatefulWorkflow;
+use crate::effects::InFlight;
+use crate::run::now_ms;
+
+/// Loads retry transient failures (5xx, 408, 429 with `Retry-After`, timeouts, connection errors)
+/// with backoff, up to 6 attempts; the kinds retrying cannot fix are named once, by
+/// [`FailureKind::NON_RETRYABLE`].
+fn load_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(RetryPolicy {
+            initial_interval: Some(Duration::from_millis(500).try_into().unwrap_or_default()),
+            backoff_coefficient: 2.0,
+            maximum_interval: Some(Duration::from_secs(30).try_into().unwrap_or_default()),
+            maximum_attempts: 6,
+            non_retryable_error_types: FailureKind::NON_RETRYABLE
+                .iter()
+                .map(|k| k.as_str().to_string())
+                .collect(),
+        })
+        .cancellation_token(WorkflowCancellationToken::new())
+        .build()
+}
+
+/// Starts the `loadData` activity (or `loadBatch`, with children's batch URLs) when one is due. What
+/// is left after retries is reported to the workflow, which keeps running and loads again on the next
+/// trigger.
+pub(crate) fn start_load(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) {
+    if inflight.load.is_some() {
+        return;
+    }
+    let Some((LoadRequest { url, reason, batch }, token)) = ctx.state_mut(|s| s.core.take_load())
+    else {
+        return;
+    };
+    if !ctx.is_replaying() {
+        info!(workflow_id = ctx.workflow_id(), %url, %reason, batch = batch.len(), "loading from the API");
+    }
+    let c = ctx.clone();
+    inflight.load = Some(load(c, url, token, batch).boxed_local());
+}
+
+async fn load(
+    c: WorkflowContext<StatefulWorkflow>,
+    url: String,
+    token: Option<Secret>,
+    batch: Vec<(String, String)>,
+) -> Loaded {
+    let opts = load_options();
+    let done = if batch.is_empty() {
+        c.execute_activity(
+            stateful_activities::HttpActivities::load_data,
+            stateful_activities::LoadInput {
+                url,
+                token,
+                timeout_ms: None,
+            },
+            opts,
+        )
+        .await
+        .map(Loaded::Ok)
+    } else {
+        let (entities, mut urls): (Vec<String>, Vec<String>) = batch.into_iter().unzip();
+        urls.insert(0, url);
+        c.execute_activity(
+            stateful_activities::HttpActivities::load_batch,
+            stateful_activities::BatchInput {
+                urls,
+                token,
+                fail_fast: true,
+            },
+            opts,
+        )
+        .await
+        .map(|outs| {
+            let mut outs = outs
+                .into_iter()
+                .map(|v| serde_json::from_value(v).unwrap_or_else(|_| LoadOutput::not_found()));
+            let own = outs.next().unwrap_or_else(LoadOutput::not_found);
+            Loaded::Many {
+                own,
+                related: entities.into_iter().zip(outs).collect(),
+            }
+        })
+    };
+    done.unwrap_or_else(|e| {
+        let (kind, message) = match e.cause() {
+            Some(IncomingError::Application(app)) => (
+                FailureKind::from(app.type_name().unwrap_or("Failed").to_string()),
+                app.failure()
+                    .map(|f| f.message.clone())
+                    .unwrap_or_else(|| e.to_string()),
+            ),
+            Some(IncomingError::Timeout(_)) => {
+                (FailureKind::Timeout, "the load timed out".to_string())
+            }
+            _ => (FailureKind::Failed, e.to_string()),
+        };
+        Loaded::Error { kind, message }
+    })
+}
+
+/// Arms the refresh timer for the next refresh, unless it is armed already.
+pub(crate) fn arm_timer(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) {
+    let Some(due) = ctx.state(|s| s.core.refresh_due()) else {
+        return;
+    };
+    if inflight.timer.as_ref().is_some_and(|(at, _)| *at <= due) {
+        // Armed for this time or earlier: when it fires early, it is re-armed.
+        return;
+    }
+    let now = now_ms(ctx.workflow_time());
+    let wait = Duration::from_millis(due.saturating_sub(now).max(1));
+    let c = ctx.clone();
+    inflight.timer = Some((
+        due,
+        async move {
+            let _ = c.timer(wait).await;
+        }
+        .boxed_local(),
+    ));
+}

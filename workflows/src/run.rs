@@ -1,0 +1,256 @@
+//! The run loop: take the start input, then apply everything that arrived in one workflow task as one
+//! batch ([`run_batch`], used by the main loop and by the continue-as-new hand-over alike), until the
+//! workflow ends or continues as new.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::FutureExt;
+use serde_json::Value;
+use stateful_core::input::StartInput;
+use stateful_core::{Effect, Msg, Processed};
+use stateful_engine::Schema;
+use temporalio_common::data_converters::RawValue;
+use temporalio_sdk::{
+    ApplicationFailure, ContinueAsNewOptions, LocalActivityOptions, MemoValue, WorkflowContext,
+    WorkflowResult, WorkflowTermination,
+};
+use tracing::{info, warn};
+
+use crate::effects::{InFlight, Wake, drain, execute, next_outcome};
+use crate::loading::{arm_timer, start_load};
+use crate::{SchemaActivities, StatefulWorkflow, metrics, payload};
+
+/// Workflow time in ms since the epoch.
+pub(crate) fn now_ms(t: Option<SystemTime>) -> u64 {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn fail(message: String) -> WorkflowTermination {
+    ApplicationFailure::non_retryable(message).into()
+}
+
+/// The patch under which the continue-as-new hand-over upserts the memo when its last batches
+/// changed the status (earlier releases did not: their histories replay without it).
+const PATCH_MEMO_ON_HANDOVER: &str = "memo-on-handover";
+
+/// The workflow: start, then one batch per wake-up.
+pub(crate) async fn run(
+    ctx: &mut WorkflowContext<StatefulWorkflow>,
+    input: RawValue,
+) -> WorkflowResult<Value> {
+    start(ctx, input).await?;
+    let mut inflight = InFlight::default();
+    let first = ctx.state_mut(|s| s.core.initial_effects());
+    execute(ctx, first, &mut inflight);
+    start_load(ctx, &mut inflight);
+    arm_timer(ctx, &mut inflight);
+    loop {
+        let wake = temporalio_sdk::workflows::select! {
+            r = ctx.wait_condition(|s| s.core.has_work()).fuse() => Ok(r.is_err()),
+            o = next_outcome(&mut inflight).fuse() => Err(o),
+        };
+        let cancelled = matches!(wake, Ok(true));
+        match wake {
+            // Temporal asked us to cancel.
+            Ok(true) => ctx.state_mut(|s| s.core.push(Msg::TemporalCancel)),
+            Ok(false) => {}
+            Err(Wake::Timer) => {
+                let now = now_ms(ctx.workflow_time());
+                if !ctx.state(|s| s.core.refresh_due().is_some_and(|d| now >= d)) {
+                    // Fired for a refresh time that moved (a load ran meanwhile): re-arm.
+                    arm_timer(ctx, &mut inflight);
+                    continue;
+                }
+                ctx.state_mut(|s| s.core.push(Msg::RefreshTimer));
+            }
+            Err(Wake::Loaded(l)) => {
+                report_load(ctx, &l);
+                ctx.state_mut(|s| s.core.push(Msg::Loaded(l)));
+            }
+            Err(w @ Wake::Child(_)) => match w.into_msg() {
+                Some(m) => ctx.state_mut(|s| s.core.push(m)),
+                None => continue,
+            },
+        }
+        let out = run_batch(ctx, &mut inflight);
+        start_load(ctx, &mut inflight);
+        arm_timer(ctx, &mut inflight);
+        if out.status_changed || cancelled {
+            upsert_memo(ctx);
+        }
+        if ctx.state(|s| s.core.status().is_terminal()) {
+            // Let accepted updates see their results, and the cascade's commands go out, before the
+            // run ends.
+            let _ = ctx.wait_condition(|s| s.core.handlers_idle()).await;
+            drain(&mut inflight).await;
+            return Ok(ctx.state(|s| s.core.data()));
+        }
+        let limit = ctx.state(|s| s.core.max_history());
+        if ctx.continue_as_new_suggested()
+            || ctx.history_length() >= limit
+            || ctx.state(|s| s.core.checkpoint_requested())
+        {
+            return continue_as_new(ctx, &mut inflight).await;
+        }
+    }
+}
+
+/// Reads the input and the schema (from the input, or recorded by the `workerSchema` local activity),
+/// and starts the core. A bad input ends the workflow with a reason.
+async fn start(ctx: &mut WorkflowContext<StatefulWorkflow>, input: RawValue) -> WorkflowResult<()> {
+    let input = payload::decode(&input).map_err(|e| fail(format!("bad workflow input: {e}")))?;
+    let mut start =
+        StartInput::parse(&input).map_err(|e| fail(format!("bad workflow input: {e}")))?;
+    let schema_json = match start.schema.take() {
+        Some(s) => s,
+        None => ctx
+            .execute_local_activity(
+                SchemaActivities::worker_schema,
+                (),
+                LocalActivityOptions::builder()
+                    .start_to_close_timeout(Duration::from_secs(10))
+                    .build(),
+            )
+            .await
+            .map_err(|e| fail(format!("could not read the worker's schema: {e}")))?,
+    };
+    if schema_json.is_null() {
+        return Err(fail(
+            "no schema: start the worker with --schema FILE (or STATEFUL_SCHEMA), or put `schema` in the input"
+                .into(),
+        ));
+    }
+    let schema = Schema::from_json(&schema_json).map_err(|e| fail(format!("bad schema: {e}")))?;
+    let wid = ctx.workflow_id().to_string();
+    let now = now_ms(ctx.workflow_time());
+    ctx.state_mut(|s| s.core.start(start, schema, schema_json, wid, now))
+        .map_err(|e| fail(format!("bad workflow input: {e}")))?;
+    upsert_memo(ctx);
+    if let Some(e) = ctx.state(|s| s.core.integrity_error().map(str::to_string))
+        && !ctx.is_replaying()
+    {
+        tracing::error!(workflow_id = ctx.workflow_id(), error = %e, "integrity check failed");
+    }
+    Ok(())
+}
+
+/// One batch: everything queued is applied, what it did is reported (metrics and logs, outside
+/// replay), and its effects become commands.
+fn run_batch(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) -> Processed {
+    let now = now_ms(ctx.workflow_time());
+    let mut out = ctx.state_mut(|s| s.core.process(now));
+    let skipped = ctx.state_mut(|s| s.core.tree_mut().take_newly_skipped());
+    if !ctx.is_replaying() {
+        report(ctx, &out);
+        for s in skipped {
+            info!(workflow_id = ctx.workflow_id(), child = %s.workflow_id, reason = %s.reason, "child not started");
+        }
+    }
+    execute(ctx, std::mem::take(&mut out.effects), inflight);
+    out
+}
+
+/// What a batch did, as metrics and log lines (never the token: only its fingerprint).
+fn report(ctx: &WorkflowContext<StatefulWorkflow>, out: &Processed) {
+    use metrics as m;
+    let wid = ctx.workflow_id();
+    m::REJECTED_INPUTS.add(out.rejected.len() as u64);
+    if !out.changes.is_empty() {
+        m::CHANGES_APPLIED.add(1);
+        m::ENTITIES_CHANGED.add(out.changes.len() as u64);
+    }
+    for r in &out.rejected {
+        warn!(workflow_id = wid, signal = %r.signal, reason = %r.reason, "rejected input");
+    }
+    if !out.changes.is_empty() {
+        info!(
+            workflow_id = wid,
+            entities = out.changes.len(),
+            origins = %out.changes.sources().iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","),
+            version = ctx.state(|s| s.core.store().version()),
+            "applied changes"
+        );
+    }
+    if out.token_changed {
+        let fingerprint = ctx.state(|s| s.core.token_info()["fingerprint"].clone());
+        info!(workflow_id = wid, %fingerprint, "api token rotated");
+    }
+    for e in &out.effects {
+        match e {
+            Effect::Start { generation, .. } if *generation > 1 => m::CHILDREN_RESTARTED.add(1),
+            Effect::Start { .. } => m::CHILDREN_STARTED.add(1),
+            Effect::Cancel { .. } => m::CHILDREN_CANCELLED.add(1),
+            Effect::Signal { .. } => m::SIGNALS_SENT.add(1),
+        }
+        match e {
+            Effect::Start {
+                workflow_id,
+                generation,
+                ..
+            } => info!(workflow_id = wid, child = %workflow_id, generation, "starting child"),
+            Effect::Cancel { workflow_id } => {
+                info!(workflow_id = wid, child = %workflow_id, "cancelling child")
+            }
+            Effect::Signal { .. } => {}
+        }
+    }
+}
+
+/// A finished load, as a metric and a log line (outside replay).
+fn report_load(ctx: &WorkflowContext<StatefulWorkflow>, l: &stateful_core::Loaded) {
+    if ctx.is_replaying() {
+        return;
+    }
+    metrics::load(l.outcome());
+    match l {
+        stateful_core::Loaded::Ok(o) | stateful_core::Loaded::Many { own: o, .. } => {
+            info!(
+                workflow_id = ctx.workflow_id(),
+                status = o.status.as_str(),
+                "loaded from the API"
+            )
+        }
+        stateful_core::Loaded::Error { kind, message } => {
+            warn!(workflow_id = ctx.workflow_id(), %kind, error = %message, "load from the API failed")
+        }
+    }
+}
+
+pub(crate) fn upsert_memo(ctx: &WorkflowContext<StatefulWorkflow>) {
+    let memo = ctx.state(|s| s.core.memo());
+    let _ = ctx.upsert_memo(memo.into_iter().map(|(k, v)| (k, Some(MemoValue::new(v)))));
+}
+
+/// Hands over to a new run: applies whatever is still arriving (as any batch) and lets accepted
+/// updates answer, then records the checkpoint and continues as new with the carry-over.
+async fn continue_as_new(
+    ctx: &mut WorkflowContext<StatefulWorkflow>,
+    inflight: &mut InFlight,
+) -> WorkflowResult<Value> {
+    let mut status_changed = false;
+    loop {
+        status_changed |= run_batch(ctx, inflight).status_changed;
+        if ctx.state(|s| s.core.inbox_empty() && s.core.handlers_idle()) {
+            break;
+        }
+        let _ = ctx
+            .wait_condition(|s| !s.core.inbox_empty() || s.core.handlers_idle())
+            .await;
+    }
+    if status_changed && ctx.patched(PATCH_MEMO_ON_HANDOVER) {
+        upsert_memo(ctx);
+    }
+    drain(inflight).await;
+    let run_id = ctx.run_id().to_string();
+    let now = now_ms(ctx.workflow_time());
+    let cp = ctx.state_mut(|s| s.core.checkpoint(&run_id, now));
+    let next = ctx.state_mut(|s| s.core.carry_input());
+    if !ctx.is_replaying() {
+        metrics::CHECKPOINTS.add(1);
+        info!(workflow_id = ctx.workflow_id(), version = cp.version, checksum = %cp.checksum, reason = %cp.reason, "checkpoint: continuing as new");
+    }
+    ctx.continue_as_new(payload::encode(&next), ContinueAsNewOptions::default())?;
+    unreachable!("continue_as_new always returns Err")
+}
