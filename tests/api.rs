@@ -746,3 +746,75 @@ pub async fn a_parent_loads_its_children_in_one_batch_request(env: &Env) -> anyh
     ops::signal(&env.client, &wid, "cancel", None).await?;
     Ok(())
 }
+
+/// A 111-workflow tree (1 user, 10 listings, 10 photos each) whose token is rotated three times in
+/// quick succession while its children are still starting, against an API that accepts only the
+/// newest token: every workflow ends with the newest token and a successful load, whatever order
+/// the rotations and the start catch-ups reached it in.
+pub async fn rotations_during_the_start_of_a_111_workflow_tree_all_end_with_the_newest_token(
+    env: &Env,
+) -> anyhow::Result<()> {
+    let api = FakeApi::start(13).await?;
+    let u = env.id("api-race");
+    api.put(&format!("/users/{u}"), json!({"id": u, "name": "Race"}));
+    let mut listings = Vec::new();
+    for i in 0..10 {
+        let l = format!("{u}-l{i}");
+        api.put(
+            &format!("/listings/{l}"),
+            json!({"id": l, "title": format!("listing {i}")}),
+        );
+        let photos: Vec<Value> = (0..10)
+            .map(|j| {
+                let p = format!("{l}-p{j}");
+                api.put(&format!("/photos/{p}"), json!({"id": p, "caption": "c"}));
+                json!({"id": p, "listing": l})
+            })
+            .collect();
+        listings.push(json!({"id": l, "user": u, "photos": photos}));
+    }
+    api.accept(&["race-4"]);
+    let root_wid = start(
+        env,
+        "User",
+        &u,
+        json!({"apiBase": api.base, "apiToken": "race-1", "data": {"id": u, "listings": listings}}),
+    )
+    .await?;
+    for t in ["race-2", "race-3", "race-4"] {
+        ops::signal(&env.client, &root_wid, "apiToken", Some(&json!(t))).await?;
+    }
+    let want = stateful_engine::fingerprint("race-4");
+    eventually(Duration::from_secs(150), || async {
+        let states = ops::token_states(&env.client, &root_wid).await;
+        let behind: Vec<String> = states
+            .iter()
+            .filter(|s| {
+                s.fingerprint.as_deref() != Some(want.as_str()) || s.load_state != "ok" || s.loading
+            })
+            .map(|s| format!("{} ({:?}, {})", s.workflow_id, s.error, s.load_state))
+            .take(5)
+            .collect();
+        if states.len() == 111 && behind.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!(
+                "{} workflows found, not all on the newest token with a successful load yet: {behind:?}",
+                states.len()
+            ))
+        }
+    })
+    .await?;
+    // Nothing was loaded with a token older than the newest after it succeeded: the last request
+    // of every entity carried the newest token.
+    let paths: std::collections::BTreeSet<String> =
+        api.all_requests().into_iter().map(|(p, _)| p).collect();
+    ensure_eq!(paths.len(), 111);
+    for path in paths {
+        let last = api.requests(&path).last().cloned().flatten();
+        if last.as_deref() != Some("race-4") {
+            bail!("{path} was last loaded with another token than the newest");
+        }
+    }
+    Ok(())
+}

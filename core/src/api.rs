@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::load::{FailureKind, LoadStatus, Loaded};
+use crate::order::Latest;
 use crate::secret::{Secret, TokenState};
+use stateful_engine::Stamp;
 
 /// What the last load did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -246,6 +248,8 @@ pub struct ApiState {
     pub(crate) token: TokenState,
     /// Its parent loads its entity in a batch: it does not load at start or on a new token itself.
     pub(crate) loaded_by_parent: bool,
+    /// The stamp of the message that set the URL.
+    pub(crate) url_order: Latest,
 }
 
 impl ApiState {
@@ -261,12 +265,28 @@ impl ApiState {
 
     /// Takes a token from an `apiToken` signal: true on a rotation, which reloads (unless the parent
     /// loads this entity).
-    pub fn rotate(&mut self, token: Secret) -> bool {
-        let rotated = self.token.rotate(token);
+    pub fn rotate(&mut self, token: Secret, stamp: Option<&Stamp>) -> bool {
+        let rotated = match stamp {
+            Some(s) => self.token.rotate_stamped(token, s),
+            None => self.token.rotate(token),
+        };
         if rotated && !self.loaded_by_parent {
             self.loads.want("apiToken");
         }
         rotated
+    }
+
+    /// Takes a URL from an `apiUrl` signal (ignored when a newer or equal message set the URL):
+    /// true when it changed, which reloads.
+    pub fn set_url(&mut self, url: &str, stamp: Option<&Stamp>) -> bool {
+        if stamp.is_some_and(|s| !self.url_order.accept(s))
+            || self.loads.url.as_deref() == Some(url)
+        {
+            return false;
+        }
+        self.loads.url = Some(url.to_string());
+        self.loads.want("apiUrl");
+        true
     }
 }
 

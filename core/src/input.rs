@@ -2,10 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use stateful_engine::Store;
+use stateful_engine::{Stamp, Store};
 
 use crate::audit::{ChangeRecord, Checkpoint, Rejection};
 use crate::msg::Msg;
+use crate::order::OrderCarry;
 use crate::secret::Secret;
 use crate::status::Status;
 use crate::tree::ChildRec;
@@ -47,6 +48,9 @@ pub struct Carry {
     /// Recent checkpoints, the last one being the hand-over to this run.
     #[serde(default)]
     pub checkpoints: Vec<Checkpoint>,
+    /// The stamps of what control messages set (token, status, URL, subscriptions).
+    #[serde(default)]
+    pub order: OrderCarry,
 }
 
 /// A parsed start input.
@@ -68,6 +72,12 @@ pub struct StartInput {
     pub api_url: Option<String>,
     /// API token.
     pub api_token: Option<Secret>,
+    /// Ours: the stamp of the message that set the token (a parent hands it down with the token).
+    pub api_token_stamp: Option<Stamp>,
+    /// Ours: the stamp of the message that set the status (a parent hands it down).
+    pub status_stamp: Option<Stamp>,
+    /// Ours: the incarnation its starter gave it (see [`crate::tree::Me::incarnation`]).
+    pub incarnation: Option<Stamp>,
     /// Ours: the base URL that fills `{apiBase}` in the schema's URL templates (handed down the tree).
     pub api_base: Option<String>,
     /// Ours: reload from the API this often (ms).
@@ -91,6 +101,15 @@ fn opt_str(m: &Map<String, Value>, key: &str) -> Result<Option<String>, String> 
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(format!("`{key}` must be a string")),
+    }
+}
+
+fn stamp_field(m: &Map<String, Value>, key: &str) -> Result<Option<Stamp>, String> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(s) => serde_json::from_value(s.clone())
+            .map(Some)
+            .map_err(|_| format!("`{key}` must be [time, origin], found {s}")),
     }
 }
 
@@ -168,6 +187,9 @@ impl StartInput {
             api_token: opt_str(m, "apiToken")?
                 .filter(|t| !t.is_empty())
                 .map(Secret::new),
+            api_token_stamp: stamp_field(m, "apiTokenStamp")?,
+            status_stamp: stamp_field(m, "statusStamp")?,
+            incarnation: stamp_field(m, "incarnation")?,
             api_base: opt_str(m, "apiBase")?.filter(|b| !b.is_empty()),
             loaded_by_parent: m.get("loadedByParent") == Some(&Value::Bool(true)),
             refresh_ms: match m.get("refreshInterval") {

@@ -22,6 +22,7 @@ pub mod inbox;
 pub mod input;
 pub mod load;
 pub mod msg;
+pub mod order;
 pub mod secret;
 pub mod state;
 pub mod status;

@@ -43,9 +43,32 @@ pub enum Signal {
 }
 
 impl Signal {
+    /// Every signal.
+    pub const ALL: [Signal; 14] = [
+        Signal::Update,
+        Signal::Delete,
+        Signal::State,
+        Signal::ApiToken,
+        Signal::ApiUrl,
+        Signal::Refresh,
+        Signal::Checkpoint,
+        Signal::Pause,
+        Signal::Resume,
+        Signal::Cancel,
+        Signal::Status,
+        Signal::Subscribe,
+        Signal::Unsubscribe,
+        Signal::ChildEnded,
+    ];
+
     /// The signal name.
     pub fn name(self) -> &'static str {
         Kind::from(self).name()
+    }
+
+    /// The signal of a name.
+    pub fn from_name(name: &str) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|s| s.name() == name)
     }
 }
 

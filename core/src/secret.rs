@@ -5,7 +5,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use stateful_engine::fingerprint;
+use stateful_engine::{Stamp, fingerprint};
+
+use crate::order::Latest;
 
 /// A secret string (an API token). Serialized as the plain string (it must reach the API and the
 /// children), printed only as `Secret(fingerprint)`.
@@ -47,17 +49,39 @@ impl fmt::Display for Secret {
     }
 }
 
-/// The token a workflow holds and how many times it was rotated.
+/// The token a workflow holds, the stamp of the message that set it, and how many times it was
+/// rotated.
 #[derive(Debug, Clone, Default)]
 pub struct TokenState {
     token: Option<Secret>,
     rotations: u64,
+    order: Latest,
 }
 
 impl TokenState {
-    /// With the start input's token and the rotations carried over.
-    pub fn new(token: Option<Secret>, rotations: u64) -> TokenState {
-        TokenState { token, rotations }
+    /// With the start input's token (and its stamp) and the rotations carried over.
+    pub fn new(token: Option<Secret>, rotations: u64, order: Latest) -> TokenState {
+        TokenState {
+            token,
+            rotations,
+            order,
+        }
+    }
+
+    /// The stamp of the message that set the token, if it had one.
+    pub fn stamp(&self) -> Option<&Stamp> {
+        self.order.get()
+    }
+
+    /// The ordering state (carried over continue-as-new).
+    pub fn order(&self) -> &Latest {
+        &self.order
+    }
+
+    /// Takes a token stamped `s`: ignored (false) when a newer or equal message set the token;
+    /// else as [`TokenState::rotate`].
+    pub fn rotate_stamped(&mut self, token: Secret, s: &Stamp) -> bool {
+        self.order.accept(s) && self.rotate(token)
     }
 
     /// The token, if any.
@@ -108,10 +132,15 @@ mod tests {
 
     #[test]
     fn the_same_token_again_is_no_rotation() {
-        let mut t = TokenState::new(Some(Secret::new("a")), 0);
+        let mut t = TokenState::new(Some(Secret::new("a")), 0, Latest::default());
         assert!(!t.rotate(Secret::new("a")));
         assert!(t.rotate(Secret::new("b")));
         assert_eq!(t.rotations(), 1);
         assert!(!t.info().to_string().contains("\"b\""));
+        // Stamped: an older token never undoes a newer one, and the same token is no rotation.
+        assert!(t.rotate_stamped(Secret::new("c"), &Stamp::new(10, "root")));
+        assert!(!t.rotate_stamped(Secret::new("b"), &Stamp::new(9, "root")));
+        assert!(!t.rotate_stamped(Secret::new("c"), &Stamp::new(11, "root")));
+        assert_eq!((t.get().unwrap().expose(), t.rotations()), ("c", 2));
     }
 }

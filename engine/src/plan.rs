@@ -226,6 +226,13 @@ pub struct Audience<'a> {
     pub entered: &'a BTreeSet<EntityRef>,
     /// What the receiver subscribed to.
     pub selector: &'a Selector,
+    /// Leave out of the entered rows the fields whose change came from the receiver (it has them:
+    /// a child that adds an entity is not sent it back). Off for workflows that replay histories
+    /// recorded before this rule.
+    pub skip_own_entered: bool,
+    /// The receiver holds every write it made (it was never restarted: a continued-as-new run keeps
+    /// its state), so the entered rows' fields whose stamp it made are left out too.
+    pub receiver_holds_own_writes: bool,
 }
 
 /// What `to.receiver` must learn of `cs`: the fields and deletions whose source is not the receiver,
@@ -243,6 +250,8 @@ pub fn outgoing(
         within,
         entered,
         selector,
+        skip_own_entered,
+        receiver_holds_own_writes,
     } = *to;
     let mut b = Builder::default();
     for (r, c) in &cs.entities {
@@ -262,12 +271,28 @@ pub fn outgoing(
         }
     }
     for r in entered {
-        full_row(store, schema, r, selector, &mut b);
+        let from_receiver = |f: &str, stamp: &Stamp| {
+            (receiver_holds_own_writes && &*stamp.origin == receiver)
+                || (skip_own_entered
+                    && cs
+                        .entities
+                        .get(r)
+                        .and_then(|c| c.fields.get(f))
+                        .is_some_and(|fc| &*fc.source == receiver))
+        };
+        full_row(store, schema, r, selector, &from_receiver, &mut b);
     }
     b.finish(origin)
 }
 
-fn full_row(store: &Store, schema: &Schema, r: &EntityRef, selector: &Selector, b: &mut Builder) {
+fn full_row(
+    store: &Store,
+    schema: &Schema,
+    r: &EntityRef,
+    selector: &Selector,
+    skip: &dyn Fn(&str, &Stamp) -> bool,
+    b: &mut Builder,
+) {
     let (Some(row), Some(meta)) = (store.get(&r.entity, &r.id), store.meta(&r.entity, &r.id))
     else {
         return;
@@ -275,14 +300,14 @@ fn full_row(store: &Store, schema: &Schema, r: &EntityRef, selector: &Selector, 
     let id_attr = schema.get(&r.entity).and_then(|d| d.id_attribute.single());
     let zero = Stamp::new(0, "");
     for (f, v) in row {
-        if !selector.matches_field(r, f) {
-            continue;
-        }
         let stamp = if id_attr == Some(f.as_str()) {
             meta.alive.as_ref().unwrap_or(&zero)
         } else {
             meta.stamps.get(f).unwrap_or(&zero)
         };
+        if !selector.matches_field(r, f) || skip(f, stamp) {
+            continue;
+        }
         b.field(r, f, Some(v), stamp);
     }
 }
@@ -295,7 +320,14 @@ pub fn stamped_slice(
 ) -> (Value, Value) {
     let mut b = Builder::default();
     for r in members {
-        full_row(store, schema, r, &Selector::parse("*"), &mut b);
+        full_row(
+            store,
+            schema,
+            r,
+            &Selector::parse("*"),
+            &|_, _| false,
+            &mut b,
+        );
     }
     (json!(b.updates), json!(b.ustamps))
 }
@@ -398,6 +430,8 @@ mod tests {
             within: None,
             entered: &none,
             selector,
+            skip_own_entered: true,
+            receiver_holds_own_writes: false,
         };
         let to_child = outgoing(&st, &s, &cs, "User-u", &aud("Listing-l1", &all));
         let upd = to_child.update.unwrap();

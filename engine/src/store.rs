@@ -120,6 +120,12 @@ impl Store {
         Stamp::new(self.clock, origin)
     }
 
+    /// Moves the clock past a stamp seen in a message (the hybrid clock's receive rule), so that the
+    /// next stamp made here is newer than anything that message was ordered after.
+    pub fn observe_time(&mut self, time: u64) {
+        self.clock = self.clock.max(time);
+    }
+
     /// Starts a batch: changes applied through it end up in one change set.
     pub fn batch<'a>(&'a mut self, schema: &'a Schema) -> Batch<'a> {
         Batch {
@@ -260,6 +266,11 @@ impl Batch<'_> {
     /// The next stamp for a write made here (see [`Store::next_stamp`]).
     pub fn next_stamp(&mut self, now_ms: u64, origin: &str) -> Stamp {
         self.store.next_stamp(now_ms, origin)
+    }
+
+    /// Moves the clock past a stamp seen in a message (see [`Store::observe_time`]).
+    pub fn observe(&mut self, time: u64) {
+        self.store.observe_time(time)
     }
 
     /// Applies one change whole, or returns why not and changes nothing.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
 use stateful_client::ops;
+use stateful_core::Secret;
 use temporalio_client::{Client, UntypedWorkflow, WorkflowFetchHistoryOptions};
 
 /// The export format's name and version.
@@ -120,7 +121,7 @@ pub async fn import(
     client: &Client,
     task_queue: &str,
     export: &Value,
-    token: Option<String>,
+    token: Option<Secret>,
     timeout: Duration,
     progress: bool,
 ) -> anyhow::Result<Value> {
@@ -152,8 +153,8 @@ pub async fn import(
             input[k] = root[k].clone();
         }
     }
-    if let Some(t) = token.or_else(|| root["apiToken"].as_str().map(str::to_string)) {
-        input["apiToken"] = json!(t);
+    if let Some(t) = token.or_else(|| root["apiToken"].as_str().map(Secret::new)) {
+        input["apiToken"] = json!(t.expose());
     }
     ops::start(client, task_queue, root_id, input).await?;
     // Every exported workflow runs, and holds at least what it held.

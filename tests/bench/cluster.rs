@@ -796,6 +796,17 @@ async fn main() -> anyhow::Result<()> {
         format!("{:.0} MB", peak as f64 / 1024.0),
         "–".into(),
     ));
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("s1-s6") {
+        // S1–S6 only (a before/after comparison): printed, BENCHMARKS.md left alone.
+        for (a, b, f) in &rows {
+            println!("| {a} | {b} | {f} |");
+        }
+        w.stop().await;
+        if let Some(srv) = srv {
+            srv.stop().await;
+        }
+        return Ok(());
+    }
     let mut big = vec![];
     let mut big_err = None;
     for r in 0..runs.min(2) {

@@ -35,11 +35,17 @@ fn fail(message: String) -> WorkflowTermination {
 /// changed the status (earlier releases did not: their histories replay without it).
 const PATCH_MEMO_ON_HANDOVER: &str = "memo-on-handover";
 
+/// The patch under which control messages are stamped and ordered, and a child is not sent back
+/// what it added (histories recorded before it replay without it: see `stateful_core::order`).
+const PATCH_ORDERED_CONTROL: &str = "ordered-control-messages";
+
 /// The workflow: start, then one batch per wake-up.
 pub(crate) async fn run(
     ctx: &mut WorkflowContext<StatefulWorkflow>,
     input: RawValue,
 ) -> WorkflowResult<Value> {
+    let legacy = !ctx.patched(PATCH_ORDERED_CONTROL);
+    ctx.state_mut(|s| s.core.set_legacy(legacy));
     start(ctx, input).await?;
     let mut inflight = InFlight::default();
     let first = ctx.state_mut(|s| s.core.initial_effects());

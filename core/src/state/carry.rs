@@ -6,6 +6,7 @@ use stateful_engine::checksum;
 use super::Core;
 use crate::audit::Checkpoint;
 use crate::input::Carry;
+use crate::order::OrderCarry;
 use crate::status::Status;
 
 impl Core {
@@ -31,6 +32,12 @@ impl Core {
             children: self.tree.children().clone(),
             api: self.api.loads.carried(),
             checkpoints: audit.checkpoints,
+            order: OrderCarry {
+                token: self.api.token.order().clone(),
+                status: self.status_order.clone(),
+                url: self.api.url_order.clone(),
+                subscriptions: self.tree.sub_order().clone(),
+            },
         };
         let mut v = json!({
             "id": self.ident.id,
@@ -57,6 +64,9 @@ impl Core {
         }
         if let Some(cp) = self.audit.last_checkpoint() {
             v["checkpoint"] = json!(cp);
+        }
+        if let Some(i) = &self.ident.incarnation {
+            v["incarnation"] = json!(i);
         }
         if let Some(t) = self.api.token() {
             v["apiToken"] = json!(t.expose());

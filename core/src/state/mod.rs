@@ -7,7 +7,7 @@
 use std::rc::Rc;
 
 use serde_json::{Value, json};
-use stateful_engine::{Change, ChangeSet, EntityRef, Schema, Store, checksum, wire};
+use stateful_engine::{Change, ChangeSet, EntityRef, Schema, Stamp, Store, checksum, wire};
 
 use crate::answer::own_data;
 use crate::api::{Api, ApiState};
@@ -15,6 +15,7 @@ use crate::audit::{Audit, AuditCarry};
 use crate::inbox::Inbox;
 use crate::input::{Carry, StartInput};
 use crate::msg::{Msg, Signal};
+use crate::order::Latest;
 use crate::secret::TokenState;
 use crate::status::Status;
 use crate::tree::{Effect, Me, Tree};
@@ -42,6 +43,8 @@ struct Ident {
     /// The schema as recorded (extended-format JSON), carried over continue-as-new and to children.
     schema_json: Value,
     max_history: u32,
+    /// The incarnation its starter gave it (carried over continue-as-new).
+    incarnation: Option<Stamp>,
 }
 
 /// The state of one StatefulWorkflow.
@@ -61,13 +64,30 @@ pub struct Core {
     integrity_error: Option<String>,
     /// The initial change set, planned by [`Core::initial_effects`].
     initial: Option<ChangeSet>,
+    /// Workflow time of the start (for the stamps of the start's effects).
+    started_at: u64,
+    /// The stamp of the message that set the status (`pause`, `resume`, `status`).
+    status_order: Latest,
+    /// Replaying a history recorded before control messages were stamped (see [`Core::set_legacy`]).
+    legacy: bool,
 }
 
 /// What the planner needs to know about the workflow (borrows disjoint parts of [`Core`], so that
 /// the tree can be planned mutably at the same time).
-fn me<'a>(ident: &'a Ident, store: &'a Store, api: &'a ApiState) -> Option<Me<'a>> {
+fn me<'a>(
+    ident: &'a Ident,
+    store: &'a Store,
+    api: &'a ApiState,
+    order: Ordering<'a>,
+) -> Option<Me<'a>> {
     let schema = ident.schema.as_deref()?;
     Some(Me {
+        legacy: order.legacy,
+        token_stamp: api.token.stamp(),
+        status_stamp: order.status.get(),
+        paused: order.paused,
+        control_stamp: order.control,
+        incarnation: ident.incarnation.as_ref(),
         schema,
         store,
         own: EntityRef::new(ident.entity.clone(), ident.id.clone()),
@@ -78,6 +98,16 @@ fn me<'a>(ident: &'a Ident, store: &'a Store, api: &'a ApiState) -> Option<Me<'a
         loads: api_url(ident, &api.loads).is_some(),
         schema_json: &ident.schema_json,
     })
+}
+
+/// What the planner needs of the ordering: legacy or not, the status's stamp, and this batch's
+/// control stamp.
+#[derive(Clone, Copy)]
+struct Ordering<'a> {
+    legacy: bool,
+    paused: bool,
+    status: &'a Latest,
+    control: Option<&'a Stamp>,
 }
 
 /// The URL loads use: `apiUrl` (input or signal), or the entity's template filled in.
@@ -113,8 +143,11 @@ impl Core {
             schema: Some(Rc::new(schema)),
             schema_json,
             max_history: input.max_history.unwrap_or(DEFAULT_MAX_HISTORY),
+            incarnation: input.incarnation.take(),
         };
+        self.started_at = now;
         self.status = input.status;
+        self.status_order = Latest::new(input.status_stamp.take());
         self.api = ApiState {
             loads: Api {
                 url: input.api_url.take(),
@@ -122,8 +155,18 @@ impl Core {
                 refresh_ms: input.refresh_ms,
                 ..Api::default()
             },
-            token: TokenState::new(input.api_token.take(), 0),
+            token: {
+                let token = input.api_token.take();
+                // A token given without a stamp (a client's start, a parent of an earlier release)
+                // is older than any message: every rotation wins over it.
+                let stamp = input
+                    .api_token_stamp
+                    .take()
+                    .or_else(|| token.as_ref().map(|_| Stamp::new(0, "")));
+                TokenState::new(token, 0, Latest::new(stamp))
+            },
             loaded_by_parent: input.loaded_by_parent,
+            url_order: Latest::default(),
         };
         let bad_subs = self.tree.set_subscriptions(&input.subscriptions);
         if let Some(e) = bad_subs.into_iter().next() {
@@ -141,7 +184,13 @@ impl Core {
     /// A continued run: everything the previous run handed over.
     fn start_carried(&mut self, c: Carry) {
         self.store = c.store;
-        self.api.token = TokenState::new(self.api.token.get().cloned(), c.token_rotations);
+        self.api.token = TokenState::new(
+            self.api.token.get().cloned(),
+            c.token_rotations,
+            c.order.token,
+        );
+        self.api.url_order = c.order.url;
+        self.status_order = c.order.status;
         self.audit = Audit::carried(AuditCarry {
             rejected: c.rejected,
             rejected_total: c.rejected_total,
@@ -162,7 +211,7 @@ impl Core {
         // Messages carried from the previous run came first; any that already arrived in this
         // run's first task (their handlers ran before the run loop) follow them.
         self.inbox.prepend(c.inbox);
-        self.tree = Tree::with_children(c.children);
+        self.tree.carry_over(c.children, c.order.subscriptions);
         // The carried API bookkeeping keeps its next refresh time and any load that was due.
         let loads = &mut self.api.loads;
         *loads = Api {
@@ -175,6 +224,19 @@ impl Core {
 
     /// A first run: the input's `state` (a parent's stamped slice) and `data`, applied as one batch.
     fn start_fresh(&mut self, input: StartInput, now: u64) -> Result<(), String> {
+        if let Some(inc) = self.ident.incarnation.clone() {
+            // The subscriptions it was started with are as new as its start: an `unsubscribe` sent
+            // to an earlier run of it must not remove them.
+            let subs: Vec<(String, String)> = self
+                .tree
+                .subscriptions()
+                .iter()
+                .map(|s| (s.workflow_id.clone(), s.subscription_id.clone()))
+                .collect();
+            for (w, sid) in subs {
+                self.tree.order_subscription(&w, &sid, &inc, true);
+            }
+        }
         let schema = self.ident.schema.clone().expect("set by start");
         let entity = self.ident.entity.clone();
         let mut initial = Vec::new();
@@ -225,8 +287,20 @@ impl Core {
         Ok(())
     }
 
+    /// Set by the glue while a workflow replays a history recorded before control messages were
+    /// stamped: it then sends plain payloads and orders nothing, as that release did.
+    pub fn set_legacy(&mut self, legacy: bool) {
+        self.legacy = legacy;
+    }
+
     fn rebuild_slices(&mut self) {
-        if let Some(me) = me(&self.ident, &self.store, &self.api) {
+        let order = Ordering {
+            legacy: self.legacy,
+            paused: self.status == Status::Paused,
+            status: &self.status_order,
+            control: None,
+        };
+        if let Some(me) = me(&self.ident, &self.store, &self.api, order) {
             self.tree.rebuild_slices(&me);
         }
     }
@@ -235,7 +309,17 @@ impl Core {
     /// call once after `start`.
     pub fn initial_effects(&mut self) -> Vec<Effect> {
         let cs = self.initial.take().unwrap_or_default();
-        match me(&self.ident, &self.store, &self.api) {
+        let control = (!self.legacy).then(|| {
+            self.store
+                .next_stamp(self.started_at, &self.ident.workflow_id)
+        });
+        let order = Ordering {
+            legacy: self.legacy,
+            paused: self.status == Status::Paused,
+            status: &self.status_order,
+            control: control.as_ref(),
+        };
+        match me(&self.ident, &self.store, &self.api, order) {
             Some(me) => self.tree.start_effects(&me, &cs, self.status),
             None => Vec::new(),
         }

@@ -3,14 +3,15 @@
 
 use serde_json::{Value, json};
 use stateful_engine::store::Batch;
-use stateful_engine::{ChangeKind, ChangeSet, EntityRef, Schema, wire};
+use stateful_engine::{ChangeKind, ChangeSet, EntityRef, Schema, Stamp, wire};
 
-use super::{Core, Ident, api_url, me};
+use super::{Core, Ident, Ordering, api_url, me};
 use crate::answer::{loaded_change, related_change};
 use crate::api::{ApiState, LoadState};
 use crate::audit::Rejection;
 use crate::load::{LoadOutput, Loaded};
 use crate::msg::{Msg, Signal};
+use crate::order::{Latest, stamp_in, stamp_in_key};
 use crate::secret::Secret;
 use crate::status::Status;
 use crate::tree::{
@@ -41,6 +42,8 @@ struct Step<'a> {
     end_reason: &'a mut Option<String>,
     api: &'a mut ApiState,
     tree: &'a mut Tree,
+    status_order: &'a mut Latest,
+    legacy: bool,
     checkpoint: &'a mut bool,
     schema: &'a Schema,
     now: u64,
@@ -69,6 +72,8 @@ impl Core {
             end_reason: &mut self.end_reason,
             api: &mut self.api,
             tree: &mut self.tree,
+            status_order: &mut self.status_order,
+            legacy: self.legacy,
             checkpoint: &mut checkpoint,
             schema: &schema,
             now,
@@ -103,7 +108,7 @@ impl Core {
         };
         self.conclude(&cs, ok_tickets, rejections, &mut out, now);
         out.status_changed = self.status != before.0 || self.status_str() != before.1;
-        out.effects = self.plan(&cs, &child_events, before.0, token_changed);
+        out.effects = self.plan(&cs, &child_events, before.0, token_changed, now);
         out.changes = cs;
         out
     }
@@ -155,8 +160,17 @@ impl Core {
         events: &[ChildEvent],
         before: Status,
         token_changed: bool,
+        now: u64,
     ) -> Vec<Effect> {
-        let Some(me) = me(&self.ident, &self.store, &self.api) else {
+        // A fresh stamp for what this batch sends that sets something (subscriptions).
+        let control = (!self.legacy).then(|| self.store.next_stamp(now, &self.ident.workflow_id));
+        let order = Ordering {
+            legacy: self.legacy,
+            paused: self.status == Status::Paused,
+            status: &self.status_order,
+            control: control.as_ref(),
+        };
+        let Some(me) = me(&self.ident, &self.store, &self.api, order) else {
             return Vec::new();
         };
         let situation = Situation {
@@ -217,8 +231,8 @@ impl Step<'_> {
                 self.ok_tickets.extend(ticket);
                 Ok(())
             }
-            Signal::ApiToken => self.on_token(payload),
-            Signal::ApiUrl => self.on_url(payload),
+            Signal::ApiToken => self.on_token(batch, payload),
+            Signal::ApiUrl => self.on_url(batch, payload),
             Signal::Checkpoint => {
                 *self.checkpoint = true;
                 Ok(())
@@ -226,20 +240,28 @@ impl Step<'_> {
             Signal::Refresh => self.on_refresh(true),
             // Control signals take no argument; whatever came with them is ignored.
             Signal::Pause => {
-                self.transition(Status::Running, Status::Paused);
+                let given = payload
+                    .as_ref()
+                    .ok()
+                    .and_then(|v| stamp_in(v).ok().flatten());
+                self.ordered_transition(batch, given, Status::Running, Status::Paused);
                 Ok(())
             }
             Signal::Resume => {
-                self.transition(Status::Paused, Status::Running);
+                let given = payload
+                    .as_ref()
+                    .ok()
+                    .and_then(|v| stamp_in(v).ok().flatten());
+                self.ordered_transition(batch, given, Status::Paused, Status::Running);
                 Ok(())
             }
             Signal::Cancel => {
                 self.end(Status::Cancelled, None);
                 Ok(())
             }
-            Signal::Status => self.on_status(payload),
-            Signal::Subscribe => self.on_subscribe(payload),
-            Signal::Unsubscribe => self.on_unsubscribe(payload),
+            Signal::Status => self.on_status(batch, payload),
+            Signal::Subscribe => self.on_subscribe(batch, payload),
+            Signal::Unsubscribe => self.on_unsubscribe(batch, payload),
             Signal::ChildEnded => self.on_child_ended(payload),
         }
     }
@@ -248,6 +270,37 @@ impl Step<'_> {
         if *self.status == from {
             *self.status = to;
         }
+    }
+
+    /// The stamp a control message is ordered by: its own (the clock moves past it), or, for an
+    /// unstamped one (a client, chrono-forge), a new one made on arrival. None while legacy.
+    fn arrival(&mut self, batch: &mut Batch<'_>, given: Option<Stamp>) -> Option<Stamp> {
+        if self.legacy {
+            return None;
+        }
+        Some(match given {
+            Some(s) => {
+                batch.observe(s.time);
+                s
+            }
+            None => batch.next_stamp(self.now, &self.ident.workflow_id),
+        })
+    }
+
+    /// `pause` / `resume` / `status`: the transition, unless a newer message set the status.
+    fn ordered_transition(
+        &mut self,
+        batch: &mut Batch<'_>,
+        given: Option<Stamp>,
+        from: Status,
+        to: Status,
+    ) {
+        if let Some(s) = self.arrival(batch, given)
+            && !self.status_order.accept(&s)
+        {
+            return;
+        }
+        self.transition(from, to);
     }
 
     /// Ends the workflow unless it is ending already.
@@ -275,44 +328,90 @@ impl Step<'_> {
         }
         .map_err(|e| e.to_string())?;
         let stamp = batch.next_stamp(self.now, &self.ident.workflow_id);
-        let source = inc.origin.as_deref().unwrap_or("client");
+        let source = self.source_of(inc.origin.as_deref(), v);
         batch
-            .apply(&inc.change, &stamp, source)
+            .apply(&inc.change, &stamp, &source)
             .map_err(|e| e.to_string())
     }
 
-    fn on_token(&mut self, payload: &Result<Value, String>) -> Result<(), String> {
-        match payload {
-            Ok(Value::String(t)) if t.is_empty() => Ok(()),
-            Ok(Value::String(t)) => {
-                if self.api.rotate(Secret::new(t.as_str())) {
-                    self.token_changed = true;
-                }
-                Ok(())
-            }
-            Ok(Value::Null) => Ok(()),
-            Ok(other) => Err(format!(
-                "`apiToken` takes the token as a JSON string, found {}",
-                stateful_engine::error::json_type(other)
-            )),
-            Err(e) => Err(e.clone()),
+    /// Where a change came from: its `changeOrigin` (or `client`). A message of an ended run of a
+    /// child or parent (an older incarnation than the one running now) counts as coming from
+    /// elsewhere, so that what it brought reaches the run that replaced it.
+    fn source_of(&mut self, origin: Option<&str>, v: &Value) -> String {
+        let Some(origin) = origin else {
+            return "client".into();
+        };
+        let Ok(Some(sent)) = stamp_in_key(v, "incarnation") else {
+            return origin.to_string();
+        };
+        if self.legacy {
+            return origin.to_string();
         }
+        let catch_up = v.get("catchUp").is_some();
+        if self
+            .tree
+            .incarnation_of(origin)
+            .is_some_and(|now| &sent < now)
+            || (self.tree.adopted_unknown(origin) && !catch_up)
+        {
+            return format!("{origin}#ended");
+        }
+        self.tree.learn_incarnation(origin, &sent);
+        origin.to_string()
     }
 
-    fn on_url(&mut self, payload: &Result<Value, String>) -> Result<(), String> {
-        match payload {
-            Ok(Value::String(u)) if !u.is_empty() => {
-                let loads = &mut self.api.loads;
-                if loads.url.as_deref() != Some(u.as_str()) {
-                    loads.url = Some(u.clone());
-                    self.url_changed = true;
-                    loads.want("apiUrl");
-                }
-                Ok(())
+    /// `apiToken`: a JSON string, or ours `{token, stamp}`. An older token than the one held is
+    /// ignored; the same token again is no rotation (and no reload).
+    fn on_token(
+        &mut self,
+        batch: &mut Batch<'_>,
+        payload: &Result<Value, String>,
+    ) -> Result<(), String> {
+        let (token, given) = match payload {
+            Ok(Value::String(t)) => (t.as_str(), None),
+            Ok(v @ Value::Object(m)) if m.contains_key("token") => match m.get("token") {
+                Some(Value::String(t)) => (t.as_str(), stamp_in(v)?),
+                _ => return Err("`apiToken`'s `token` must be a JSON string".into()),
+            },
+            Ok(Value::Null) => return Ok(()),
+            Ok(other) => {
+                return Err(format!(
+                    "`apiToken` takes the token as a JSON string, found {}",
+                    stateful_engine::error::json_type(other)
+                ));
             }
-            Ok(_) => Err("`apiUrl` takes the URL as a non-empty JSON string".into()),
-            Err(e) => Err(e.clone()),
+            Err(e) => return Err(e.clone()),
+        };
+        if token.is_empty() {
+            return Ok(());
         }
+        let stamp = self.arrival(batch, given);
+        if self.api.rotate(Secret::new(token), stamp.as_ref()) {
+            self.token_changed = true;
+        }
+        Ok(())
+    }
+
+    /// `apiUrl`: a non-empty JSON string, or ours `{url, stamp}`; an older one is ignored.
+    fn on_url(
+        &mut self,
+        batch: &mut Batch<'_>,
+        payload: &Result<Value, String>,
+    ) -> Result<(), String> {
+        let (url, given) = match payload {
+            Ok(Value::String(u)) if !u.is_empty() => (u.as_str(), None),
+            Ok(v @ Value::Object(m)) => match m.get("url") {
+                Some(Value::String(u)) if !u.is_empty() => (u.as_str(), stamp_in(v)?),
+                _ => return Err("`apiUrl` takes the URL as a non-empty JSON string".into()),
+            },
+            Ok(_) => return Err("`apiUrl` takes the URL as a non-empty JSON string".into()),
+            Err(e) => return Err(e.clone()),
+        };
+        let stamp = self.arrival(batch, given);
+        if self.api.set_url(url, stamp.as_ref()) {
+            self.url_changed = true;
+        }
+        Ok(())
     }
 
     /// `refresh` (asked) or the refresh timer: load now, when there is an API to load from.
@@ -377,10 +476,28 @@ impl Step<'_> {
         Ok(())
     }
 
-    fn on_status(&mut self, payload: &Result<Value, String>) -> Result<(), String> {
-        match payload.as_ref().ok().and_then(|v| v.as_str()) {
-            Some("running") => self.transition(Status::Paused, Status::Running),
-            Some("paused") => self.transition(Status::Running, Status::Paused),
+    /// `status`: a JSON string, or ours `{status, stamp}`.
+    fn on_status(
+        &mut self,
+        batch: &mut Batch<'_>,
+        payload: &Result<Value, String>,
+    ) -> Result<(), String> {
+        let v = payload.as_ref().ok();
+        let (status, given) = match v {
+            Some(Value::String(s)) => (Some(s.as_str()), None),
+            Some(o @ Value::Object(m)) => (
+                m.get("status").and_then(Value::as_str),
+                stamp_in(o).ok().flatten(),
+            ),
+            _ => (None, None),
+        };
+        match status {
+            Some("running") => {
+                self.ordered_transition(batch, given, Status::Paused, Status::Running)
+            }
+            Some("paused") => {
+                self.ordered_transition(batch, given, Status::Running, Status::Paused)
+            }
             Some("completed" | "complete") => self.end(Status::Completed, None),
             Some("cancelled" | "cancelling" | "cancel") => self.end(Status::Cancelled, None),
             _ => {
@@ -393,23 +510,49 @@ impl Step<'_> {
         Ok(())
     }
 
-    fn on_subscribe(&mut self, payload: &Result<Value, String>) -> Result<(), String> {
+    fn on_subscribe(
+        &mut self,
+        batch: &mut Batch<'_>,
+        payload: &Result<Value, String>,
+    ) -> Result<(), String> {
         let v = payload.as_ref().map_err(Clone::clone)?;
         let sub = serde_json::from_value::<Subscription>(v.clone())
             .map_err(|e| format!("not a subscription: {e}"))?;
         if sub.workflow_id.is_empty() {
             return Err("a subscription needs `workflowId`".into());
         }
-        self.tree.subscribe(sub);
+        let given = stamp_in(v)?;
+        if let Some(s) = self.arrival(batch, given)
+            && !self
+                .tree
+                .order_subscription(&sub.workflow_id, &sub.subscription_id, &s, true)
+        {
+            return Ok(());
+        }
+        if self.legacy {
+            self.tree.subscribe(sub);
+        } else {
+            self.tree.subscribe_fresh(sub);
+        }
         Ok(())
     }
 
-    fn on_unsubscribe(&mut self, payload: &Result<Value, String>) -> Result<(), String> {
+    fn on_unsubscribe(
+        &mut self,
+        batch: &mut Batch<'_>,
+        payload: &Result<Value, String>,
+    ) -> Result<(), String> {
         let p = payload.as_ref().ok();
         let field = |k: &str| p.and_then(|v| v.get(k)).and_then(|v| v.as_str());
         let (Some(w), Some(sid)) = (field("workflowId"), field("subscriptionId")) else {
             return Err("`unsubscribe` takes {workflowId, subscriptionId}".into());
         };
+        let given = p.map(stamp_in).transpose()?.flatten();
+        if let Some(s) = self.arrival(batch, given)
+            && !self.tree.order_subscription(w, sid, &s, false)
+        {
+            return Ok(());
+        }
         if self.tree.unsubscribe(w, sid) {
             // No managing parent references this entity any more.
             self.end(Status::Cancelled, Some("no parent references it any more"));
@@ -428,6 +571,16 @@ impl Step<'_> {
         };
         let wid = text("workflowId");
         let reason = text("reason");
+        if !self.legacy
+            && let Ok(Some(sent)) = stamp_in_key(v, "incarnation")
+            && self
+                .tree
+                .incarnation_of(&wid)
+                .is_some_and(|now| &sent < now)
+        {
+            // An ended run of a child that was started again since.
+            return Ok(());
+        }
         let generation = self.tree.children().get(&wid).map_or(0, |c| c.generation);
         let outcome = if reason == "cancelled" {
             ChildOutcome::Cancelled

@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
-use stateful_engine::{EntityRef, Schema, SliceIndex, Store, plan};
+use stateful_engine::{EntityRef, Schema, SliceIndex, Stamp, Store, plan};
 
+use crate::order::SubscriptionOrder;
 use crate::secret::Secret;
 
 pub mod planner;
@@ -36,6 +37,13 @@ pub struct Tree {
     dirty: bool,
     /// Skipped since the glue last looked (it logs each once).
     newly_skipped: Vec<plan::Skipped>,
+    /// The latest `subscribe` / `unsubscribe` of each subscription (carried over).
+    sub_order: SubscriptionOrder,
+    /// Subscriptions added since the last plan: they get our whole state (a new parent must learn
+    /// what its adopted child holds).
+    fresh: Vec<(String, String)>,
+    /// Managing parents that unsubscribed in this batch.
+    let_go: Vec<String>,
 }
 
 /// What a workflow knows about itself, for planning.
@@ -58,15 +66,50 @@ pub struct Me<'a> {
     pub loads: bool,
     /// Its recorded schema (for children's input).
     pub schema_json: &'a Value,
+    /// True while it replays a history recorded before control messages were stamped: it sends
+    /// plain payloads and orders nothing (see [`crate::order`]).
+    pub legacy: bool,
+    /// The stamp of the message that set its token.
+    pub token_stamp: Option<&'a Stamp>,
+    /// The stamp of the message that set its status.
+    pub status_stamp: Option<&'a Stamp>,
+    /// True while it is paused.
+    pub paused: bool,
+    /// A fresh stamp for what this batch sends that sets something (`subscribe`, `unsubscribe`,
+    /// a child's incarnation).
+    pub control_stamp: Option<&'a Stamp>,
+    /// Its own incarnation (the stamp its starter gave it), sent with what it sends.
+    pub incarnation: Option<&'a Stamp>,
 }
 
 impl Tree {
-    /// The registry carried from a previous run.
-    pub fn with_children(children: BTreeMap<String, ChildRec>) -> Tree {
-        Tree {
-            children,
-            ..Tree::default()
-        }
+    /// Takes the registry and the subscriptions' order carried from a previous run (the
+    /// subscriptions themselves come with the start input).
+    pub fn carry_over(
+        &mut self,
+        children: BTreeMap<String, ChildRec>,
+        sub_order: SubscriptionOrder,
+    ) {
+        self.children = children;
+        self.sub_order = sub_order;
+    }
+
+    /// The subscriptions' order (carried over continue-as-new).
+    pub fn sub_order(&self) -> &SubscriptionOrder {
+        &self.sub_order
+    }
+
+    /// Takes a `subscribe` (`alive`) or `unsubscribe` stamped `s`: false when a newer or equal message
+    /// about the same subscription was taken already (the caller ignores it).
+    pub fn order_subscription(
+        &mut self,
+        workflow_id: &str,
+        subscription_id: &str,
+        s: &Stamp,
+        alive: bool,
+    ) -> bool {
+        self.sub_order
+            .accept(workflow_id, subscription_id, s, alive)
     }
 
     /// The children registry (carried over continue-as-new).
@@ -96,27 +139,55 @@ impl Tree {
         let mut errors = Vec::new();
         for v in raw {
             match serde_json::from_value::<Subscription>(v.clone()) {
-                Ok(s) => self.subscribe(s),
+                Ok(s) => {
+                    self.subscribe(s);
+                }
                 Err(e) => errors.push(format!("bad subscription {v}: {e}")),
             }
         }
         errors
     }
 
-    /// Adds a subscription (unless the same `(workflowId, subscriptionId)` is there).
-    pub fn subscribe(&mut self, s: Subscription) {
-        if !self
+    /// Adds a subscription (unless the same `(workflowId, subscriptionId)` is there); true when added.
+    pub fn subscribe(&mut self, s: Subscription) -> bool {
+        if self
             .subscriptions
             .iter()
             .any(|x| x.workflow_id == s.workflow_id && x.subscription_id == s.subscription_id)
         {
-            self.subscriptions.push(s);
+            return false;
         }
+        self.subscriptions.push(s);
+        true
+    }
+
+    /// Adds (or renews) a subscription from a newer `subscribe` message: the next plan sends the
+    /// subscriber our whole state (a parent that adopts us, or starts over after a restart, learns
+    /// what we hold).
+    pub fn subscribe_fresh(&mut self, s: Subscription) {
+        let key = (s.workflow_id.clone(), s.subscription_id.clone());
+        match self
+            .subscriptions
+            .iter_mut()
+            .find(|x| x.workflow_id == s.workflow_id && x.subscription_id == s.subscription_id)
+        {
+            // Renewed (by a new run of the subscriber: its incarnation changed).
+            Some(x) => *x = s,
+            None => self.subscriptions.push(s),
+        }
+        self.fresh.push(key);
     }
 
     /// Removes one subscription; returns true when it was the last one a managing parent held.
     pub fn unsubscribe(&mut self, workflow_id: &str, subscription_id: &str) -> bool {
         let had_parent = self.subscriptions.iter().any(|s| s.parent.is_some());
+        if self.subscriptions.iter().any(|s| {
+            s.workflow_id == workflow_id
+                && s.subscription_id == subscription_id
+                && s.parent.is_some()
+        }) {
+            self.let_go.push(workflow_id.to_string());
+        }
         self.subscriptions
             .retain(|s| !(s.workflow_id == workflow_id && s.subscription_id == subscription_id));
         had_parent && !self.subscriptions.iter().any(|s| s.parent.is_some())
@@ -143,6 +214,47 @@ impl Tree {
     #[cfg(test)]
     pub(crate) fn forget_children(&mut self) {
         self.children.clear();
+    }
+
+    /// The incarnation `workflow_id` runs as now, as far as we know: a running child's (the one we
+    /// started it with, or the newest its messages showed), or a managing parent's (from its
+    /// subscription).
+    pub fn incarnation_of(&self, workflow_id: &str) -> Option<&Stamp> {
+        match self.children.get(workflow_id) {
+            // A first start not yet confirmed may turn out to be someone else's running workflow.
+            Some(c) if c.status == ChildStatus::Running => c
+                .incarnation
+                .as_ref()
+                .filter(|_| c.confirmed || c.generation > 1 || c.adopted),
+            _ => self
+                .subscriptions
+                .iter()
+                .filter(|s| s.workflow_id == workflow_id)
+                .filter_map(|s| s.incarnation.as_ref())
+                .max(),
+        }
+    }
+
+    /// True for a running child we adopted whose incarnation no message of its own told us yet
+    /// (until its reply to our `subscribe`, what arrives from it may be from an ended run).
+    pub fn adopted_unknown(&self, workflow_id: &str) -> bool {
+        self.children.get(workflow_id).is_some_and(|c| {
+            c.status == ChildStatus::Running && c.adopted && c.incarnation.is_none()
+        })
+    }
+
+    /// Learns from a message that `workflow_id` (a running child we adopted, or whose start is
+    /// confirmed) runs as `incarnation` or newer.
+    pub fn learn_incarnation(&mut self, workflow_id: &str, incarnation: &Stamp) {
+        if let Some(c) = self.children.get_mut(workflow_id)
+            && c.status == ChildStatus::Running
+            && (c.confirmed || c.adopted)
+            && c.incarnation
+                .as_ref()
+                .is_none_or(|known| known < incarnation)
+        {
+            c.incarnation = Some(incarnation.clone());
+        }
     }
 
     /// The `children` query.

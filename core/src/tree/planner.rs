@@ -10,12 +10,56 @@ use stateful_engine::plan::{self, Audience, ChildSpec, Selector};
 use stateful_engine::schema::OnRemove;
 use stateful_engine::{ChangeSet, EntityRef};
 
-use super::send::{adopt, catch_up, outcome_name, push_outgoing, start_effect, subscription_base};
+use super::send::{
+    adopt, catch_up, catch_up_payload, missed_since_start, outcome_name, push_outgoing, stamped,
+    start_effect, status_payload, subscription_base, tag_incarnation, token_payload,
+};
 use super::{
     ChildEvent, ChildEventKind, ChildOutcome, ChildRec, ChildStatus, Effect, MAX_RESTARTS, Me, Tree,
 };
 use crate::WORKFLOW_TYPE;
 use crate::status::Status;
+
+/// Our whole stamped state for a subscriber (a catch-up: stamped writes are idempotent).
+fn whole_state(me: &Me<'_>, s: &super::Subscription) -> Effect {
+    let all: BTreeSet<EntityRef> = me
+        .store
+        .entities()
+        .iter()
+        .flat_map(|(e, g)| {
+            g.keys()
+                .map(move |id| EntityRef::new(e.clone(), id.clone()))
+        })
+        .collect();
+    let (state, stamps) = plan::stamped_slice(me.store, me.schema, &all);
+    Effect::Signal {
+        workflow_id: s.workflow_id.clone(),
+        name: "update".into(),
+        payload: Some(catch_up_payload(
+            me,
+            json!({"updates": state, "stamps": stamps, "changeOrigin": me.workflow_id, "subscriptionId": s.subscription_id}),
+        )),
+        child_generation: None,
+    }
+}
+
+/// Records, in ordered mode, that a child was given our status.
+fn status_sent<'a>(me: &'a Me<'_>) -> impl Fn(&mut ChildRec) + 'a {
+    move |c| {
+        if !me.legacy {
+            c.status_sent = me.status_stamp.cloned();
+        }
+    }
+}
+
+/// Records, in ordered mode, that a child was given our token.
+fn token_sent<'a>(me: &'a Me<'_>) -> impl Fn(&mut ChildRec) + 'a {
+    move |c| {
+        if !me.legacy {
+            c.token_sent = me.token_stamp.cloned();
+        }
+    }
+}
 
 /// Where the workflow stands when a batch's effects are planned.
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +84,7 @@ impl Tree {
         }
         let mut effects = self.confirm_carried(me);
         effects.extend(self.plan(me, cs, false));
+        tag_incarnation(me, &mut effects);
         effects
     }
 
@@ -57,38 +102,72 @@ impl Tree {
         for ev in events {
             effects.extend(self.on_child_event(me, ev, ending));
         }
+        if s.status != Status::Running {
+            // Paused: the resume sends every subscriber our whole state anyway.
+            self.dirty |= !self.fresh.is_empty();
+            self.fresh.clear();
+        }
         if ending {
             effects.extend(self.cancel_all());
             effects.extend(self.tell_subscribers_we_ended(me, s));
         } else if s.status == Status::Paused {
             if s.before != Status::Paused {
-                self.forward(&mut effects, "pause", None);
+                self.forward(
+                    &mut effects,
+                    "pause",
+                    |c| status_payload(me, c),
+                    status_sent(me),
+                );
             }
             if !cs.is_empty() || s.token_changed {
                 self.dirty = true;
             }
+            if !me.legacy {
+                // The slices follow the state while paused, so that the resume's catch-ups hold
+                // what changed meanwhile (and nothing is taken later for an entity that entered).
+                self.slices.update(me.schema, me.store, cs);
+            }
         } else {
             if s.before == Status::Paused {
-                self.forward(&mut effects, "resume", None);
+                self.forward(
+                    &mut effects,
+                    "resume",
+                    |c| status_payload(me, c),
+                    status_sent(me),
+                );
                 if self.dirty {
                     effects.extend(self.resync(me));
-                    if let Some(t) = me.api_token {
-                        self.forward(&mut effects, "apiToken", Some(json!(t.expose())));
-                    }
+                    self.forward(
+                        &mut effects,
+                        "apiToken",
+                        |c| token_payload(me, c),
+                        token_sent(me),
+                    );
                 }
             }
             effects.extend(self.plan(me, cs, s.token_changed));
+            effects.extend(self.welcome(me));
         }
+        self.let_go.clear();
+        tag_incarnation(me, &mut effects);
         effects
     }
 
-    fn tell_subscribers_we_ended(&self, me: &Me<'_>, s: Situation<'_>) -> Vec<Effect> {
+    fn tell_subscribers_we_ended(&mut self, me: &Me<'_>, s: Situation<'_>) -> Vec<Effect> {
         let mut told = BTreeSet::new();
         let mut effects = Vec::new();
-        for sub in &self.subscriptions {
-            if told.insert(sub.workflow_id.clone()) {
+        // The parents that let go are told too (ordered mode): one of them may have adopted us
+        // again meanwhile (its `subscribe` is on its way), and must learn that we ended.
+        let let_go = std::mem::take(&mut self.let_go);
+        let targets = self
+            .subscriptions
+            .iter()
+            .map(|sub| sub.workflow_id.clone())
+            .chain(let_go.into_iter().filter(|_| !me.legacy));
+        for target in targets {
+            if told.insert(target.clone()) {
                 effects.push(Effect::Signal {
-                    workflow_id: sub.workflow_id.clone(),
+                    workflow_id: target,
                     name: "childEnded".into(),
                     payload: Some(json!({"workflowId": me.workflow_id, "status": s.status.as_str(), "reason": s.end_reason})),
                     child_generation: None,
@@ -119,8 +198,13 @@ impl Tree {
         self.start_new(me, &desired, &mut effects);
         self.send_to_children(me, &deltas, &mut effects);
         self.send_to_subscribers(me, cs, &mut effects);
-        if token_changed && let Some(t) = me.api_token {
-            self.forward(&mut effects, "apiToken", Some(json!(t.expose())));
+        if token_changed && me.api_token.is_some() {
+            self.forward(
+                &mut effects,
+                "apiToken",
+                |c| token_payload(me, c),
+                token_sent(me),
+            );
         }
         effects
     }
@@ -159,7 +243,10 @@ impl Tree {
                     effects.push(Effect::Signal {
                         workflow_id: wid.clone(),
                         name: "unsubscribe".into(),
-                        payload: Some(json!({"workflowId": me.workflow_id, "subscriptionId": sid})),
+                        payload: Some(stamped(
+                            me,
+                            json!({"workflowId": me.workflow_id, "subscriptionId": sid}),
+                        )),
                         child_generation: None,
                     });
                 }
@@ -198,6 +285,9 @@ impl Tree {
                 adopted: false,
                 confirmed: false,
                 ended: None,
+                token_sent: (!me.legacy).then(|| me.token_stamp.cloned()).flatten(),
+                status_sent: (!me.legacy).then(|| me.status_stamp.cloned()).flatten(),
+                incarnation: (!me.legacy).then(|| me.control_stamp.cloned()).flatten(),
             };
             self.slices.insert(
                 me.schema,
@@ -239,6 +329,8 @@ impl Tree {
                     within: Some(&members),
                     entered: &delta.entered,
                     selector: &all,
+                    skip_own_entered: !me.legacy,
+                    receiver_holds_own_writes: !me.legacy && c.generation == 1,
                 },
             );
             push_outgoing(effects, wid, out, Some(c.generation));
@@ -261,6 +353,8 @@ impl Tree {
                     within: None,
                     entered: &none,
                     selector: &sel,
+                    skip_own_entered: !me.legacy,
+                    receiver_holds_own_writes: false,
                 },
             );
             let payload = match s.signal_name.as_str() {
@@ -279,6 +373,21 @@ impl Tree {
         }
     }
 
+    /// New subscribers get our whole state (an adopting parent learns what its child holds).
+    fn welcome(&mut self, me: &Me<'_>) -> Vec<Effect> {
+        let fresh = std::mem::take(&mut self.fresh);
+        self.subscriptions
+            .iter()
+            .filter(|s| {
+                s.signal_name == "update"
+                    && fresh
+                        .iter()
+                        .any(|(w, id)| *w == s.workflow_id && *id == s.subscription_id)
+            })
+            .map(|s| whole_state(me, s))
+            .collect()
+    }
+
     /// After a continue-as-new: children whose start was confirmed only as the previous run closed
     /// are confirmed now, and get their whole slice and the token (stamped writes are idempotent).
     fn confirm_carried(&mut self, me: &Me<'_>) -> Vec<Effect> {
@@ -293,15 +402,25 @@ impl Tree {
         effects
     }
 
-    /// The same signal to every running, confirmed child.
-    fn forward(&self, effects: &mut Vec<Effect>, name: &str, payload: Option<Value>) {
-        for (wid, c) in self.running().filter(|(_, c)| c.confirmed) {
+    /// The same signal to every running, confirmed child, with the payload each understands.
+    fn forward(
+        &mut self,
+        effects: &mut Vec<Effect>,
+        name: &str,
+        payload: impl Fn(&ChildRec) -> Option<Value>,
+        sent: impl Fn(&mut ChildRec),
+    ) {
+        for (wid, c) in self.children.iter_mut() {
+            if c.status != ChildStatus::Running || !c.confirmed {
+                continue;
+            }
             effects.push(Effect::Signal {
                 workflow_id: wid.clone(),
                 name: name.into(),
-                payload: payload.clone(),
+                payload: payload(c),
                 child_generation: Some(c.generation),
             });
+            sent(c);
         }
     }
 
@@ -338,22 +457,7 @@ impl Tree {
             .iter()
             .filter(|s| s.signal_name == "update")
         {
-            let all: BTreeSet<EntityRef> = me
-                .store
-                .entities()
-                .iter()
-                .flat_map(|(e, g)| {
-                    g.keys()
-                        .map(move |id| EntityRef::new(e.clone(), id.clone()))
-                })
-                .collect();
-            let (state, stamps) = plan::stamped_slice(me.store, me.schema, &all);
-            effects.push(Effect::Signal {
-                workflow_id: s.workflow_id.clone(),
-                name: "update".into(),
-                payload: Some(json!({"updates": state, "stamps": stamps, "changeOrigin": me.workflow_id, "subscriptionId": s.subscription_id})),
-                child_generation: None,
-            });
+            effects.push(whole_state(me, s));
         }
         effects
     }
@@ -373,7 +477,7 @@ impl Tree {
             (K::Started, _) => {
                 c.confirmed = true;
                 // What changed between its start input and now (and a token rotated meanwhile).
-                if c.version_sent < me.store.version() {
+                if missed_since_start(me, c) {
                     effects.extend(catch_up(me, &self.slices, &ev.workflow_id, c, true));
                 }
                 false
@@ -426,6 +530,15 @@ impl Tree {
         c.generation += 1;
         c.version_sent = me.store.version();
         c.confirmed = false;
+        if !me.legacy {
+            // Started by us from now on, whoever ran it before.
+            c.adopted = false;
+        }
+        if !me.legacy {
+            c.token_sent = me.token_stamp.cloned();
+            c.status_sent = me.status_stamp.cloned();
+            c.incarnation = me.control_stamp.cloned();
+        }
         let rec = c.clone();
         let spec =
             plan::desired_children(me.schema, me.store, &me.own, me.workflow_id, me.ancestors)

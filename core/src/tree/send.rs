@@ -19,18 +19,80 @@ pub(super) fn outcome_name(o: ChildOutcome) -> String {
 pub(super) fn adopt(me: &Me<'_>, slices: &SliceIndex, wid: &str, c: &mut ChildRec) -> Vec<Effect> {
     c.adopted = true;
     c.confirmed = true;
+    // Its incarnation is whatever its own starter gave it: unknown here.
+    c.incarnation = None;
     let root = EntityRef::new(c.entity.clone(), c.id.clone());
     let mut effects: Vec<Effect> = child_subscriptions(me, &c.field, &root, true, true)
         .into_iter()
         .map(|s| Effect::Signal {
             workflow_id: wid.to_string(),
             name: "subscribe".into(),
-            payload: Some(s),
+            payload: Some(stamped(me, s)),
             child_generation: None,
         })
         .collect();
+    // What it holds of the status is unknown: it is told ours.
+    c.status_sent = None;
     effects.extend(catch_up(me, slices, wid, c, true));
     effects
+}
+
+/// The `apiToken` payload for a child: stamped for a StatefulWorkflow, the plain string for a
+/// workflow of another type (chrono-forge's payload).
+pub(super) fn token_payload(me: &Me<'_>, c: &ChildRec) -> Option<Value> {
+    let t = me.api_token?;
+    Some(match me.token_stamp {
+        Some(s) if !me.legacy && c.workflow_type == WORKFLOW_TYPE => {
+            json!({"token": t.expose(), "stamp": s})
+        }
+        _ => json!(t.expose()),
+    })
+}
+
+/// The `pause` / `resume` payload for a child: the status's stamp for a StatefulWorkflow, none for
+/// a workflow of another type.
+pub(super) fn status_payload(me: &Me<'_>, c: &ChildRec) -> Option<Value> {
+    match me.status_stamp {
+        Some(s) if !me.legacy && c.workflow_type == WORKFLOW_TYPE => Some(json!({"stamp": s})),
+        _ => None,
+    }
+}
+
+/// Tags what we send with our incarnation (ordered mode), so that a receiver tells a late message of
+/// an ended run of ours from the current run's.
+pub(super) fn tag_incarnation(me: &Me<'_>, effects: &mut [Effect]) {
+    let (Some(i), false) = (me.incarnation, me.legacy) else {
+        return;
+    };
+    for e in effects {
+        if let Effect::Signal {
+            name,
+            payload: Some(p),
+            ..
+        } = e
+            && matches!(name.as_str(), "update" | "delete" | "childEnded")
+            && p.is_object()
+        {
+            p["incarnation"] = json!(i);
+        }
+    }
+}
+
+/// Marks a catch-up (a whole stamped slice, which may hold the receiver's own writes: stamped writes
+/// are idempotent), so that it is told apart from a change's propagation.
+pub(super) fn catch_up_payload(me: &Me<'_>, mut payload: Value) -> Value {
+    if !me.legacy {
+        payload["catchUp"] = json!(true);
+    }
+    payload
+}
+
+/// Adds this batch's control stamp to a payload that sets something (`subscribe`, `unsubscribe`).
+pub(super) fn stamped(me: &Me<'_>, mut payload: Value) -> Value {
+    if let (Some(s), false) = (me.control_stamp, me.legacy) {
+        payload["stamp"] = json!(s);
+    }
+    payload
 }
 
 /// `Entity:id.field:childId`: the id of the subscriptions a parent gives a child.
@@ -62,6 +124,9 @@ pub(super) fn child_subscriptions(
                 "child": format!("{}:{}", child.entity, child.id),
                 "ancestorWorkflowIds": me.ancestors,
             }));
+            if let (Some(i), false) = (me.incarnation, me.legacy) {
+                subs.last_mut().expect("just pushed")["incarnation"] = json!(i);
+            }
         }
     }
     subs
@@ -97,6 +162,20 @@ pub(super) fn child_input(
     }
     if let Some(t) = me.api_token {
         input["apiToken"] = json!(t.expose());
+        if let (Some(s), true, false) = (me.token_stamp, ours, me.legacy) {
+            input["apiTokenStamp"] = json!(s);
+        }
+    }
+    if let (Some(i), true, false) = (&rec.incarnation, ours, me.legacy) {
+        input["incarnation"] = json!(i);
+    }
+    if let (Some(s), true, false) = (me.status_stamp, ours, me.legacy) {
+        // Our status and its stamp: a started child is paused with us, and a pause or resume
+        // older than ours that was meant for an earlier run of it is ignored.
+        input["statusStamp"] = json!(s);
+        if me.paused {
+            input["status"] = json!("paused");
+        }
     }
     if let Some(b) = me.api_base {
         input["apiBase"] = json!(b);
@@ -146,19 +225,49 @@ pub(super) fn catch_up(
     let mut effects = vec![Effect::Signal {
         workflow_id: wid.to_string(),
         name: "update".into(),
-        payload: Some(json!({"updates": state, "stamps": stamps, "changeOrigin": me.workflow_id})),
+        payload: Some(catch_up_payload(
+            me,
+            json!({"updates": state, "stamps": stamps, "changeOrigin": me.workflow_id}),
+        )),
         child_generation: Some(c.generation),
     }];
-    if with_token && let Some(t) = me.api_token {
+    if with_token && let Some(t) = token_payload(me, c) {
         effects.push(Effect::Signal {
             workflow_id: wid.to_string(),
             name: "apiToken".into(),
-            payload: Some(json!(t.expose())),
+            payload: Some(t),
             child_generation: Some(c.generation),
         });
+        c.token_sent = me.token_stamp.cloned();
     }
+    effects.extend(status_catch_up(me, wid, c));
     c.version_sent = me.store.version();
     effects
+}
+
+/// Our status, when the child was not given the latest (ordered mode): `pause` or `resume` with the
+/// status's stamp.
+fn status_catch_up(me: &Me<'_>, wid: &str, c: &mut ChildRec) -> Option<Effect> {
+    if me.legacy || me.status_stamp.is_none() || c.status_sent.as_ref() == me.status_stamp {
+        return None;
+    }
+    let payload = status_payload(me, c);
+    c.status_sent = me.status_stamp.cloned();
+    Some(Effect::Signal {
+        workflow_id: wid.to_string(),
+        name: if me.paused { "pause" } else { "resume" }.into(),
+        payload,
+        child_generation: Some(c.generation),
+    })
+}
+
+/// True when a child whose start was just confirmed missed something since its start input: a
+/// change of the state, and (ordered mode) a token or status given to the others meanwhile.
+pub(super) fn missed_since_start(me: &Me<'_>, c: &ChildRec) -> bool {
+    c.version_sent < me.store.version()
+        || (!me.legacy
+            && (c.token_sent.as_ref() != me.token_stamp
+                || (me.status_stamp.is_some() && c.status_sent.as_ref() != me.status_stamp)))
 }
 
 pub(super) fn push_outgoing(

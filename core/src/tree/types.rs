@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use stateful_engine::Stamp;
 use stateful_engine::schema::{CancellationType, ParentClosePolicy};
 
 /// What the glue must do.
@@ -202,6 +203,16 @@ pub struct ChildRec {
     /// Why it ended, when it did.
     #[serde(default)]
     pub ended: Option<String>,
+    /// The stamp of the token it was last given (see [`crate::order`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_sent: Option<Stamp>,
+    /// The stamp of the status it was last given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_sent: Option<Stamp>,
+    /// The stamp its current generation was started with (its incarnation): what an earlier,
+    /// ended generation sent arrives with an older one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<Stamp>,
 }
 
 /// A subscription (chrono-forge's shape): send `signalName` to `workflowId` when what `selector` takes
@@ -229,6 +240,10 @@ pub struct Subscription {
     /// The subscriber's ancestors.
     #[serde(default)]
     pub ancestor_workflow_ids: Vec<String>,
+    /// The subscriber's incarnation (a managing parent's): what an earlier, ended run of it sent
+    /// arrives with an older one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<Stamp>,
 }
 
 fn yes() -> bool {

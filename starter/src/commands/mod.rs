@@ -6,6 +6,7 @@ use std::io::Read;
 use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
 use stateful_client::codec::AesCodec;
+use stateful_core::Secret;
 use temporalio_client::Client;
 
 use crate::cli::{Cli, Command, TokenCommand};
@@ -81,14 +82,14 @@ fn read_json(arg: &str, what: &str) -> anyhow::Result<Value> {
 }
 
 /// A token from an environment variable or from stdin (one line); `None` when neither is asked for.
-fn read_token(env: Option<&str>, stdin: bool) -> anyhow::Result<Option<String>> {
+fn read_token(env: Option<&str>, stdin: bool) -> anyhow::Result<Option<Secret>> {
     if let Some(var) = env {
         let t =
             std::env::var(var).map_err(|_| anyhow!("the environment variable {var} is not set"))?;
         if t.trim().is_empty() {
             bail!("the environment variable {var} is empty");
         }
-        return Ok(Some(t.trim().to_string()));
+        return Ok(Some(Secret::new(t.trim())));
     }
     if stdin {
         let mut s = String::new();
@@ -98,7 +99,7 @@ fn read_token(env: Option<&str>, stdin: bool) -> anyhow::Result<Option<String>> 
         if s.trim().is_empty() {
             bail!("no token on stdin");
         }
-        return Ok(Some(s.trim().to_string()));
+        return Ok(Some(Secret::new(s.trim())));
     }
     Ok(None)
 }

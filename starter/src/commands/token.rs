@@ -15,8 +15,14 @@ pub async fn rotate(ctx: &Ctx, a: RotateArgs) -> anyhow::Result<()> {
     let workflow_id = a.workflow_id;
     let token = read_token(a.token_env.as_deref(), a.token_stdin)?
         .ok_or_else(|| anyhow!("the new token: give --token-env VAR or --token-stdin"))?;
-    let want = stateful_engine::fingerprint(&token);
-    ops::signal(&ctx.client, &workflow_id, "apiToken", Some(&json!(token))).await?;
+    let want = token.fingerprint();
+    ops::signal(
+        &ctx.client,
+        &workflow_id,
+        "apiToken",
+        Some(&json!(token.expose())),
+    )
+    .await?;
     drop(token);
     let t0 = Instant::now();
     let states = wait_rotated(ctx, &workflow_id, &want, t0, a.timeout_secs).await?;

@@ -35,7 +35,7 @@ pub async fn start(ctx: &Ctx, a: StartArgs) -> anyhow::Result<()> {
         input["state"] = read_json(&s, "--state")?;
     }
     if let Some(t) = read_token(a.token_env.as_deref(), a.token_stdin)? {
-        input["apiToken"] = json!(t);
+        input["apiToken"] = json!(t.expose());
     }
     if let Some(u) = a.api_url {
         input["apiUrl"] = json!(u);
@@ -82,7 +82,7 @@ pub async fn signal(ctx: &Ctx, a: SignalArgs) -> anyhow::Result<()> {
             }
             let t = read_token(token_env.as_deref(), token_stdin)?
                 .ok_or_else(|| anyhow!("apiToken needs --token-env VAR or --token-stdin"))?;
-            Some(json!(t))
+            Some(json!(t.expose()))
         }
         "pause" | "resume" | "cancel" | "refresh" | "checkpoint" => None,
         "apiUrl" | "status" => Some(match payload {
