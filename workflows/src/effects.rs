@@ -299,13 +299,18 @@ pub(crate) async fn next_outcome(inflight: &mut InFlight) -> Wake {
     .await
 }
 
-/// Before a run ends: every effect has been polled (so its command is out), and every signal and
-/// cancellation request is resolved. Child watchers are dropped with the run; the children keep running
-/// (they are abandoned on close, and re-attached through the carried registry).
-pub(crate) async fn drain(inflight: &mut InFlight) {
+/// Before a run ends: every effect has been polled (so its command is out), and every start, signal
+/// and cancellation request is resolved. Returns the outcomes that resolved meanwhile (a child's
+/// start confirmed or refused, a child that already ended, a signal that could not be delivered):
+/// the continue-as-new hands them to the next run. Child watchers are dropped with the run; the
+/// children keep running (they are abandoned on close, and re-attached through the carried registry).
+pub(crate) async fn drain(inflight: &mut InFlight) -> Vec<ChildEvent> {
+    let mut outcomes = Vec::new();
     while !inflight.starts.is_empty() {
         futures::future::poll_fn(|cx| {
-            let _ = poll_starts(inflight, cx);
+            while let Some(ev) = poll_starts(inflight, cx) {
+                outcomes.extend(ev);
+            }
             if inflight.starts.is_empty() {
                 Poll::Ready(())
             } else {
@@ -315,17 +320,23 @@ pub(crate) async fn drain(inflight: &mut InFlight) {
         .await;
     }
     futures::future::poll_fn(|cx| {
-        while poll_set(&mut inflight.watchers, cx).is_some() {}
+        while let Some(ev) = poll_set(&mut inflight.watchers, cx) {
+            outcomes.extend(ev);
+        }
         Poll::Ready(())
     })
     .await;
     while !inflight.acks.is_empty() {
         futures::future::poll_fn(|cx| match poll_set(&mut inflight.acks, cx) {
-            Some(_) => Poll::Ready(()),
+            Some(ev) => {
+                outcomes.extend(ev);
+                Poll::Ready(())
+            }
             None => Poll::Pending,
         })
         .await;
     }
+    outcomes
 }
 
 impl Wake {

@@ -90,7 +90,7 @@ pub(crate) async fn run(
             // Let accepted updates see their results, and the cascade's commands go out, before the
             // run ends.
             let _ = ctx.wait_condition(|s| s.core.handlers_idle()).await;
-            drain(&mut inflight).await;
+            let _ = drain(&mut inflight).await;
             return Ok(ctx.state(|s| s.core.data()));
         }
         let limit = ctx.state(|s| s.core.max_history());
@@ -248,7 +248,10 @@ async fn continue_as_new(
     if status_changed && ctx.patched(PATCH_MEMO_ON_HANDOVER) {
         upsert_memo(ctx);
     }
-    drain(inflight).await;
+    let outcomes = drain(inflight).await;
+    // What resolved while draining (a start confirmed or refused: an adoption to make) is not lost:
+    // the next run gets it in its inbox.
+    ctx.state_mut(|s| s.core.hand_over(outcomes));
     let run_id = ctx.run_id().to_string();
     let now = now_ms(ctx.workflow_time());
     let cp = ctx.state_mut(|s| s.core.checkpoint(&run_id, now));

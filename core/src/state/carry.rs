@@ -6,10 +6,24 @@ use stateful_engine::checksum;
 use super::Core;
 use crate::audit::Checkpoint;
 use crate::input::Carry;
+use crate::msg::Msg;
 use crate::order::OrderCarry;
 use crate::status::Status;
+use crate::tree::ChildEvent;
 
 impl Core {
+    /// Hands the outcomes that resolved while the run drained (starts confirmed or refused, children
+    /// ended, signals not delivered) to the next run, through the carried inbox (ordered mode; a run
+    /// replaying an earlier release's history drops them, as that release did).
+    pub fn hand_over(&mut self, outcomes: Vec<ChildEvent>) {
+        if self.legacy {
+            return;
+        }
+        for ev in outcomes {
+            self.inbox.push(Msg::Child(ev));
+        }
+    }
+
     /// Records the checkpoint of this run's hand-over (call right before `carry_input`).
     pub fn checkpoint(&mut self, run_id: &str, now: u64) -> Checkpoint {
         let sum = checksum(self.store.entities());

@@ -347,12 +347,12 @@ impl Step<'_> {
         if self.legacy {
             return origin.to_string();
         }
-        let catch_up = v.get("catchUp").is_some();
+        let answers = stamp_in_key(v, "answers").ok().flatten();
         if self
             .tree
             .incarnation_of(origin)
             .is_some_and(|now| &sent < now)
-            || (self.tree.adopted_unknown(origin) && !catch_up)
+            || self.tree.awaits_answer(origin, answers.as_ref())
         {
             return format!("{origin}#ended");
         }
@@ -522,17 +522,19 @@ impl Step<'_> {
             return Err("a subscription needs `workflowId`".into());
         }
         let given = stamp_in(v)?;
-        if let Some(s) = self.arrival(batch, given)
+        let stamp = self.arrival(batch, given);
+        if let Some(s) = &stamp
             && !self
                 .tree
-                .order_subscription(&sub.workflow_id, &sub.subscription_id, &s, true)
+                .order_subscription(&sub.workflow_id, &sub.subscription_id, s, true)
         {
             return Ok(());
         }
-        if self.legacy {
-            self.tree.subscribe(sub);
-        } else {
-            self.tree.subscribe_fresh(sub);
+        match stamp {
+            Some(s) => self.tree.subscribe_fresh(sub, s),
+            None => {
+                self.tree.subscribe(sub);
+            }
         }
         Ok(())
     }

@@ -41,7 +41,7 @@ pub struct Tree {
     sub_order: SubscriptionOrder,
     /// Subscriptions added since the last plan: they get our whole state (a new parent must learn
     /// what its adopted child holds).
-    fresh: Vec<(String, String)>,
+    fresh: Vec<(String, String, Stamp)>,
     /// Managing parents that unsubscribed in this batch.
     let_go: Vec<String>,
 }
@@ -161,11 +161,12 @@ impl Tree {
         true
     }
 
-    /// Adds (or renews) a subscription from a newer `subscribe` message: the next plan sends the
-    /// subscriber our whole state (a parent that adopts us, or starts over after a restart, learns
-    /// what we hold).
-    pub fn subscribe_fresh(&mut self, s: Subscription) {
-        let key = (s.workflow_id.clone(), s.subscription_id.clone());
+    /// Adds (or renews) a subscription from a newer `subscribe` message stamped `stamp`: the next
+    /// plan sends the subscriber our whole state, as the answer to that `subscribe` (a parent that
+    /// adopts us, or starts over after a restart, learns what we hold, and which run of ours is the
+    /// running one).
+    pub fn subscribe_fresh(&mut self, s: Subscription, stamp: Stamp) {
+        let key = (s.workflow_id.clone(), s.subscription_id.clone(), stamp);
         match self
             .subscriptions
             .iter_mut()
@@ -222,10 +223,7 @@ impl Tree {
     pub fn incarnation_of(&self, workflow_id: &str) -> Option<&Stamp> {
         match self.children.get(workflow_id) {
             // A first start not yet confirmed may turn out to be someone else's running workflow.
-            Some(c) if c.status == ChildStatus::Running => c
-                .incarnation
-                .as_ref()
-                .filter(|_| c.confirmed || c.generation > 1 || c.adopted),
+            Some(c) if c.status == ChildStatus::Running => c.incarnation.as_ref(),
             _ => self
                 .subscriptions
                 .iter()
@@ -235,11 +233,17 @@ impl Tree {
         }
     }
 
-    /// True for a running child we adopted whose incarnation no message of its own told us yet
-    /// (until its reply to our `subscribe`, what arrives from it may be from an ended run).
-    pub fn adopted_unknown(&self, workflow_id: &str) -> bool {
+    /// True for a running child we adopted whose answer to our `subscribe` (`answers`: the stamp of
+    /// the `subscribe` it answers) has not come yet: until it does, what arrives from it may be
+    /// from an ended run.
+    pub fn awaits_answer(&self, workflow_id: &str, answers: Option<&Stamp>) -> bool {
         self.children.get(workflow_id).is_some_and(|c| {
-            c.status == ChildStatus::Running && c.adopted && c.incarnation.is_none()
+            c.status == ChildStatus::Running
+                && c.adopted
+                && c.incarnation.is_none()
+                && c.adopted_at
+                    .as_ref()
+                    .is_some_and(|at| answers.is_none_or(|a| a < at))
         })
     }
 

@@ -83,7 +83,7 @@ impl Tree {
             return Vec::new();
         }
         let mut effects = self.confirm_carried(me);
-        effects.extend(self.plan(me, cs, false));
+        effects.extend(self.plan(me, cs, false, None));
         tag_incarnation(me, &mut effects);
         effects
     }
@@ -99,6 +99,10 @@ impl Tree {
     ) -> Vec<Effect> {
         let ending = s.status.is_terminal();
         let mut effects = Vec::new();
+        // The slices follow the state first (ordered mode): a child restarted by this batch's
+        // events starts with what this batch brought, and while paused they keep up, so that the
+        // resume's catch-ups hold what changed meanwhile.
+        let mut deltas = (!me.legacy).then(|| self.slices.update(me.schema, me.store, cs));
         for ev in events {
             effects.extend(self.on_child_event(me, ev, ending));
         }
@@ -122,11 +126,6 @@ impl Tree {
             if !cs.is_empty() || s.token_changed {
                 self.dirty = true;
             }
-            if !me.legacy {
-                // The slices follow the state while paused, so that the resume's catch-ups hold
-                // what changed meanwhile (and nothing is taken later for an entity that entered).
-                self.slices.update(me.schema, me.store, cs);
-            }
         } else {
             if s.before == Status::Paused {
                 self.forward(
@@ -145,7 +144,7 @@ impl Tree {
                     );
                 }
             }
-            effects.extend(self.plan(me, cs, s.token_changed));
+            effects.extend(self.plan(me, cs, s.token_changed, deltas.take()));
             effects.extend(self.welcome(me));
         }
         self.let_go.clear();
@@ -179,9 +178,15 @@ impl Tree {
 
     /// The effects of a change set: children to remove and to start, what running children and
     /// subscribers must learn, and the token to forward.
-    fn plan(&mut self, me: &Me<'_>, cs: &ChangeSet, token_changed: bool) -> Vec<Effect> {
+    fn plan(
+        &mut self,
+        me: &Me<'_>,
+        cs: &ChangeSet,
+        token_changed: bool,
+        deltas: Option<BTreeMap<EntityRef, stateful_engine::SliceDelta>>,
+    ) -> Vec<Effect> {
         let mut effects = Vec::new();
-        let deltas = self.slices.update(me.schema, me.store, cs);
+        let deltas = deltas.unwrap_or_else(|| self.slices.update(me.schema, me.store, cs));
         let (desired, skipped) =
             plan::desired_children(me.schema, me.store, &me.own, me.workflow_id, me.ancestors);
         for s in skipped {
@@ -285,6 +290,7 @@ impl Tree {
                 adopted: false,
                 confirmed: false,
                 ended: None,
+                adopted_at: None,
                 token_sent: (!me.legacy).then(|| me.token_stamp.cloned()).flatten(),
                 status_sent: (!me.legacy).then(|| me.status_stamp.cloned()).flatten(),
                 incarnation: (!me.legacy).then(|| me.control_stamp.cloned()).flatten(),
@@ -376,16 +382,28 @@ impl Tree {
     /// New subscribers get our whole state (an adopting parent learns what its child holds).
     fn welcome(&mut self, me: &Me<'_>) -> Vec<Effect> {
         let fresh = std::mem::take(&mut self.fresh);
-        self.subscriptions
+        let mut effects = Vec::new();
+        for s in self
+            .subscriptions
             .iter()
-            .filter(|s| {
-                s.signal_name == "update"
-                    && fresh
-                        .iter()
-                        .any(|(w, id)| *w == s.workflow_id && *id == s.subscription_id)
-            })
-            .map(|s| whole_state(me, s))
-            .collect()
+            .filter(|s| s.signal_name == "update")
+        {
+            let Some((_, _, stamp)) = fresh
+                .iter()
+                .find(|(w, id, _)| *w == s.workflow_id && *id == s.subscription_id)
+            else {
+                continue;
+            };
+            let mut e = whole_state(me, s);
+            if let Effect::Signal {
+                payload: Some(p), ..
+            } = &mut e
+            {
+                p["answers"] = json!(stamp);
+            }
+            effects.push(e);
+        }
+        effects
     }
 
     /// After a continue-as-new: children whose start was confirmed only as the previous run closed

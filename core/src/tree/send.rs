@@ -19,8 +19,9 @@ pub(super) fn outcome_name(o: ChildOutcome) -> String {
 pub(super) fn adopt(me: &Me<'_>, slices: &SliceIndex, wid: &str, c: &mut ChildRec) -> Vec<Effect> {
     c.adopted = true;
     c.confirmed = true;
-    // Its incarnation is whatever its own starter gave it: unknown here.
+    // Its incarnation is whatever its own starter gave it: its answer to our `subscribe` tells.
     c.incarnation = None;
+    c.adopted_at = me.control_stamp.cloned();
     let root = EntityRef::new(c.entity.clone(), c.id.clone());
     let mut effects: Vec<Effect> = child_subscriptions(me, &c.field, &root, true, true)
         .into_iter()

@@ -213,6 +213,9 @@ pub struct ChildRec {
     /// ended generation sent arrives with an older one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incarnation: Option<Stamp>,
+    /// When we adopted it (the stamp of our `subscribe`): its answer tells its incarnation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted_at: Option<Stamp>,
 }
 
 /// A subscription (chrono-forge's shape): send `signalName` to `workflowId` when what `selector` takes
