@@ -21,6 +21,8 @@ use crate::status::Status;
 use crate::tree::{Effect, Me, Tree};
 
 mod carry;
+#[cfg(test)]
+mod ordering_tests;
 mod process;
 mod queries;
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use stateful_engine::store::Batch;
-use stateful_engine::{ChangeKind, ChangeSet, EntityRef, Schema, Stamp, wire};
+use stateful_engine::{ChangeKind, ChangeSet, EntityRef, Schema, wire};
 
 use super::{Core, Ident, Ordering, api_url, me};
 use crate::answer::{loaded_change, related_change};
@@ -11,12 +11,11 @@ use crate::api::{ApiState, LoadState};
 use crate::audit::Rejection;
 use crate::load::{LoadOutput, Loaded};
 use crate::msg::{Msg, Signal};
-use crate::order::{Latest, stamp_in, stamp_in_key};
-use crate::secret::Secret;
+use crate::order::{Latest, stamp_in};
 use crate::status::Status;
-use crate::tree::{
-    ChildEvent, ChildEventKind, ChildOutcome, Effect, Situation, Subscription, Tree,
-};
+use crate::tree::{ChildEvent, Effect, Situation, Tree};
+
+mod control;
 
 /// What a batch did, for the glue to act on.
 #[derive(Debug, Default)]
@@ -272,37 +271,6 @@ impl Step<'_> {
         }
     }
 
-    /// The stamp a control message is ordered by: its own (the clock moves past it), or, for an
-    /// unstamped one (a client, chrono-forge), a new one made on arrival. None while legacy.
-    fn arrival(&mut self, batch: &mut Batch<'_>, given: Option<Stamp>) -> Option<Stamp> {
-        if self.legacy {
-            return None;
-        }
-        Some(match given {
-            Some(s) => {
-                batch.observe(s.time);
-                s
-            }
-            None => batch.next_stamp(self.now, &self.ident.workflow_id),
-        })
-    }
-
-    /// `pause` / `resume` / `status`: the transition, unless a newer message set the status.
-    fn ordered_transition(
-        &mut self,
-        batch: &mut Batch<'_>,
-        given: Option<Stamp>,
-        from: Status,
-        to: Status,
-    ) {
-        if let Some(s) = self.arrival(batch, given)
-            && !self.status_order.accept(&s)
-        {
-            return;
-        }
-        self.transition(from, to);
-    }
-
     /// Ends the workflow unless it is ending already.
     fn end(&mut self, status: Status, reason: Option<&str>) {
         if !self.status.is_terminal() {
@@ -332,86 +300,6 @@ impl Step<'_> {
         batch
             .apply(&inc.change, &stamp, &source)
             .map_err(|e| e.to_string())
-    }
-
-    /// Where a change came from: its `changeOrigin` (or `client`). A message of an ended run of a
-    /// child or parent (an older incarnation than the one running now) counts as coming from
-    /// elsewhere, so that what it brought reaches the run that replaced it.
-    fn source_of(&mut self, origin: Option<&str>, v: &Value) -> String {
-        let Some(origin) = origin else {
-            return "client".into();
-        };
-        let Ok(Some(sent)) = stamp_in_key(v, "incarnation") else {
-            return origin.to_string();
-        };
-        if self.legacy {
-            return origin.to_string();
-        }
-        let answers = stamp_in_key(v, "answers").ok().flatten();
-        if self
-            .tree
-            .incarnation_of(origin)
-            .is_some_and(|now| &sent < now)
-            || self.tree.awaits_answer(origin, answers.as_ref())
-        {
-            return format!("{origin}#ended");
-        }
-        self.tree.learn_incarnation(origin, &sent);
-        origin.to_string()
-    }
-
-    /// `apiToken`: a JSON string, or ours `{token, stamp}`. An older token than the one held is
-    /// ignored; the same token again is no rotation (and no reload).
-    fn on_token(
-        &mut self,
-        batch: &mut Batch<'_>,
-        payload: &Result<Value, String>,
-    ) -> Result<(), String> {
-        let (token, given) = match payload {
-            Ok(Value::String(t)) => (t.as_str(), None),
-            Ok(v @ Value::Object(m)) if m.contains_key("token") => match m.get("token") {
-                Some(Value::String(t)) => (t.as_str(), stamp_in(v)?),
-                _ => return Err("`apiToken`'s `token` must be a JSON string".into()),
-            },
-            Ok(Value::Null) => return Ok(()),
-            Ok(other) => {
-                return Err(format!(
-                    "`apiToken` takes the token as a JSON string, found {}",
-                    stateful_engine::error::json_type(other)
-                ));
-            }
-            Err(e) => return Err(e.clone()),
-        };
-        if token.is_empty() {
-            return Ok(());
-        }
-        let stamp = self.arrival(batch, given);
-        if self.api.rotate(Secret::new(token), stamp.as_ref()) {
-            self.token_changed = true;
-        }
-        Ok(())
-    }
-
-    /// `apiUrl`: a non-empty JSON string, or ours `{url, stamp}`; an older one is ignored.
-    fn on_url(
-        &mut self,
-        batch: &mut Batch<'_>,
-        payload: &Result<Value, String>,
-    ) -> Result<(), String> {
-        let (url, given) = match payload {
-            Ok(Value::String(u)) if !u.is_empty() => (u.as_str(), None),
-            Ok(v @ Value::Object(m)) => match m.get("url") {
-                Some(Value::String(u)) if !u.is_empty() => (u.as_str(), stamp_in(v)?),
-                _ => return Err("`apiUrl` takes the URL as a non-empty JSON string".into()),
-            },
-            Ok(_) => return Err("`apiUrl` takes the URL as a non-empty JSON string".into()),
-            Err(e) => return Err(e.clone()),
-        };
-        let stamp = self.arrival(batch, given);
-        if self.api.set_url(url, stamp.as_ref()) {
-            self.url_changed = true;
-        }
-        Ok(())
     }
 
     /// `refresh` (asked) or the refresh timer: load now, when there is an API to load from.
@@ -473,129 +361,6 @@ impl Step<'_> {
         for reason in failures {
             self.reject(&msg, reason);
         }
-        Ok(())
-    }
-
-    /// `status`: a JSON string, or ours `{status, stamp}`.
-    fn on_status(
-        &mut self,
-        batch: &mut Batch<'_>,
-        payload: &Result<Value, String>,
-    ) -> Result<(), String> {
-        let v = payload.as_ref().ok();
-        let (status, given) = match v {
-            Some(Value::String(s)) => (Some(s.as_str()), None),
-            Some(o @ Value::Object(m)) => (
-                m.get("status").and_then(Value::as_str),
-                stamp_in(o).ok().flatten(),
-            ),
-            _ => (None, None),
-        };
-        match status {
-            Some("running") => {
-                self.ordered_transition(batch, given, Status::Paused, Status::Running)
-            }
-            Some("paused") => {
-                self.ordered_transition(batch, given, Status::Running, Status::Paused)
-            }
-            Some("completed" | "complete") => self.end(Status::Completed, None),
-            Some("cancelled" | "cancelling" | "cancel") => self.end(Status::Cancelled, None),
-            _ => {
-                return Err(
-                    "`status` takes one of \"running\", \"paused\", \"completed\", \"cancelled\""
-                        .into(),
-                );
-            }
-        }
-        Ok(())
-    }
-
-    fn on_subscribe(
-        &mut self,
-        batch: &mut Batch<'_>,
-        payload: &Result<Value, String>,
-    ) -> Result<(), String> {
-        let v = payload.as_ref().map_err(Clone::clone)?;
-        let sub = serde_json::from_value::<Subscription>(v.clone())
-            .map_err(|e| format!("not a subscription: {e}"))?;
-        if sub.workflow_id.is_empty() {
-            return Err("a subscription needs `workflowId`".into());
-        }
-        let given = stamp_in(v)?;
-        let stamp = self.arrival(batch, given);
-        if let Some(s) = &stamp
-            && !self
-                .tree
-                .order_subscription(&sub.workflow_id, &sub.subscription_id, s, true)
-        {
-            return Ok(());
-        }
-        match stamp {
-            Some(s) => self.tree.subscribe_fresh(sub, s),
-            None => {
-                self.tree.subscribe(sub);
-            }
-        }
-        Ok(())
-    }
-
-    fn on_unsubscribe(
-        &mut self,
-        batch: &mut Batch<'_>,
-        payload: &Result<Value, String>,
-    ) -> Result<(), String> {
-        let p = payload.as_ref().ok();
-        let field = |k: &str| p.and_then(|v| v.get(k)).and_then(|v| v.as_str());
-        let (Some(w), Some(sid)) = (field("workflowId"), field("subscriptionId")) else {
-            return Err("`unsubscribe` takes {workflowId, subscriptionId}".into());
-        };
-        let given = p.map(stamp_in).transpose()?.flatten();
-        if let Some(s) = self.arrival(batch, given)
-            && !self.tree.order_subscription(w, sid, &s, false)
-        {
-            return Ok(());
-        }
-        if self.tree.unsubscribe(w, sid) {
-            // No managing parent references this entity any more.
-            self.end(Status::Cancelled, Some("no parent references it any more"));
-        }
-        Ok(())
-    }
-
-    /// A report from a child (or any publisher): `{workflowId, status, reason}`.
-    fn on_child_ended(&mut self, payload: &Result<Value, String>) -> Result<(), String> {
-        let v = payload.as_ref().map_err(Clone::clone)?;
-        let text = |k: &str| {
-            v.get(k)
-                .and_then(|x| x.as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        let wid = text("workflowId");
-        let reason = text("reason");
-        if !self.legacy
-            && let Ok(Some(sent)) = stamp_in_key(v, "incarnation")
-            && self
-                .tree
-                .incarnation_of(&wid)
-                .is_some_and(|now| &sent < now)
-        {
-            // An ended run of a child that was started again since.
-            return Ok(());
-        }
-        let generation = self.tree.children().get(&wid).map_or(0, |c| c.generation);
-        let outcome = if reason == "cancelled" {
-            ChildOutcome::Cancelled
-        } else {
-            ChildOutcome::Completed
-        };
-        self.child_events.push(ChildEvent::new(
-            &wid,
-            generation,
-            ChildEventKind::Reported,
-            outcome,
-            reason,
-        ));
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use stateful_engine::{EntityRef, Schema, SliceIndex, Stamp, Store, plan};
 use crate::order::SubscriptionOrder;
 use crate::secret::Secret;
 
+mod lifecycle;
 pub mod planner;
 mod send;
 mod types;

@@ -1,0 +1,125 @@
+//! A child's life as its parent sees it: start confirmed, refused (adopted), ended by itself
+//! (recorded), ended from outside (restarted, at most [`MAX_RESTARTS`] times), and the catch-ups of
+//! children carried over a continue-as-new.
+
+use stateful_engine::plan;
+
+use super::send::{adopt, catch_up, missed_since_start, outcome_name, start_effect};
+use super::{
+    ChildEvent, ChildEventKind, ChildOutcome, ChildStatus, Effect, MAX_RESTARTS, Me, Tree,
+};
+
+impl Tree {
+    /// Handles what happened to a child; may adopt or restart it.
+    pub(super) fn on_child_event(
+        &mut self,
+        me: &Me<'_>,
+        ev: &ChildEvent,
+        parent_ending: bool,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let Some(c) = self.children.get_mut(&ev.workflow_id) else {
+            return effects;
+        };
+        if c.generation != ev.generation || c.status != ChildStatus::Running {
+            return effects;
+        }
+        use ChildEventKind as K;
+        use ChildOutcome as O;
+        let restart = match (ev.event, ev.outcome) {
+            (K::Started, _) => {
+                c.confirmed = true;
+                // What changed between its start input and now (and a token rotated meanwhile).
+                if missed_since_start(me, c) {
+                    effects.extend(catch_up(me, &self.slices, &ev.workflow_id, c, true));
+                }
+                false
+            }
+            (K::AlreadyRunning, _) => {
+                effects.extend(adopt(me, &self.slices, &ev.workflow_id, c));
+                false
+            }
+            (K::StartFailed, _) => {
+                c.status = ChildStatus::Failed;
+                c.ended = Some(format!("could not start: {}", ev.detail));
+                false
+            }
+            // Ended by itself: recorded, never signalled again.
+            (K::Ended | K::Reported, O::Completed) => {
+                c.status = ChildStatus::Completed;
+                c.ended = Some(if ev.detail.is_empty() {
+                    "completed".into()
+                } else {
+                    ev.detail.clone()
+                });
+                false
+            }
+            (K::Ended, O::Failed | O::TimedOut) => {
+                c.status = ChildStatus::Failed;
+                c.ended = Some(format!("{}: {}", outcome_name(ev.outcome), ev.detail));
+                false
+            }
+            // Cancelled or terminated from outside, or gone: restarted with the current state and token.
+            _ => !parent_ending,
+        };
+        if restart {
+            effects.extend(self.restart(me, &ev.workflow_id));
+        }
+        effects
+    }
+
+    /// Starts a child again (a new generation) with the current state and token, unless it was
+    /// restarted too often or is no longer wanted.
+    fn restart(&mut self, me: &Me<'_>, wid: &str) -> Option<Effect> {
+        let c = self.children.get_mut(wid)?;
+        if c.generation >= MAX_RESTARTS {
+            c.status = ChildStatus::Failed;
+            c.ended = Some(format!(
+                "ended from outside {} times; not restarted again",
+                c.generation
+            ));
+            return None;
+        }
+        c.generation += 1;
+        c.version_sent = me.store.version();
+        c.confirmed = false;
+        if !me.legacy {
+            // Started by us from now on, whoever ran it before.
+            c.adopted = false;
+        }
+        if !me.legacy {
+            c.token_sent = me.token_stamp.cloned();
+            c.status_sent = me.status_stamp.cloned();
+            c.incarnation = me.control_stamp.cloned();
+        }
+        let rec = c.clone();
+        let spec =
+            plan::desired_children(me.schema, me.store, &me.own, me.workflow_id, me.ancestors)
+                .0
+                .into_iter()
+                .find(|s| s.workflow_id == wid);
+        match spec {
+            Some(spec) => Some(start_effect(me, &self.slices, wid, &rec, &spec)),
+            None => {
+                if let Some(c) = self.children.get_mut(wid) {
+                    c.status = ChildStatus::Removed;
+                }
+                None
+            }
+        }
+    }
+
+    /// After a continue-as-new: children whose start was confirmed only as the previous run closed
+    /// are confirmed now, and get their whole slice and the token (stamped writes are idempotent).
+    pub(super) fn confirm_carried(&mut self, me: &Me<'_>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for (wid, c) in self.children.iter_mut() {
+            if c.status != ChildStatus::Running || c.confirmed {
+                continue;
+            }
+            c.confirmed = true;
+            effects.extend(catch_up(me, &self.slices, wid, c, true));
+        }
+        effects
+    }
+}
