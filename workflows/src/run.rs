@@ -39,12 +39,24 @@ const PATCH_MEMO_ON_HANDOVER: &str = "memo-on-handover";
 /// what it added (histories recorded before it replay without it: see `stateful_core::order`).
 const PATCH_ORDERED_CONTROL: &str = "ordered-control-messages";
 
+/// True when the input was written by this release or a later one (a parent's `incarnation`, a
+/// carry-over's `order`): a pure function of the recorded input, so replay decides the same.
+fn written_by_this_release(input: &RawValue) -> bool {
+    payload::decode(input).is_ok_and(|v| {
+        v.get("incarnation").is_some_and(|i| !i.is_null())
+            || v.get("carry").and_then(|c| c.get("order")).is_some()
+    })
+}
+
 /// The workflow: start, then one batch per wake-up.
 pub(crate) async fn run(
     ctx: &mut WorkflowContext<StatefulWorkflow>,
     input: RawValue,
 ) -> WorkflowResult<Value> {
-    let legacy = !ctx.patched(PATCH_ORDERED_CONTROL);
+    // A child started by this release (its input has an `incarnation`) or a run continued by it
+    // (its carry-over has `order`) is ordered: only the others ask the patch, which records a
+    // marker in their history (one more command than their first task needs otherwise).
+    let legacy = !(written_by_this_release(&input) || ctx.patched(PATCH_ORDERED_CONTROL));
     ctx.state_mut(|s| s.core.set_legacy(legacy));
     start(ctx, input).await?;
     let mut inflight = InFlight::default();
