@@ -771,7 +771,11 @@ async fn main() -> anyhow::Result<()> {
     ));
     let mut s6a = vec![];
     let mut s6a_err = None;
-    let api_runs = if std::env::var("BENCH_ONLY").as_deref() == Ok("s1-s6-no-api") { 0 } else { runs };
+    let api_runs = if std::env::var("BENCH_ONLY").as_deref() == Ok("s1-s6-no-api") {
+        0
+    } else {
+        runs
+    };
     for r in 0..api_runs {
         eprintln!("bench: S6 with an API (111 workflows reload)...");
         match s6_with_api(&ctx, r).await {

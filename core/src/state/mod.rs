@@ -74,6 +74,29 @@ pub struct Core {
     legacy: bool,
 }
 
+/// A started core for tests: `schema` (YAML), `input` (a start input), workflow id
+/// `{entityName}-{id}`, workflow time `now`.
+#[cfg(test)]
+pub(crate) fn started_core(schema: &str, input: &Value, now: u64) -> Core {
+    let mut c = Core::default();
+    let s = Schema::parse(schema, "t").expect("a test schema");
+    let js = s.to_json();
+    let wid = format!(
+        "{}-{}",
+        input["entityName"].as_str().unwrap_or_default(),
+        input["id"].as_str().unwrap_or_default()
+    );
+    c.start(
+        StartInput::parse(input).expect("a test input"),
+        s,
+        js,
+        wid,
+        now,
+    )
+    .expect("a test input starts");
+    c
+}
+
 /// What the planner needs to know about the workflow (borrows disjoint parts of [`Core`], so that
 /// the tree can be planned mutably at the same time).
 fn me<'a>(

@@ -10,16 +10,7 @@ use crate::tree::Effect;
 const TREE: &str = "User: {listings: [Listing]}\nListing: {user: User, photos: [Photo]}\nPhoto: {listing: Listing}";
 
 fn tree_core(input: Value) -> (Core, Vec<Effect>) {
-    let mut c = Core::default();
-    let s = Schema::parse(TREE, "t").unwrap();
-    let js = s.to_json();
-    let wid = format!(
-        "{}-{}",
-        input["entityName"].as_str().unwrap(),
-        input["id"].as_str().unwrap()
-    );
-    c.start(StartInput::parse(&input).unwrap(), s, js, wid, 1000)
-        .unwrap();
+    let mut c = started_core(TREE, &input, 1000);
     let e = c.initial_effects();
     (c, e)
 }

@@ -12,19 +12,10 @@ fn schema() -> Schema {
     Schema::parse("User: {listings: [Listing]}\nListing: {user: User}", "t").unwrap()
 }
 
+const SCHEMA: &str = "User: {listings: [Listing]}\nListing: {user: User}";
+
 fn started(input: Value) -> Core {
-    let mut c = Core::default();
-    let s = schema();
-    let js = s.to_json();
-    c.start(
-        StartInput::parse(&input).unwrap(),
-        s,
-        js,
-        "User-u".into(),
-        1000,
-    )
-    .unwrap();
-    c
+    started_core(SCHEMA, &input, 1000)
 }
 
 #[test]
@@ -137,18 +128,7 @@ fn ok(data: Value) -> Loaded {
 }
 
 fn api_core(schema: &str, input: Value) -> Core {
-    let mut c = Core::default();
-    let s = Schema::parse(schema, "t").unwrap();
-    let js = s.to_json();
-    c.start(
-        StartInput::parse(&input).unwrap(),
-        s,
-        js,
-        "User-u".into(),
-        1000,
-    )
-    .unwrap();
-    c
+    started_core(schema, &input, 1000)
 }
 
 #[test]

@@ -1,29 +1,13 @@
 //! The tree's planner, driven through [`Core`] as the workflow drives it.
 
 use serde_json::{Value, json};
-use stateful_engine::Schema;
 
 use super::{ChildStatus, Effect};
-use crate::input::StartInput;
 use crate::msg::Signal;
-use crate::state::Core;
+use crate::state::{Core, started_core};
 
 fn start(schema: &str, input: Value) -> (Core, Vec<Effect>) {
-    let mut c = Core::default();
-    let s = Schema::parse(schema, "t").unwrap();
-    let js = s.to_json();
-    c.start(
-        StartInput::parse(&input).unwrap(),
-        s,
-        js,
-        format!(
-            "{}-{}",
-            input["entityName"].as_str().unwrap(),
-            input["id"].as_str().unwrap()
-        ),
-        1,
-    )
-    .unwrap();
+    let mut c = started_core(schema, &input, 1);
     let e = c.initial_effects();
     (c, e)
 }
