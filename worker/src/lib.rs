@@ -224,22 +224,7 @@ async fn run_with_client(
     namespace: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let mut meter: Option<Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>> = None;
-    let mut metrics_bound = None;
-    if args.metrics_addr != "none" {
-        let addr: SocketAddr = args
-            .metrics_addr
-            .parse()
-            .with_context(|| format!("--metrics-addr `{}` is not host:port", args.metrics_addr))?;
-        let srv = start_prometheus_metric_exporter(
-            PrometheusExporterOptions::builder()
-                .socket_addr(addr)
-                .build(),
-        )
-        .with_context(|| format!("cannot serve metrics on {addr}"))?;
-        metrics_bound = Some(srv.bound_addr);
-        meter = Some(srv.meter as Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>);
-    }
+    let (meter, metrics_bound) = serve_metrics(&args.metrics_addr)?;
     let mut http = stateful_activities::HttpActivities::new(args.http_config());
     if let Some(m) = &meter {
         http = http.with_metrics(stateful_activities::Metrics::new(m.clone()));
@@ -251,64 +236,9 @@ async fn run_with_client(
         .build()
         .map_err(|e| anyhow!(e))?;
     let runtime = Runtime::from_current_tokio(runtime_opts)?;
-    let options = WorkerOptions::new(args.task_queue.clone())
-        .register_workflow::<StatefulWorkflow>()?
-        .register_activities(SchemaActivities::new(schema.as_ref()))
-        .register_activities(http)
-        .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(args.workflow_pollers.max(2)))
-        .activity_task_poller_behavior(PollerBehavior::SimpleMaximum(args.activity_pollers.max(1)))
-        .max_cached_workflows(args.max_cached_workflows)
-        .sticky_queue_schedule_to_start_timeout(Duration::from_millis(
-            args.sticky_timeout_ms.max(100),
-        ))
-        .graceful_shutdown_period(Duration::from_secs(args.shutdown_grace))
-        .build();
-    let mut codec_bound = None;
-    if let Some(addr) = &args.codec_server {
-        let codec = codec.clone().ok_or_else(|| {
-            anyhow!(
-                "--codec-server needs the codec keys (--codec-keys-file or STATEFUL_CODEC_KEYS)"
-            )
-        })?;
-        let addr: SocketAddr = addr
-            .parse()
-            .with_context(|| format!("--codec-server `{addr}` is not host:port"))?;
-        let token = match &args.codec_server_token_env {
-            Some(var) => Some(std::env::var(var).map_err(|_| {
-                anyhow!("--codec-server-token-env: the environment variable {var} is not set")
-            })?),
-            None => None,
-        };
-        codec_bound = Some(
-            codec_server::serve(
-                codec,
-                addr,
-                token.as_deref(),
-                Some(args.codec_cors_origin.clone()),
-            )
-            .await?,
-        );
-    }
-    let mut ingress_bound = None;
-    if let Some(addr) = &args.ingress {
-        let addr: SocketAddr = addr
-            .parse()
-            .with_context(|| format!("--ingress `{addr}` is not host:port"))?;
-        let token = std::env::var(&args.ingress_token_env).unwrap_or_default();
-        if token.trim().is_empty() {
-            bail!(
-                "--ingress needs a bearer token for its callers in the environment variable {} (it is unset or empty)",
-                args.ingress_token_env
-            );
-        }
-        let ing = ingress::Ingress::new(
-            client.clone(),
-            args.task_queue.clone(),
-            schema.clone().map(Arc::new),
-            token.trim(),
-        );
-        ingress_bound = Some(ing.serve(addr).await?);
-    }
+    let options = worker_options(args, schema.as_ref(), http)?;
+    let codec_bound = serve_codec(args, codec.as_ref()).await?;
+    let ingress_bound = serve_ingress(args, &client, schema.as_ref()).await?;
     let mut worker = Worker::new(&runtime, client, options)?;
     let stop = worker.shutdown_handle();
     tokio::spawn(async move {
@@ -329,6 +259,111 @@ async fn run_with_client(
     worker.run().await?;
     info!("worker stopped");
     Ok(())
+}
+
+/// The Prometheus exporter on `addr` (`none`: off): its meter and the address it bound.
+#[allow(clippy::type_complexity)]
+fn serve_metrics(
+    addr: &str,
+) -> anyhow::Result<(
+    Option<Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>>,
+    Option<SocketAddr>,
+)> {
+    if addr == "none" {
+        return Ok((None, None));
+    }
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--metrics-addr `{addr}` is not host:port"))?;
+    let srv = start_prometheus_metric_exporter(
+        PrometheusExporterOptions::builder()
+            .socket_addr(addr)
+            .build(),
+    )
+    .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    Ok((
+        Some(srv.meter as Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>),
+        Some(srv.bound_addr),
+    ))
+}
+
+/// The SDK worker's options: StatefulWorkflow, the schema and HTTP activities, pollers, cache,
+/// sticky timeout, graceful shutdown.
+fn worker_options(
+    args: &WorkerArgs,
+    schema: Option<&Schema>,
+    http: stateful_activities::HttpActivities,
+) -> anyhow::Result<WorkerOptions> {
+    Ok(WorkerOptions::new(args.task_queue.clone())
+        .register_workflow::<StatefulWorkflow>()?
+        .register_activities(SchemaActivities::new(schema))
+        .register_activities(http)
+        .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(args.workflow_pollers.max(2)))
+        .activity_task_poller_behavior(PollerBehavior::SimpleMaximum(args.activity_pollers.max(1)))
+        .max_cached_workflows(args.max_cached_workflows)
+        .sticky_queue_schedule_to_start_timeout(Duration::from_millis(
+            args.sticky_timeout_ms.max(100),
+        ))
+        .graceful_shutdown_period(Duration::from_secs(args.shutdown_grace))
+        .build())
+}
+
+/// The codec server (`--codec-server`), if asked for: the address it bound.
+async fn serve_codec(
+    args: &WorkerArgs,
+    codec: Option<&AesCodec>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(addr) = &args.codec_server else {
+        return Ok(None);
+    };
+    let codec = codec.cloned().ok_or_else(|| {
+        anyhow!("--codec-server needs the codec keys (--codec-keys-file or STATEFUL_CODEC_KEYS)")
+    })?;
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--codec-server `{addr}` is not host:port"))?;
+    let token = match &args.codec_server_token_env {
+        Some(var) => Some(std::env::var(var).map_err(|_| {
+            anyhow!("--codec-server-token-env: the environment variable {var} is not set")
+        })?),
+        None => None,
+    };
+    let bound = codec_server::serve(
+        codec,
+        addr,
+        token.as_deref(),
+        Some(args.codec_cors_origin.clone()),
+    )
+    .await?;
+    Ok(Some(bound))
+}
+
+/// The HTTP ingress (`--ingress`), if asked for: the address it bound.
+async fn serve_ingress(
+    args: &WorkerArgs,
+    client: &Client,
+    schema: Option<&Schema>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(addr) = &args.ingress else {
+        return Ok(None);
+    };
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--ingress `{addr}` is not host:port"))?;
+    let token = std::env::var(&args.ingress_token_env).unwrap_or_default();
+    if token.trim().is_empty() {
+        bail!(
+            "--ingress needs a bearer token for its callers in the environment variable {} (it is unset or empty)",
+            args.ingress_token_env
+        );
+    }
+    let ing = ingress::Ingress::new(
+        client.clone(),
+        args.task_queue.clone(),
+        schema.cloned().map(Arc::new),
+        token.trim(),
+    );
+    Ok(Some(ing.serve(addr).await?))
 }
 
 /// Exports the workflows' process-wide counters (see `stateful_workflows::metrics`) every second.
