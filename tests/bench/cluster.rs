@@ -15,6 +15,7 @@ use stateful_tests::floor::{FloorParent, spawn_floor_worker};
 use stateful_tests::{WorkerProc, client, dev_server, root, temporal_cli};
 use temporalio_client::{Client, WorkflowDescribeOptions};
 use tokio::sync::Semaphore;
+use worker::devserver::DevServer;
 
 const POLL: Duration = Duration::from_millis(50);
 
@@ -605,6 +606,23 @@ fn spread(v: &[f64]) -> String {
     format!("{:.0}–{:.0}", pct(v, 0.0), pct(v, 1.0))
 }
 
+/// A partial run (`BENCH_ONLY`): prints its rows and stops the worker and the dev server, leaving
+/// BENCHMARKS.md alone.
+async fn print_and_stop(
+    rows: &[(String, String, String)],
+    w: WorkerProc,
+    srv: Option<DevServer>,
+) -> anyhow::Result<()> {
+    for (a, b, f) in rows {
+        println!("| {a} | {b} | {f} |");
+    }
+    w.stop().await;
+    if let Some(srv) = srv {
+        srv.stop().await;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let runs: usize = std::env::var("BENCH_RUNS")
@@ -704,14 +722,7 @@ async fn main() -> anyhow::Result<()> {
         "–".into(),
     ));
     if std::env::var("BENCH_ONLY").as_deref() == Ok("s1") {
-        for (a, b, f) in &rows {
-            println!("| {a} | {b} | {f} |");
-        }
-        w.stop().await;
-        if let Some(srv) = srv {
-            srv.stop().await;
-        }
-        return Ok(());
+        return print_and_stop(&rows, w, srv).await;
     }
     let (mut t1, mut t20, mut tf) = (vec![], vec![], vec![]);
     for _ in 0..runs {
@@ -803,14 +814,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     if std::env::var("BENCH_ONLY").is_ok_and(|v| v.starts_with("s1-s6")) {
         // S1–S6 only (a before/after comparison): printed, BENCHMARKS.md left alone.
-        for (a, b, f) in &rows {
-            println!("| {a} | {b} | {f} |");
-        }
-        w.stop().await;
-        if let Some(srv) = srv {
-            srv.stop().await;
-        }
-        return Ok(());
+        return print_and_stop(&rows, w, srv).await;
     }
     let mut big = vec![];
     let mut big_err = None;
