@@ -149,17 +149,22 @@ fn codec_error(message: String) -> PayloadConversionError {
     PayloadConversionError::EncodingError(message.into())
 }
 
+/// `f` on every payload, at once (the codec is synchronous); the first failure fails them all.
+fn each(
+    payloads: &[Payload],
+    f: impl Fn(&Payload) -> Result<Payload, String>,
+) -> BoxFuture<'static, Result<Vec<Payload>, PayloadConversionError>> {
+    let r = payloads.iter().map(|p| f(p).map_err(codec_error)).collect();
+    async move { r }.boxed()
+}
+
 impl PayloadCodec for AesCodec {
     fn encode(
         &self,
         _context: &SerializationContextData,
         payloads: Vec<Payload>,
     ) -> BoxFuture<'static, Result<Vec<Payload>, PayloadConversionError>> {
-        let r = payloads
-            .iter()
-            .map(|p| self.encrypt(p).map_err(codec_error))
-            .collect();
-        async move { r }.boxed()
+        each(&payloads, |p| self.encrypt(p))
     }
 
     fn decode(
@@ -167,11 +172,7 @@ impl PayloadCodec for AesCodec {
         _context: &SerializationContextData,
         payloads: Vec<Payload>,
     ) -> BoxFuture<'static, Result<Vec<Payload>, PayloadConversionError>> {
-        let r = payloads
-            .iter()
-            .map(|p| self.decrypt(p).map_err(codec_error))
-            .collect();
-        async move { r }.boxed()
+        each(&payloads, |p| self.decrypt(p))
     }
 }
 

@@ -177,26 +177,9 @@ impl Kind {
         }
     }
 
+    /// The signal of this kind, for wire messages (the inverse of `From<Signal>`).
     fn signal(self) -> Option<Signal> {
-        Some(match self {
-            Kind::Update => Signal::Update,
-            Kind::Delete => Signal::Delete,
-            Kind::State => Signal::State,
-            Kind::ApiToken => Signal::ApiToken,
-            Kind::ApiUrl => Signal::ApiUrl,
-            Kind::Refresh => Signal::Refresh,
-            Kind::Checkpoint => Signal::Checkpoint,
-            Kind::Pause => Signal::Pause,
-            Kind::Resume => Signal::Resume,
-            Kind::Cancel => Signal::Cancel,
-            Kind::Status => Signal::Status,
-            Kind::Subscribe => Signal::Subscribe,
-            Kind::Unsubscribe => Signal::Unsubscribe,
-            Kind::ChildEnded => Signal::ChildEnded,
-            Kind::RefreshTimer | Kind::Loaded | Kind::ChildEvent | Kind::TemporalCancel => {
-                return None;
-            }
-        })
+        Signal::ALL.into_iter().find(|s| Kind::from(*s) == self)
     }
 }
 

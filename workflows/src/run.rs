@@ -41,8 +41,8 @@ const PATCH_ORDERED_CONTROL: &str = "ordered-control-messages";
 
 /// True when the input was written by this release or a later one (a parent's `incarnation`, a
 /// carry-over's `order`): a pure function of the recorded input, so replay decides the same.
-fn written_by_this_release(input: &RawValue) -> bool {
-    payload::decode(input).is_ok_and(|v| {
+fn written_by_this_release(input: &Result<Value, String>) -> bool {
+    input.as_ref().is_ok_and(|v| {
         v.get("incarnation").is_some_and(|i| !i.is_null())
             || v.get("carry").and_then(|c| c.get("order")).is_some()
     })
@@ -56,6 +56,7 @@ pub(crate) async fn run(
     // A child started by this release (its input has an `incarnation`) or a run continued by it
     // (its carry-over has `order`) is ordered: only the others ask the patch, which records a
     // marker in their history (one more command than their first task needs otherwise).
+    let input = payload::decode(&input);
     let legacy = !(written_by_this_release(&input) || ctx.patched(PATCH_ORDERED_CONTROL));
     ctx.state_mut(|s| s.core.set_legacy(legacy));
     start(ctx, input).await?;
@@ -117,8 +118,11 @@ pub(crate) async fn run(
 
 /// Reads the input and the schema (from the input, or recorded by the `workerSchema` local activity),
 /// and starts the core. A bad input ends the workflow with a reason.
-async fn start(ctx: &mut WorkflowContext<StatefulWorkflow>, input: RawValue) -> WorkflowResult<()> {
-    let input = payload::decode(&input).map_err(|e| fail(format!("bad workflow input: {e}")))?;
+async fn start(
+    ctx: &mut WorkflowContext<StatefulWorkflow>,
+    input: Result<Value, String>,
+) -> WorkflowResult<()> {
+    let input = input.map_err(|e| fail(format!("bad workflow input: {e}")))?;
     let mut start =
         StartInput::parse(&input).map_err(|e| fail(format!("bad workflow input: {e}")))?;
     let schema_json = match start.schema.take() {

@@ -135,6 +135,24 @@ struct Ordering<'a> {
     control: Option<&'a Stamp>,
 }
 
+impl<'a> Ordering<'a> {
+    /// From the parts of [`Core`] it reads (fields, not `&Core`, so that the tree can be borrowed
+    /// mutably meanwhile).
+    fn new(
+        legacy: bool,
+        status: Status,
+        status_order: &'a Latest,
+        control: Option<&'a Stamp>,
+    ) -> Ordering<'a> {
+        Ordering {
+            legacy,
+            paused: status == Status::Paused,
+            status: status_order,
+            control,
+        }
+    }
+}
+
 /// The URL loads use: `apiUrl` (input or signal), or the entity's template filled in.
 fn api_url(ident: &Ident, api: &Api) -> Option<String> {
     let template = ident
@@ -319,12 +337,7 @@ impl Core {
     }
 
     fn rebuild_slices(&mut self) {
-        let order = Ordering {
-            legacy: self.legacy,
-            paused: self.status == Status::Paused,
-            status: &self.status_order,
-            control: None,
-        };
+        let order = Ordering::new(self.legacy, self.status, &self.status_order, None);
         if let Some(me) = me(&self.ident, &self.store, &self.api, order) {
             self.tree.rebuild_slices(&me);
         }
@@ -338,12 +351,12 @@ impl Core {
             self.store
                 .next_stamp(self.started_at, &self.ident.workflow_id)
         });
-        let order = Ordering {
-            legacy: self.legacy,
-            paused: self.status == Status::Paused,
-            status: &self.status_order,
-            control: control.as_ref(),
-        };
+        let order = Ordering::new(
+            self.legacy,
+            self.status,
+            &self.status_order,
+            control.as_ref(),
+        );
         match me(&self.ident, &self.store, &self.api, order) {
             Some(me) => self.tree.start_effects(&me, &cs, self.status),
             None => Vec::new(),

@@ -163,12 +163,12 @@ impl Core {
     ) -> Vec<Effect> {
         // A fresh stamp for what this batch sends that sets something (subscriptions).
         let control = (!self.legacy).then(|| self.store.next_stamp(now, &self.ident.workflow_id));
-        let order = Ordering {
-            legacy: self.legacy,
-            paused: self.status == Status::Paused,
-            status: &self.status_order,
-            control: control.as_ref(),
-        };
+        let order = Ordering::new(
+            self.legacy,
+            self.status,
+            &self.status_order,
+            control.as_ref(),
+        );
         let Some(me) = me(&self.ident, &self.store, &self.api, order) else {
             return Vec::new();
         };
