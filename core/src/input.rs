@@ -92,6 +92,8 @@ pub struct StartInput {
     pub schema: Option<Value>,
     /// History length past which the workflow continues as new.
     pub max_history: Option<u32>,
+    /// Ours: the limits it keeps under (handed down the tree, carried over continue-as-new).
+    pub limits: crate::limits::Limits,
     /// Carry-over from the previous run.
     pub carry: Option<Carry>,
 }
@@ -203,6 +205,7 @@ impl StartInput {
             ancestor_workflow_ids,
             schema: nonempty("schema"),
             max_history,
+            limits: crate::limits::Limits::parse(m.get("limits"))?,
             carry,
         })
     }

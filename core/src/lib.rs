@@ -11,7 +11,8 @@
 //! - [`tree`]: the children registry and subscriptions; [`tree::planner`]: every effect decision.
 //! - [`api`]: when to load from the entity's API and from which URL; [`answer`]: what an answer does
 //!   to the store; [`load`]: the HTTP activities' inputs, outputs and failure kinds.
-//! - [`input`]: the start input (wire protocol) and the continue-as-new carry-over.
+//! - [`input`]: the start input (wire protocol) and the continue-as-new carry-over; [`limits`]: what
+//!   a workflow keeps under; [`outbox`]: effects leave in waves within those limits.
 //! - [`secret`]: [`Secret`], the token type whose `Debug` shows only a fingerprint.
 #![deny(missing_docs)]
 
@@ -20,16 +21,20 @@ pub mod api;
 pub mod audit;
 pub mod inbox;
 pub mod input;
+pub mod limits;
 pub mod load;
 pub mod msg;
 pub mod order;
+pub mod outbox;
 pub mod secret;
 pub mod state;
 pub mod status;
 pub mod tree;
 
+pub use limits::Limits;
 pub use load::{FailureKind, LoadOutput, LoadStatus, Loaded};
 pub use msg::{Msg, Signal};
+pub use outbox::Pending;
 pub use secret::Secret;
 pub use state::{Core, Processed};
 pub use status::Status;

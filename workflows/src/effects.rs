@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use futures::FutureExt;
 use futures::future::LocalBoxFuture;
 use serde_json::Value;
-use stateful_core::{ChildEvent, ChildEventKind, ChildOutcome, Effect, Loaded, Msg};
+use stateful_core::{ChildEvent, ChildEventKind, ChildOutcome, Effect, Loaded, Msg, Pending};
 use stateful_engine::schema::{CancellationType, ParentClosePolicy};
 use temporalio_common::UntypedWorkflow;
 use temporalio_common::error::{IncomingError, StartChildWorkflowExecutionFailedCause};
@@ -36,12 +36,25 @@ pub(crate) struct InFlight {
     starts: Vec<LocalBoxFuture<'static, Started>>,
     /// Results of started children: they resolve when a child ends.
     watchers: Vec<Outcome>,
-    /// Signal deliveries and cancellation requests: they resolve within a workflow task or two.
+    /// Signal deliveries: they resolve within a workflow task or two.
     acks: Vec<Outcome>,
+    /// Cancellation requests: they resolve within a workflow task or two.
+    cancels: Vec<Outcome>,
     /// The running `loadData` activity.
     pub(crate) load: Option<LocalBoxFuture<'static, Loaded>>,
     /// The periodic refresh timer, with the workflow time it was armed for.
     pub(crate) timer: Option<(u64, LocalBoxFuture<'static, ()>)>,
+}
+
+impl InFlight {
+    /// What this run has outstanding, as Temporal counts it against its per-run limits.
+    pub(crate) fn pending(&self) -> Pending {
+        Pending {
+            children: self.starts.len() + self.watchers.len(),
+            signals: self.acks.len(),
+            cancels: self.cancels.len(),
+        }
+    }
 }
 
 /// What woke the run loop besides new messages.
@@ -222,7 +235,7 @@ fn signal(
 /// `Effect::Cancel`: a cancellation request.
 fn cancel(ctx: &WorkflowContext<StatefulWorkflow>, workflow_id: String, inflight: &mut InFlight) {
     let handle = ctx.external_workflow(workflow_id, None);
-    inflight.acks.push(
+    inflight.cancels.push(
         async move {
             let _ = handle
                 .cancel(Some("its parent removed it or ended".into()))
@@ -277,7 +290,11 @@ pub(crate) async fn next_outcome(inflight: &mut InFlight) -> Wake {
         if let Some(x) = poll_starts(inflight, cx) {
             return Poll::Ready(Wake::Child(x));
         }
-        for set in [&mut inflight.acks, &mut inflight.watchers] {
+        for set in [
+            &mut inflight.acks,
+            &mut inflight.cancels,
+            &mut inflight.watchers,
+        ] {
             if let Some(x) = poll_set(set, cx) {
                 return Poll::Ready(Wake::Child(x));
             }
@@ -326,13 +343,15 @@ pub(crate) async fn drain(inflight: &mut InFlight) -> Vec<ChildEvent> {
         Poll::Ready(())
     })
     .await;
-    while !inflight.acks.is_empty() {
-        futures::future::poll_fn(|cx| match poll_set(&mut inflight.acks, cx) {
-            Some(ev) => {
-                outcomes.extend(ev);
-                Poll::Ready(())
+    while !(inflight.acks.is_empty() && inflight.cancels.is_empty()) {
+        futures::future::poll_fn(|cx| {
+            match poll_set(&mut inflight.acks, cx).or_else(|| poll_set(&mut inflight.cancels, cx)) {
+                Some(ev) => {
+                    outcomes.extend(ev);
+                    Poll::Ready(())
+                }
+                None => Poll::Pending,
             }
-            None => Poll::Pending,
         })
         .await;
     }

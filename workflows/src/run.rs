@@ -62,7 +62,7 @@ pub(crate) async fn run(
     start(ctx, input).await?;
     let mut inflight = InFlight::default();
     let first = ctx.state_mut(|s| s.core.initial_effects());
-    execute(ctx, first, &mut inflight);
+    send(ctx, first, &mut inflight);
     start_load(ctx, &mut inflight);
     arm_timer(ctx, &mut inflight);
     loop {
@@ -90,7 +90,11 @@ pub(crate) async fn run(
             }
             Err(w @ Wake::Child(_)) => match w.into_msg() {
                 Some(m) => ctx.state_mut(|s| s.core.push(m)),
-                None => continue,
+                None => {
+                    // A signal or cancellation was acknowledged: room for what waits.
+                    release(ctx, &mut inflight);
+                    continue;
+                }
             },
         }
         let out = run_batch(ctx, &mut inflight);
@@ -103,13 +107,14 @@ pub(crate) async fn run(
             // Let accepted updates see their results, and the cascade's commands go out, before the
             // run ends.
             let _ = ctx.wait_condition(|s| s.core.handlers_idle()).await;
+            flush(ctx, &mut inflight).await;
             let _ = drain(&mut inflight).await;
             return Ok(ctx.state(|s| s.core.data()));
         }
         let limit = ctx.state(|s| s.core.max_history());
         if ctx.continue_as_new_suggested()
             || ctx.history_length() >= limit
-            || ctx.state(|s| s.core.checkpoint_requested())
+            || ctx.state(|s| s.core.checkpoint_requested() || s.core.wants_new_run())
         {
             return continue_as_new(ctx, &mut inflight).await;
         }
@@ -170,8 +175,41 @@ fn run_batch(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) -
             info!(workflow_id = ctx.workflow_id(), child = %s.workflow_id, reason = %s.reason, "child not started");
         }
     }
-    execute(ctx, std::mem::take(&mut out.effects), inflight);
+    send(ctx, std::mem::take(&mut out.effects), inflight);
     out
+}
+
+/// Queues a batch's effects and issues the first wave of what waits.
+fn send(ctx: &WorkflowContext<StatefulWorkflow>, effects: Vec<Effect>, inflight: &mut InFlight) {
+    ctx.state_mut(|s| s.core.enqueue(effects));
+    release(ctx, inflight);
+}
+
+/// Issues the next wave of queued effects: as many as the workflow's limits allow given what is in
+/// flight and what this workflow task sent already (see `stateful_core::outbox`).
+fn release(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) {
+    let task = u64::from(ctx.history_length());
+    let pending = inflight.pending();
+    let wave = ctx.state_mut(|s| s.core.release(pending, task));
+    if wave.is_empty() {
+        return;
+    }
+    if !ctx.is_replaying() {
+        report_effects(ctx, &wave);
+    }
+    execute(ctx, wave, inflight);
+}
+
+/// Before a run ends or hands over: issues what waits in the outbox (all but child starts, which a
+/// next run takes over), wave by wave as acknowledgements make room. Outcomes that arrive meanwhile
+/// go into the inbox.
+async fn flush(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) {
+    while !ctx.state(|s| s.core.outbox_settled()) {
+        if let Some(m) = next_outcome(inflight).await.into_msg() {
+            ctx.state_mut(|s| s.core.push(m));
+        }
+        release(ctx, inflight);
+    }
 }
 
 /// What a batch did, as metrics and log lines (never the token: only its fingerprint).
@@ -199,7 +237,13 @@ fn report(ctx: &WorkflowContext<StatefulWorkflow>, out: &Processed) {
         let fingerprint = ctx.state(|s| s.core.token_info()["fingerprint"].clone());
         info!(workflow_id = wid, %fingerprint, "api token rotated");
     }
-    for e in &out.effects {
+}
+
+/// What a wave issues, as metrics and log lines.
+fn report_effects(ctx: &WorkflowContext<StatefulWorkflow>, wave: &[Effect]) {
+    use metrics as m;
+    let wid = ctx.workflow_id();
+    for e in wave {
         match e {
             Effect::Start { generation, .. } if *generation > 1 => m::CHILDREN_RESTARTED.add(1),
             Effect::Start { .. } => m::CHILDREN_STARTED.add(1),
@@ -255,7 +299,12 @@ async fn continue_as_new(
     loop {
         status_changed |= run_batch(ctx, inflight).status_changed;
         if ctx.state(|s| s.core.inbox_empty() && s.core.handlers_idle()) {
-            break;
+            if ctx.state(|s| s.core.outbox_settled()) {
+                break;
+            }
+            // Signals and cancellations still wait for room: issue them before handing over.
+            flush(ctx, inflight).await;
+            continue;
         }
         let _ = ctx
             .wait_condition(|s| !s.core.inbox_empty() || s.core.handlers_idle())

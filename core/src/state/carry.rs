@@ -12,10 +12,13 @@ use crate::status::Status;
 use crate::tree::ChildEvent;
 
 impl Core {
-    /// Hands the outcomes that resolved while the run drained (starts confirmed or refused, children
+    /// Hands the starts still queued and the outcomes that resolved while the run drained (starts confirmed or refused, children
     /// ended, signals not delivered) to the next run, through the carried inbox (ordered mode; a run
     /// replaying an earlier release's history drops them, as that release did).
     pub fn hand_over(&mut self, outcomes: Vec<ChildEvent>) {
+        // Starts that found no room in this run stay `queued` in the registry: the next run
+        // starts them.
+        self.outbox.take_starts();
         if self.legacy {
             return;
         }
@@ -78,6 +81,9 @@ impl Core {
         }
         if let Some(cp) = self.audit.last_checkpoint() {
             v["checkpoint"] = json!(cp);
+        }
+        if !self.ident.limits.is_default() {
+            v["limits"] = json!(self.ident.limits);
         }
         if let Some(i) = &self.ident.incarnation {
             v["incarnation"] = json!(i);

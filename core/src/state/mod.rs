@@ -14,8 +14,10 @@ use crate::api::{Api, ApiState};
 use crate::audit::{Audit, AuditCarry};
 use crate::inbox::Inbox;
 use crate::input::{Carry, StartInput};
+use crate::limits::Limits;
 use crate::msg::{Msg, Signal};
 use crate::order::Latest;
+use crate::outbox::Outbox;
 use crate::secret::TokenState;
 use crate::status::Status;
 use crate::tree::{Effect, Me, Tree};
@@ -23,6 +25,7 @@ use crate::tree::{Effect, Me, Tree};
 mod carry;
 #[cfg(test)]
 mod ordering_tests;
+mod pacing;
 mod process;
 mod queries;
 #[cfg(test)]
@@ -47,6 +50,8 @@ struct Ident {
     max_history: u32,
     /// The incarnation its starter gave it (carried over continue-as-new).
     incarnation: Option<Stamp>,
+    /// The limits it keeps under.
+    limits: Limits,
 }
 
 /// The state of one StatefulWorkflow.
@@ -72,6 +77,8 @@ pub struct Core {
     status_order: Latest,
     /// Replaying a history recorded before control messages were stamped (see [`Core::set_legacy`]).
     legacy: bool,
+    /// Effects not yet issued (see [`crate::outbox`]).
+    outbox: Outbox,
 }
 
 /// A started core for tests: `schema` (YAML), `input` (a start input), workflow id
@@ -122,6 +129,7 @@ fn me<'a>(
         api_base: api.loads.base.as_deref(),
         loads: api_url(ident, &api.loads).is_some(),
         schema_json: &ident.schema_json,
+        limits: &ident.limits,
     })
 }
 
@@ -187,6 +195,7 @@ impl Core {
             schema_json,
             max_history: input.max_history.unwrap_or(DEFAULT_MAX_HISTORY),
             incarnation: input.incarnation.take(),
+            limits: input.limits,
         };
         self.started_at = now;
         self.status = input.status;
@@ -255,6 +264,10 @@ impl Core {
         // run's first task (their handlers ran before the run loop) follow them.
         self.inbox.prepend(c.inbox);
         self.tree.carry_over(c.children, c.order.subscriptions);
+        // Children the previous run had no room to start: this run starts them.
+        for (wid, generation) in self.tree.queued() {
+            self.outbox.push_start(wid, generation);
+        }
         // The carried API bookkeeping keeps its next refresh time and any load that was due.
         let loads = &mut self.api.loads;
         *loads = Api {

@@ -92,21 +92,51 @@ impl Tree {
             c.status_sent = me.status_stamp.cloned();
             c.incarnation = me.control_stamp.cloned();
         }
-        let rec = c.clone();
-        let spec =
+        let generation = c.generation;
+        let wanted =
             plan::desired_children(me.schema, me.store, &me.own, me.workflow_id, me.ancestors)
                 .0
-                .into_iter()
-                .find(|s| s.workflow_id == wid);
-        match spec {
-            Some(spec) => Some(start_effect(me, &self.slices, wid, &rec, &spec)),
-            None => {
-                if let Some(c) = self.children.get_mut(wid) {
-                    c.status = ChildStatus::Removed;
-                }
-                None
-            }
+                .iter()
+                .any(|s| s.workflow_id == wid);
+        let e = wanted
+            .then(|| self.start_effect_of(me, wid, generation))
+            .flatten();
+        if e.is_none()
+            && let Some(c) = self.children.get_mut(wid)
+        {
+            c.status = ChildStatus::Removed;
         }
+        e
+    }
+
+    /// The start of a child (`generation`) built now, from the current state: its relation's
+    /// options, its slice, our token and status. `None` when that generation is no longer to be
+    /// started (it ended, was removed, or its relation is gone from the schema).
+    pub fn start_effect_of(&mut self, me: &Me<'_>, wid: &str, generation: u32) -> Option<Effect> {
+        let c = self.children.get_mut(wid)?;
+        if c.status != ChildStatus::Running || c.generation != generation || c.confirmed {
+            return None;
+        }
+        let managed = me
+            .schema
+            .get(&me.own.entity)?
+            .relations
+            .get(&c.field)?
+            .managed
+            .clone();
+        c.queued = false;
+        c.version_sent = me.store.version();
+        if !me.legacy {
+            c.token_sent = me.token_stamp.cloned();
+            c.status_sent = me.status_stamp.cloned();
+        }
+        let spec = plan::ChildSpec {
+            workflow_id: wid.to_string(),
+            entity: stateful_engine::EntityRef::new(c.entity.clone(), c.id.clone()),
+            field: c.field.clone(),
+            managed,
+        };
+        Some(start_effect(me, &self.slices, wid, c, &spec))
     }
 
     /// After a continue-as-new: children whose start was confirmed only as the previous run closed
@@ -114,7 +144,7 @@ impl Tree {
     pub(super) fn confirm_carried(&mut self, me: &Me<'_>) -> Vec<Effect> {
         let mut effects = Vec::new();
         for (wid, c) in self.children.iter_mut() {
-            if c.status != ChildStatus::Running || c.confirmed {
+            if c.status != ChildStatus::Running || c.confirmed || c.queued {
                 continue;
             }
             c.confirmed = true;

@@ -67,6 +67,8 @@ pub struct Me<'a> {
     pub loads: bool,
     /// Its recorded schema (for children's input).
     pub schema_json: &'a Value,
+    /// The limits it keeps under (handed down to children).
+    pub limits: &'a crate::limits::Limits,
     /// True while it replays a history recorded before control messages were stamped: it sends
     /// plain payloads and orders nothing (see [`crate::order`]).
     pub legacy: bool,
@@ -121,6 +123,29 @@ impl Tree {
     /// The subscriptions held here.
     pub fn subscriptions(&self) -> &[Subscription] {
         &self.subscriptions
+    }
+
+    /// Children whose start waits in an outbox (with the generation to start), by workflow id.
+    pub fn queued(&self) -> Vec<(String, u32)> {
+        self.children
+            .iter()
+            .filter(|(_, c)| c.status == ChildStatus::Running && c.queued)
+            .map(|(w, c)| (w.clone(), c.generation))
+            .collect()
+    }
+
+    /// True when `generation` of a child is still to be started.
+    pub fn is_startable(&self, workflow_id: &str, generation: u32) -> bool {
+        self.children.get(workflow_id).is_some_and(|c| {
+            c.status == ChildStatus::Running && c.generation == generation && !c.confirmed
+        })
+    }
+
+    /// Marks a child's start as waiting in the outbox.
+    pub fn mark_queued(&mut self, workflow_id: &str) {
+        if let Some(c) = self.children.get_mut(workflow_id) {
+            c.queued = true;
+        }
     }
 
     /// The running children, by workflow id.
@@ -270,7 +295,7 @@ impl Tree {
             .map(|(w, c)| {
                 json!({"workflowId": w, "entityName": c.entity, "id": c.id, "field": c.field,
                        "workflowType": c.workflow_type, "status": c.status, "generation": c.generation,
-                       "versionSent": c.version_sent, "adopted": c.adopted, "ended": c.ended})
+                       "versionSent": c.version_sent, "adopted": c.adopted, "queued": c.queued, "ended": c.ended})
             })
             .collect();
         json!({"children": list, "skipped": self.skipped.iter().map(|s| json!({"workflowId": s.workflow_id, "reason": s.reason})).collect::<Vec<_>>()})

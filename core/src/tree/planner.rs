@@ -237,7 +237,8 @@ impl Tree {
                 .get(&me.own.entity)
                 .and_then(|d| d.relations.get(&c.field))
                 .is_some_and(|r| r.managed.on_remove == OnRemove::Keep);
-            if keep {
+            // A child whose start never left the outbox is simply not started.
+            if keep || std::mem::take(&mut c.queued) {
                 continue;
             }
             if c.workflow_type == WORKFLOW_TYPE {
@@ -289,6 +290,7 @@ impl Tree {
                 confirmed: false,
                 ended: None,
                 adopted_at: None,
+                queued: false,
                 token_sent: (!me.legacy).then(|| me.token_stamp.cloned()).flatten(),
                 status_sent: (!me.legacy).then(|| me.status_stamp.cloned()).flatten(),
                 incarnation: (!me.legacy).then(|| me.control_stamp.cloned()).flatten(),
@@ -433,9 +435,11 @@ impl Tree {
             if c.status == ChildStatus::Running {
                 c.status = ChildStatus::Removed;
                 c.ended = Some("parent ended".into());
-                effects.push(Effect::Cancel {
-                    workflow_id: wid.clone(),
-                });
+                if !std::mem::take(&mut c.queued) {
+                    effects.push(Effect::Cancel {
+                        workflow_id: wid.clone(),
+                    });
+                }
             }
         }
         effects
@@ -449,7 +453,7 @@ impl Tree {
         for (wid, c) in self
             .children
             .iter_mut()
-            .filter(|(_, c)| c.status == ChildStatus::Running)
+            .filter(|(_, c)| c.status == ChildStatus::Running && !c.queued)
         {
             c.confirmed = true;
             effects.extend(catch_up(me, &self.slices, wid, c, false));

@@ -181,6 +181,9 @@ pub(super) fn child_input(
     if let Some(b) = me.api_base {
         input["apiBase"] = json!(b);
     }
+    if ours && !me.limits.is_default() {
+        input["limits"] = json!(me.limits);
+    }
     if me.loads
         && ours
         && me

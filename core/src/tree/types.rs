@@ -200,6 +200,10 @@ pub struct ChildRec {
     /// signal could reach no one), and gets what it missed once its start is confirmed.
     #[serde(default = "yes")]
     pub confirmed: bool,
+    /// True while its start waits in the outbox (not issued yet): it is neither signalled nor
+    /// cancelled, and a run that continues as new hands it to the next run to start.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub queued: bool,
     /// Why it ended, when it did.
     #[serde(default)]
     pub ended: Option<String>,
@@ -251,6 +255,10 @@ pub struct Subscription {
 
 fn yes() -> bool {
     true
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_signal() -> String {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use stateful_core::input::StartInput;
-use stateful_core::{ChildEvent, ChildEventKind, ChildOutcome, Core, Effect, Msg, Signal};
+use stateful_core::{ChildEvent, ChildEventKind, ChildOutcome, Core, Effect, Msg, Pending, Signal};
 use stateful_engine::Schema;
 
 use crate::{Rng, SCHEMA};
@@ -35,7 +35,7 @@ pub(crate) enum Envelope {
         ev: ChildEvent,
     },
     /// A cancellation request.
-    Cancel { to: String },
+    Cancel { from: String, to: String },
 }
 
 pub(crate) struct Node {
@@ -60,6 +60,10 @@ pub(crate) struct World {
     pub(crate) next_life: u64,
     pub(crate) listings: Vec<String>,
     pub(crate) problems: Vec<String>,
+    /// The workflow task counter (each wave of effects is one task).
+    pub(crate) task: u64,
+    /// Runs that continued as new because they had as many children as they may.
+    pub(crate) full_runs: u64,
 }
 
 fn signal_payload(v: &Value) -> Result<Value, String> {
@@ -83,6 +87,8 @@ impl World {
             next_life: 0,
             listings: Vec::new(),
             problems: Vec::new(),
+            task: 0,
+            full_runs: 0,
         };
         let n = 1 + w.rng.below(3);
         let listings: Vec<Value> = (0..n)
@@ -95,8 +101,20 @@ impl World {
                 json!({"id": l, "user": "u", "photos": photos})
             })
             .collect();
-        let input = json!({"id": "u", "entityName": "User", "apiToken": "t0", "schema": w.schema_json,
+        let mut input = json!({"id": "u", "entityName": "User", "apiToken": "t0", "schema": w.schema_json,
                            "data": {"id": "u", "name": "root", "listings": listings}});
+        // Half the worlds pace their effects tightly: a run starts one to three children, and a
+        // few signals and cancellations are in flight at once.
+        // (Their own generator: the worlds with default limits stay what they were.)
+        let mut pace = Rng(seed ^ 0x9e37_79b9_7f4a_7c15);
+        if pace.chance(50) {
+            input["limits"] = json!({
+                "maxChildrenPerRun": 1 + pace.below(3),
+                "maxPendingSignals": 1 + pace.below(4),
+                "maxPendingCancels": 1 + pace.below(2),
+                "maxTaskBytes": 10_000 + pace.below(5_000),
+            });
+        }
         let root = w.root.clone();
         w.start_node(&root, &input, None);
         w
@@ -137,8 +155,75 @@ impl World {
         self.execute(wid, effects);
     }
 
-    /// Effects become envelopes (starts happen at once; their confirmation travels).
+    /// A batch's effects join the workflow's outbox, and a first wave leaves.
     pub(crate) fn execute(&mut self, from: &str, effects: Vec<Effect>) {
+        if let Some(node) = self.nodes.get_mut(from) {
+            node.core.enqueue(effects);
+        }
+        self.pump(from);
+    }
+
+    /// What `wid` has in flight, as Temporal counts it: signals and cancellations not delivered,
+    /// children of its current run not ended.
+    pub(crate) fn pending_of(&self, wid: &str) -> Pending {
+        let run = self.nodes.get(wid).map_or(0, Node::run_id);
+        let mut p = Pending::default();
+        for e in &self.net {
+            match e {
+                Envelope::Signal { from, .. } if from == wid => p.signals += 1,
+                Envelope::Cancel { from, .. } if from == wid => p.cancels += 1,
+                _ => {}
+            }
+        }
+        p.children = self
+            .nodes
+            .values()
+            .filter(|n| {
+                n.watcher
+                    .as_ref()
+                    .is_some_and(|(w, r, _)| w == wid && *r == run)
+            })
+            .count();
+        p
+    }
+
+    /// One wave of `wid`'s outbox (one workflow task).
+    pub(crate) fn pump(&mut self, wid: &str) {
+        let pending = self.pending_of(wid);
+        self.task += 1;
+        let task = self.task;
+        let Some(node) = self.nodes.get_mut(wid) else {
+            return;
+        };
+        let wave = node.core.release(pending, task);
+        self.issue(wid, wave);
+    }
+
+    /// Before a run ends or hands over, the glue issues everything but child starts, wave by wave.
+    pub(crate) fn flush(&mut self, wid: &str) {
+        for _ in 0..10_000 {
+            if self.nodes.get(wid).is_none_or(|n| n.core.outbox_settled()) {
+                return;
+            }
+            let children = self.pending_of(wid).children;
+            self.task += 1;
+            let task = self.task;
+            let node = self.nodes.get_mut(wid).expect("just seen");
+            let wave = node.core.release(
+                Pending {
+                    children,
+                    ..Pending::default()
+                },
+                task,
+            );
+            self.issue(wid, wave);
+        }
+        self.problems
+            .push(format!("{wid}: the outbox does not drain"));
+    }
+
+    /// Effects become envelopes (starts happen at once; their confirmation travels).
+    pub(crate) fn issue(&mut self, from: &str, effects: Vec<Effect>) {
         let run = self.nodes.get(from).map_or(0, Node::run_id);
         for e in effects {
             match e {
@@ -186,9 +271,10 @@ impl World {
                         child_generation,
                     })
                 }
-                Effect::Cancel { workflow_id } => {
-                    self.net.push(Envelope::Cancel { to: workflow_id })
-                }
+                Effect::Cancel { workflow_id } => self.net.push(Envelope::Cancel {
+                    from: from.to_string(),
+                    to: workflow_id,
+                }),
             }
         }
     }
@@ -244,7 +330,7 @@ impl World {
                     eprintln!("   (dropped: that run of {to} is over)");
                 }
             }
-            Envelope::Cancel { to } => {
+            Envelope::Cancel { to, .. } => {
                 if let Some(node) = self.nodes.get_mut(&to) {
                     node.core.push(Msg::TemporalCancel);
                 }
@@ -298,6 +384,7 @@ impl World {
         if !node.core.status().is_terminal() {
             return;
         }
+        self.flush(wid);
         let node = self.nodes.remove(wid).expect("just seen");
         self.tell_watcher(wid, node.watcher, ChildOutcome::Completed);
     }
@@ -333,6 +420,7 @@ impl World {
             return;
         }
         self.tick(wid);
+        self.flush(wid);
         let Some(node) = self.nodes.get(wid) else {
             return;
         };
@@ -393,6 +481,28 @@ impl World {
                 return;
             }
         }
+        // A run that has as many children as it may continues as new; an outbox sends its next
+        // wave when room was made.
+        let full: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.core.wants_new_run())
+            .map(|(w, _)| w.clone())
+            .collect();
+        for wid in full {
+            self.full_runs += 1;
+            self.continue_as_new(&wid);
+        }
+        let waiting: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.core.outbox_empty())
+            .map(|(w, _)| w.clone())
+            .collect();
+        if !waiting.is_empty() && self.rng.chance(30) {
+            let wid = waiting[self.rng.below(waiting.len())].clone();
+            self.pump(&wid);
+        }
         let busy: Vec<String> = self
             .nodes
             .iter()
@@ -408,7 +518,11 @@ impl World {
     }
 
     pub(crate) fn quiet(&self) -> bool {
-        self.net.is_empty() && self.nodes.values().all(|n| !n.core.has_work())
+        self.net.is_empty()
+            && self
+                .nodes
+                .values()
+                .all(|n| !n.core.has_work() && n.core.outbox_empty())
     }
 
     /// Runs `steps` steps with clients acting, then drains, resumes the root (a paused tree holds
