@@ -6,32 +6,55 @@ use sha2::{Digest, Sha256};
 
 use crate::normalize::Entities;
 
-/// Writes `v` in canonical form into `out`.
+/// What is left to write, innermost last: values, object keys (with their `:`) and punctuation.
+enum Task<'a> {
+    Value(&'a Value),
+    Key(&'a str),
+    Byte(u8),
+}
+
+/// Writes `v` in canonical form into `out`. Iterative (an explicit stack), so any nesting is written
+/// without growing the call stack.
 pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+    let mut todo = Vec::new();
+    write_one(v, out, &mut todo);
+    while let Some(t) = todo.pop() {
+        match t {
+            Task::Value(v) => write_one(v, out, &mut todo),
+            Task::Key(k) => {
+                write_str(k, out);
+                out.push(b':');
+            }
+            Task::Byte(b) => out.push(b),
+        }
+    }
+}
+
+/// Writes a scalar, or opens a container and pushes its contents (in reverse) onto `todo`.
+fn write_one<'a>(v: &'a Value, out: &mut Vec<u8>, todo: &mut Vec<Task<'a>>) {
     match v {
         Value::Object(m) => {
             out.push(b'{');
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            for (i, k) in keys.into_iter().enumerate() {
+            todo.push(Task::Byte(b'}'));
+            let mut fields: Vec<(&String, &Value)> = m.iter().collect();
+            fields.sort_by(|a, b| a.0.cmp(b.0));
+            for (i, (k, v)) in fields.into_iter().enumerate().rev() {
+                todo.push(Task::Value(v));
+                todo.push(Task::Key(k));
                 if i > 0 {
-                    out.push(b',');
+                    todo.push(Task::Byte(b','));
                 }
-                write_str(k, out);
-                out.push(b':');
-                write_canonical(&m[k], out);
             }
-            out.push(b'}');
         }
         Value::Array(items) => {
             out.push(b'[');
-            for (i, it) in items.iter().enumerate() {
+            todo.push(Task::Byte(b']'));
+            for (i, it) in items.iter().enumerate().rev() {
+                todo.push(Task::Value(it));
                 if i > 0 {
-                    out.push(b',');
+                    todo.push(Task::Byte(b','));
                 }
-                write_canonical(it, out);
             }
-            out.push(b']');
         }
         Value::String(s) => write_str(s, out),
         other => out.extend_from_slice(other.to_string().as_bytes()),

@@ -2,80 +2,28 @@
 //!
 //! Relation fields of a normalized row hold ids (the id value as given, string or number; composite ids
 //! as their `-`-joined string), arrays of ids, or `null`.
+//!
+//! Deep data never overflows the stack: normalizing is iterative (nested entities of any depth are
+//! normalized, the input taken apart as it is walked), and denormalizing leaves relations nested deeper
+//! than [`DENORMALIZE_DEPTH`] levels as ids (see [`Schema::denormalize`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result, json_type};
 use crate::schema::{EntityDef, IdAttribute, Schema};
 
+mod denormalize;
+mod walk;
+
+pub use denormalize::{DENORMALIZE_BUDGET, DENORMALIZE_DEPTH};
+
 /// One normalized row: the entity's fields, relations holding ids.
 pub type Row = Map<String, Value>;
 
 /// Normalized entities: entity name → id → row.
 pub type Entities = BTreeMap<String, BTreeMap<String, Row>>;
-
-/// Maximum number of entity expansions in one denormalization; past it, relations stay ids.
-/// This bounds the output for graphs with many shared entities (diamonds), whose expansion would
-/// otherwise grow exponentially.
-pub const DENORMALIZE_BUDGET: usize = 100_000;
-
-/// Where in the input a value is, rendered only when an error needs it (normalizing allocates no
-/// path strings on the happy path).
-#[derive(Clone, Copy)]
-pub enum Path<'a> {
-    /// The top (`data`, or a custom root such as `updates.User.u1`).
-    Root(&'a str),
-    /// An array element.
-    Index(&'a Path<'a>, usize),
-    /// An object field.
-    Field(&'a Path<'a>, &'a str),
-}
-
-impl std::fmt::Display for Path<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Path::Root(r) => write!(f, "{r}"),
-            Path::Index(p, i) => write!(f, "{p}[{i}]"),
-            Path::Field(p, k) => write!(f, "{p}.{k}"),
-        }
-    }
-}
-
-/// Rows collected during a normalization, per entity in arrival order; [`Staged::finish`] sorts them
-/// (stably, so later copies of the same entity merge over earlier ones) and builds each map in one pass.
-#[derive(Default)]
-struct Staged {
-    groups: BTreeMap<String, Vec<(String, Row)>>,
-}
-
-impl Staged {
-    fn push(&mut self, entity: &str, key: String, row: Row) {
-        match self.groups.get_mut(entity) {
-            Some(v) => v.push((key, row)),
-            None => {
-                self.groups.insert(entity.to_string(), vec![(key, row)]);
-            }
-        }
-    }
-
-    fn finish(self) -> Entities {
-        let mut out = Entities::new();
-        for (name, mut rows) in self.groups {
-            rows.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut merged: Vec<(String, Row)> = Vec::with_capacity(rows.len());
-            for (k, r) in rows {
-                match merged.last_mut() {
-                    Some((lk, lr)) if *lk == k => lr.extend(r),
-                    _ => merged.push((k, r)),
-                }
-            }
-            out.insert(name, merged.into_iter().collect());
-        }
-        out
-    }
-}
 
 /// A reference to one entity: its name and its id (as a string key).
 #[derive(
@@ -125,7 +73,7 @@ fn get_path<'a>(row: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
 impl EntityDef {
     /// The id of a row (as a key) and the value to put in relation fields that point at it.
     pub fn id_of(&self, row: &Map<String, Value>, path: &str) -> Result<(String, Value)> {
-        let key = self.key_of(row, &Path::Root(path))?;
+        let key = self.key_of(row, &path)?;
         let v = match &self.id_attribute {
             IdAttribute::Single(attr) => row.get(attr).cloned().unwrap_or(Value::Null),
             IdAttribute::Composite(_) => Value::String(key.clone()),
@@ -133,8 +81,8 @@ impl EntityDef {
         Ok((key, v))
     }
 
-    /// The id key of a row.
-    pub fn key_of(&self, row: &Map<String, Value>, path: &Path<'_>) -> Result<String> {
+    /// The id key of a row; `path` says where the row is in errors.
+    pub fn key_of(&self, row: &Map<String, Value>, path: &dyn std::fmt::Display) -> Result<String> {
         let bad = |message: String| Error::BadData {
             entity: self.name.clone(),
             path: path.to_string(),
@@ -177,76 +125,35 @@ pub fn composite_key(row: &Map<String, Value>, attrs: &[String]) -> Result<Strin
 }
 
 impl Schema {
-    /// Normalizes nested data of entity `entity` (one object, or an array of them).
+    /// Normalizes nested data of entity `entity` (one object, or an array of them). The walk is
+    /// iterative; only the copy of `data` it starts with (serde_json's `clone`) recurses once per JSON
+    /// level, as dropping `data` does: use [`Schema::normalize_owned`] to avoid it.
     pub fn normalize(&self, entity: &str, data: &Value) -> Result<Entities> {
         self.normalize_owned(entity, data.clone())
     }
 
-    /// Normalizes nested data, taking ownership (no copy of the rows).
+    /// Normalizes nested data, taking ownership (no copy of the rows). Nested entities of any depth are
+    /// normalized (iteratively), and `data` is taken apart as it is walked.
     pub fn normalize_owned(&self, entity: &str, data: Value) -> Result<Entities> {
         let def = self.entity(entity)?;
-        let mut staged = Staged::default();
-        let root = Path::Root("data");
-        match data {
-            Value::Array(items) => {
-                for (i, item) in items.into_iter().enumerate() {
-                    self.normalize_one(def, item, &Path::Index(&root, i), &mut staged, 0)?;
-                }
-            }
-            other => {
-                self.normalize_one(def, other, &root, &mut staged, 0)?;
-            }
-        }
-        Ok(staged.finish())
-    }
-
-    /// Normalizes one entity into `out`.
-    fn normalize_one(
-        &self,
-        def: &EntityDef,
-        data: Value,
-        path: &Path<'_>,
-        out: &mut Staged,
-        depth: usize,
-    ) -> Result<()> {
-        if depth > 256 {
-            return Err(Error::BadData {
-                entity: def.name.clone(),
-                path: path.to_string(),
-                message: "nested more than 256 levels deep".into(),
-            });
-        }
-        let mut row = match data {
-            Value::Object(m) => m,
-            other => {
-                return Err(Error::BadData {
-                    entity: def.name.clone(),
-                    path: path.to_string(),
-                    message: format!("expected an object, found {}", json_type(&other)),
-                });
-            }
-        };
-        let key = def.key_of(&row, path)?;
-        if !def.relations.is_empty() {
-            self.normalize_relations_at(def, &mut row, path, out, depth)?;
-        }
-        out.push(&def.name, key, row);
-        Ok(())
+        let mut walk = walk::Walk::new(self, "data");
+        walk.top(def, data)?;
+        Ok(walk.out.finish())
     }
 
     /// Replaces nested objects in the relation fields of `row` by their ids, adding them to `out`, and
-    /// checks that every relation field holds an id, an array of ids or null.
+    /// checks that every relation field holds an id, an array of ids or null. `path` names the row in
+    /// errors.
     pub fn normalize_relations(
         &self,
         def: &EntityDef,
         row: &mut Row,
         path: &str,
         out: &mut Entities,
-        depth: usize,
     ) -> Result<()> {
-        let mut staged = Staged::default();
-        self.normalize_relations_at(def, row, &Path::Root(path), &mut staged, depth)?;
-        for (name, group) in staged.finish() {
+        let mut walk = walk::Walk::new(self, path);
+        walk.row_at_root(def, row)?;
+        for (name, group) in walk.out.finish() {
             let g = out.entry(name).or_default();
             for (id, r) in group {
                 match g.get_mut(&id) {
@@ -258,139 +165,6 @@ impl Schema {
             }
         }
         Ok(())
-    }
-
-    fn normalize_relations_at(
-        &self,
-        def: &EntityDef,
-        row: &mut Row,
-        path: &Path<'_>,
-        out: &mut Staged,
-        depth: usize,
-    ) -> Result<()> {
-        for (field, rel) in &def.relations {
-            let Some(v) = row.get_mut(field) else {
-                continue;
-            };
-            let target = self.entity(&rel.target)?;
-            let fpath = Path::Field(path, field);
-            let taken = std::mem::take(v);
-            *v = match taken {
-                Value::Null => Value::Null,
-                Value::Array(items) => {
-                    let mut ids = Vec::with_capacity(items.len());
-                    for (i, it) in items.into_iter().enumerate() {
-                        ids.push(self.normalize_ref(
-                            target,
-                            it,
-                            &Path::Index(&fpath, i),
-                            out,
-                            depth,
-                        )?);
-                    }
-                    Value::Array(ids)
-                }
-                other => self.normalize_ref(target, other, &fpath, out, depth)?,
-            };
-        }
-        Ok(())
-    }
-
-    fn normalize_ref(
-        &self,
-        target: &EntityDef,
-        v: Value,
-        path: &Path<'_>,
-        out: &mut Staged,
-        depth: usize,
-    ) -> Result<Value> {
-        match v {
-            Value::Object(ref m) => {
-                // The value a relation holds: the id as given (composite ids as their key).
-                let idv = match target.id_attribute.single() {
-                    Some(a) => m.get(a).cloned().unwrap_or(Value::Null),
-                    None => Value::String(target.key_of(m, path)?),
-                };
-                self.normalize_one(target, v, path, out, depth + 1)?;
-                Ok(idv)
-            }
-            Value::String(ref s) if !s.is_empty() => Ok(v),
-            Value::Number(_) => Ok(v),
-            other => Err(Error::BadData {
-                entity: target.name.clone(),
-                path: path.to_string(),
-                message: format!(
-                    "a relation holds an object, an id (string or number) or null, found {}",
-                    json_type(&other)
-                ),
-            }),
-        }
-    }
-
-    /// Denormalizes one entity from normalized entities: relations are expanded into nested objects,
-    /// a relation back to an entity already being expanded (a cycle) stays an id, and so does a relation
-    /// to an entity that is not present. `None` if the entity itself is absent.
-    pub fn denormalize(&self, entities: &Entities, entity: &str, id: &str) -> Option<Value> {
-        let row = entities.get(entity)?.get(id)?;
-        let mut path = BTreeSet::new();
-        let mut budget = DENORMALIZE_BUDGET;
-        Some(self.denorm_row(entities, entity, id, row, &mut path, &mut budget))
-    }
-
-    fn denorm_row(
-        &self,
-        entities: &Entities,
-        entity: &str,
-        id: &str,
-        row: &Row,
-        path: &mut BTreeSet<(String, String)>,
-        budget: &mut usize,
-    ) -> Value {
-        let Some(def) = self.get(entity) else {
-            return Value::Object(row.clone());
-        };
-        path.insert((entity.to_string(), id.to_string()));
-        let mut out = Map::new();
-        for (k, v) in row {
-            let value = match def.relations.get(k) {
-                None => v.clone(),
-                Some(rel) => match v {
-                    Value::Array(items) => Value::Array(
-                        items
-                            .iter()
-                            .map(|it| self.denorm_ref(entities, &rel.target, it, path, budget))
-                            .collect(),
-                    ),
-                    other => self.denorm_ref(entities, &rel.target, other, path, budget),
-                },
-            };
-            out.insert(k.clone(), value);
-        }
-        path.remove(&(entity.to_string(), id.to_string()));
-        Value::Object(out)
-    }
-
-    fn denorm_ref(
-        &self,
-        entities: &Entities,
-        target: &str,
-        idv: &Value,
-        path: &mut BTreeSet<(String, String)>,
-        budget: &mut usize,
-    ) -> Value {
-        let Some(key) = id_key(idv) else {
-            return idv.clone();
-        };
-        if *budget == 0 || path.contains(&(target.to_string(), key.clone())) {
-            return idv.clone();
-        }
-        match entities.get(target).and_then(|g| g.get(&key)) {
-            Some(row) => {
-                *budget -= 1;
-                self.denorm_row(entities, target, &key, row, path, budget)
-            }
-            None => idv.clone(),
-        }
     }
 
     /// The ids (as references) that a row's relation fields point at.
@@ -519,22 +293,5 @@ Member: {idAttribute: [org.id, id]}
         );
         assert!(s.normalize("User", &json!(42)).is_err());
         assert!(s.normalize("Nope", &json!({"id": 1})).is_err());
-    }
-
-    #[test]
-    fn denormalize_cuts_cycles_with_ids() {
-        let s = schema();
-        let data = json!({"id": "u", "listings": [{"id": "l", "user": "u", "photos": [{"id": "p", "listing": "l"}]}]});
-        let n = s.normalize("User", &data).unwrap();
-        assert_eq!(s.denormalize(&n, "User", "u").unwrap(), data);
-        assert_eq!(s.denormalize(&n, "User", "zz"), None);
-        // A dangling id stays an id.
-        let n = s
-            .normalize("User", &json!({"id": "u", "profile": "p9"}))
-            .unwrap();
-        assert_eq!(
-            s.denormalize(&n, "User", "u").unwrap(),
-            json!({"id": "u", "profile": "p9"})
-        );
     }
 }

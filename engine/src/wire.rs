@@ -91,7 +91,6 @@ pub fn parse_entities(schema: &Schema, v: &Value, what: &str) -> Result<Entities
                 &mut row,
                 &format!("{what}.{name}.{id}"),
                 &mut nested,
-                1,
             )?;
             out.entry(name.clone()).or_default().insert(id.clone(), row);
         }
