@@ -181,30 +181,9 @@ pub async fn the_payload_codec_keeps_tokens_and_data_out_of_the_raw_history(
         bail!("no encrypted payload in the history");
     }
     // The CLI decodes it through the worker's codec server.
-    let out = tokio::process::Command::new(&env.cli)
-        .args([
-            "workflow",
-            "show",
-            "--workflow-id",
-            &wid,
-            "--address",
-            &env.address,
-        ])
-        .args(["--codec-endpoint", &codec_url, "--output", "json"])
-        .output()
-        .await?;
-    let mut shown = String::from_utf8_lossy(&out.stdout).to_string();
-    for piece in shown.clone().split('"') {
-        if let Ok(bytes) = b64.decode(piece) {
-            shown.push_str(&String::from_utf8_lossy(&bytes));
-        }
-    }
-    if !out.status.success() || !shown.contains(&secret_value) {
-        bail!(
-            "temporal workflow show --codec-endpoint did not decode: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let shown = shown_through_codec(env, &wid, &codec_url).await?;
+    if !shown.contains(&secret_value) {
+        bail!("temporal workflow show --codec-endpoint did not decode the data");
     }
     ops::signal(&enc_client, &wid, "cancel", None).await?;
     w.stop().await;
@@ -225,6 +204,145 @@ async fn eventually_data(
         }
     })
     .await
+}
+
+/// `temporal workflow show --output json` through the codec server at `codec_url`, with every base64
+/// string of it decoded and appended (payloads are shown in base64).
+async fn shown_through_codec(env: &Env, wid: &str, codec_url: &str) -> anyhow::Result<String> {
+    use base64::Engine;
+    let out = tokio::process::Command::new(&env.cli)
+        .args(["workflow", "show", "--workflow-id", wid])
+        .args(["--address", &env.address])
+        .args(["--codec-endpoint", codec_url, "--output", "json"])
+        .output()
+        .await?;
+    if !out.status.success() {
+        bail!(
+            "temporal workflow show --codec-endpoint failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut shown = String::from_utf8_lossy(&out.stdout).to_string();
+    for piece in shown.clone().split('"') {
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(piece) {
+            shown.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    Ok(shown)
+}
+
+/// A User of about 3 MB: 100 fields of 30 KB of repetitive text each (over Temporal's 2 MB payload
+/// limit as JSON, a few dozen KB compressed).
+fn large_user(id: &str, tag: &str) -> Value {
+    let mut data = serde_json::Map::new();
+    data.insert("id".into(), json!(id));
+    for i in 0..100 {
+        let line = format!("{tag} field {i}: the quick brown fox jumps over the lazy dog again. ");
+        data.insert(format!("f{i:03}"), json!(line.repeat(30_000 / line.len())));
+    }
+    Value::Object(data)
+}
+
+/// With `--compress` (and `STATEFUL_CODEC_COMPRESS=zstd` for the starter), a state of several
+/// megabytes fits: it arrives in one update from the starter, is carried through a checkpoint
+/// (continue-as-new) and answered by queries, all compressed; clients without compression still read
+/// it; the raw history holds `binary/zstd` payloads far smaller than the state; and the worker's codec
+/// server, with compression alone (no keys), decodes them for `temporal workflow show`.
+pub async fn compression_carries_a_multi_megabyte_state_through_a_checkpoint(
+    env: &Env,
+) -> anyhow::Result<()> {
+    let tq = format!("{}-zstd", env.task_queue);
+    let w = stateful_tests::WorkerProc::start(
+        &env.address,
+        &tq,
+        &env.log_dir,
+        "worker-compressed",
+        &["--compress", "--codec-server", "127.0.0.1:0"],
+    )
+    .await?;
+    ensure_eq!(w.ready_field("compression"), Some("zstd".to_string()));
+    let codec_url = w
+        .ready_field("codec_server")
+        .ok_or_else(|| anyhow::anyhow!("no codec server address in the worker's log"))?;
+    let id = env.id("compressed");
+    let wid = ops::workflow_id("User", &id);
+    let data = large_user(&id, &env.tag);
+    let state_len = data.to_string().len();
+    ops::start(
+        &env.client,
+        &tq,
+        &wid,
+        json!({"id": id, "entityName": "User", "data": {"id": id}}),
+    )
+    .await?;
+    let file = env.log_dir.join(format!("{id}.json"));
+    std::fs::write(&file, json!({"data": data}).to_string())?;
+    let file_arg = format!("@{}", file.display());
+    let args = [
+        "--namespace",
+        "default",
+        "--json",
+        "update",
+        &wid,
+        &file_arg,
+    ];
+    let (ok, stdout, stderr) =
+        stateful_tests::starter_env(env, &args, &[("STATEFUL_CODEC_COMPRESS", "zstd")]).await?;
+    if !ok {
+        bail!("the compressed update failed: {stdout}\n{stderr}");
+    }
+    // The shared client has compression off: it still reads compressed answers.
+    let before = ops::query(&env.client, &wid, "version").await?;
+    ensure_eq!(ops::query(&env.client, &wid, "data").await? == data, true);
+    ops::signal(&env.client, &wid, "checkpoint", None).await?;
+    query_until(env, &wid, "checkpoints", |v| {
+        v.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await?;
+    let after = ops::query(&env.client, &wid, "version").await?;
+    ensure_eq!(after["runs"], json!(2));
+    ensure_eq!(after["checksum"], before["checksum"]);
+    // The starter reads it too (compression off).
+    let (ok, stdout, stderr) = starter(env, &["--json", "query", &wid, "data"]).await?;
+    if !ok || serde_json::from_str::<Value>(stdout.trim()).ok() != Some(data.clone()) {
+        bail!("the starter did not read the state back: {stderr}");
+    }
+    check_compressed_history(env, &wid, &codec_url, state_len).await?;
+    ops::signal(&env.client, &wid, "cancel", None).await?;
+    w.stop().await;
+    Ok(())
+}
+
+/// The new run's raw history holds its whole state (the continue-as-new input) compressed, and the
+/// codec server decodes it.
+async fn check_compressed_history(
+    env: &Env,
+    wid: &str,
+    codec_url: &str,
+    state_len: usize,
+) -> anyhow::Result<()> {
+    use base64::Engine;
+    let raw = env
+        .client
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(wid)
+        .fetch_history(temporalio_client::WorkflowFetchHistoryOptions::default())
+        .to_json()
+        .await?;
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    let zstd = base64::engine::general_purpose::STANDARD.encode("binary/zstd");
+    if !raw.contains(&zstd) || raw.len() * 4 > state_len {
+        bail!(
+            "the raw history ({} bytes, for a state of {state_len}) is not compressed",
+            raw.len()
+        );
+    }
+    let shown = shown_through_codec(env, wid, codec_url).await?;
+    let marker = format!("{} field 99: the quick brown fox", env.tag);
+    if !shown.contains(&marker) {
+        bail!("temporal workflow show --codec-endpoint did not decode the compressed state");
+    }
+    Ok(())
 }
 
 pub async fn export_then_import_into_another_namespace_recreates_the_tree(

@@ -1,6 +1,12 @@
-//! Payload encryption: an AES-256-GCM payload codec for the worker and the starter (the worker also
-//! serves it as Temporal's codec-server endpoints, so that `temporal workflow show --codec-endpoint
-//! ...` and the Temporal UI can decode histories for authorised users).
+//! The payload codec of the worker and the starter: optional compression ([`compress`], zstd), then
+//! optional encryption ([`AesCodec`], AES-256-GCM), composed by [`Codec`]. The worker also serves it
+//! as Temporal's codec-server endpoints, so that `temporal workflow show --codec-endpoint ...` and the
+//! Temporal UI can decode histories for authorised users.
+//!
+//! Encoding compresses (when `--compress` / `STATEFUL_CODEC_COMPRESS` is on, and only payloads over
+//! 1 KiB that shrink), then encrypts (when keys are configured). Decoding undoes whichever of the two
+//! a payload carries, whatever is configured now (so histories written with compression on still read
+//! once it is off, and with neither on, payloads pass through).
 //!
 //! Keys: one per line, `KEY_ID:BASE64_OF_32_BYTES` (blank lines and `#` comments ignored), from the
 //! file named by `--codec-keys-file` / `STATEFUL_CODEC_KEYS_FILE`, or the value of `STATEFUL_CODEC_KEYS`
@@ -9,9 +15,10 @@
 //! its key in the metadata (`encryption-key-id`); payloads that are not encrypted pass through, so
 //! histories written before encryption was turned on still read.
 
+pub mod compress;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
@@ -151,10 +158,13 @@ fn codec_error(message: String) -> PayloadConversionError {
 
 /// `f` on every payload, at once (the codec is synchronous); the first failure fails them all.
 fn each(
-    payloads: &[Payload],
-    f: impl Fn(&Payload) -> Result<Payload, String>,
+    payloads: Vec<Payload>,
+    f: impl Fn(Payload) -> Result<Payload, String>,
 ) -> BoxFuture<'static, Result<Vec<Payload>, PayloadConversionError>> {
-    let r = payloads.iter().map(|p| f(p).map_err(codec_error)).collect();
+    let r = payloads
+        .into_iter()
+        .map(|p| f(p).map_err(codec_error))
+        .collect();
     async move { r }.boxed()
 }
 
@@ -164,7 +174,7 @@ impl PayloadCodec for AesCodec {
         _context: &SerializationContextData,
         payloads: Vec<Payload>,
     ) -> BoxFuture<'static, Result<Vec<Payload>, PayloadConversionError>> {
-        each(&payloads, |p| self.encrypt(p))
+        each(payloads, |p| self.encrypt(&p))
     }
 
     fn decode(
@@ -172,16 +182,80 @@ impl PayloadCodec for AesCodec {
         _context: &SerializationContextData,
         payloads: Vec<Payload>,
     ) -> BoxFuture<'static, Result<Vec<Payload>, PayloadConversionError>> {
-        each(&payloads, |p| self.decrypt(p))
+        each(payloads, |p| self.decrypt(&p))
+    }
+}
+
+/// The composed codec: compression (optional), then encryption (optional). With neither, encoding
+/// changes nothing and decoding still decompresses (and refuses an encrypted payload, naming the
+/// missing keys).
+#[derive(Clone, Debug, Default)]
+pub struct Codec {
+    /// Compress payloads (zstd) before encrypting them.
+    pub compress: bool,
+    /// Encrypt with these keys (and decrypt with any of them).
+    pub aes: Option<AesCodec>,
+}
+
+impl Codec {
+    /// True when encoding changes payloads (compression or encryption is on).
+    pub fn is_on(&self) -> bool {
+        self.compress || self.aes.is_some()
+    }
+
+    /// Encodes one payload: compresses it (if on and worth it), then encrypts it (if keys are set).
+    pub fn encode_payload(&self, p: Payload) -> Result<Payload, String> {
+        let p = if self.compress {
+            compress::compress(p)?
+        } else {
+            p
+        };
+        match &self.aes {
+            Some(aes) => aes.encrypt(&p),
+            None => Ok(p),
+        }
+    }
+
+    /// Decodes one payload: decrypts it (if encrypted), then decompresses it (if compressed); a
+    /// payload that is neither is returned as it is.
+    pub fn decode_payload(&self, p: Payload) -> Result<Payload, String> {
+        const NO_KEYS: &str = "an encrypted payload, and no codec keys to decrypt it \
+                               (--codec-keys-file or STATEFUL_CODEC_KEYS)";
+        let p = if p.metadata.get("encoding").map(Vec::as_slice) == Some(ENCODING) {
+            self.aes.as_ref().ok_or(NO_KEYS)?.decrypt(&p)?
+        } else {
+            p
+        };
+        compress::decompress(p)
+    }
+}
+
+impl PayloadCodec for Codec {
+    fn encode(
+        &self,
+        _context: &SerializationContextData,
+        payloads: Vec<Payload>,
+    ) -> BoxFuture<'static, Result<Vec<Payload>, PayloadConversionError>> {
+        each(payloads, |p| self.encode_payload(p))
+    }
+
+    fn decode(
+        &self,
+        _context: &SerializationContextData,
+        payloads: Vec<Payload>,
+    ) -> BoxFuture<'static, Result<Vec<Payload>, PayloadConversionError>> {
+        each(payloads, |p| self.decode_payload(p))
     }
 }
 
 /// A data converter with the codec (the default JSON payload and failure converters).
-pub fn data_converter(codec: AesCodec) -> temporalio_common::data_converters::DataConverter {
+pub fn data_converter(
+    codec: impl PayloadCodec + Send + Sync + 'static,
+) -> temporalio_common::data_converters::DataConverter {
     temporalio_common::data_converters::DataConverter::new(
         temporalio_common::data_converters::PayloadConverter::default(),
         temporalio_common::data_converters::DefaultFailureConverter::default(),
-        Arc::new(codec),
+        codec,
     )
 }
 
@@ -244,5 +318,157 @@ mod tests {
             assert!(e.contains(says), "{text}: {e}");
         }
         assert!(!format!("{both:?}").contains(&key(2)));
+    }
+
+    fn json_payload(data: Vec<u8>) -> Payload {
+        let mut p = Payload::default();
+        p.metadata.insert("encoding".into(), b"json/plain".to_vec());
+        p.metadata.insert("messageType".into(), b"kept".to_vec());
+        p.data = data;
+        p
+    }
+
+    /// 64 KiB of repetitive JSON (a state's worth of similar entities).
+    fn repetitive() -> Vec<u8> {
+        let e = (0..1000)
+            .map(|i| format!(r#"{{"id":"e{i}","text":"the same words again and again"}}"#))
+            .collect::<Vec<_>>();
+        format!("[{}]", e.join(",")).into_bytes()
+    }
+
+    fn encoding(p: &Payload) -> &[u8] {
+        p.metadata
+            .get("encoding")
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    fn zstd_only() -> Codec {
+        Codec {
+            compress: true,
+            aes: None,
+        }
+    }
+
+    fn both() -> Codec {
+        Codec {
+            compress: true,
+            aes: Some(AesCodec::parse(&format!("k1:{}", key(1))).unwrap()),
+        }
+    }
+
+    #[test]
+    fn compresses_large_payloads_and_restores_them_exactly() {
+        let p = json_payload(repetitive());
+        let c = zstd_only().encode_payload(p.clone()).unwrap();
+        assert_eq!(encoding(&c), compress::ENCODING);
+        assert_eq!(c.metadata[compress::ORIGINAL_ENCODING], b"json/plain");
+        assert_eq!(c.metadata["messageType"], b"kept");
+        assert!(c.data.len() * 20 < p.data.len(), "{} bytes", c.data.len());
+        assert_eq!(zstd_only().decode_payload(c.clone()).unwrap(), p);
+        // Turned off, the codec still reads what it wrote; plain payloads pass through either way.
+        assert_eq!(Codec::default().decode_payload(c).unwrap(), p);
+        assert_eq!(Codec::default().encode_payload(p.clone()).unwrap(), p);
+        assert_eq!(zstd_only().decode_payload(p.clone()).unwrap(), p);
+        // A payload without an `encoding` gets none back.
+        let bare = Payload {
+            data: repetitive(),
+            ..Default::default()
+        };
+        let c = zstd_only().encode_payload(bare.clone()).unwrap();
+        assert!(!c.metadata.contains_key(compress::ORIGINAL_ENCODING));
+        assert_eq!(zstd_only().decode_payload(c).unwrap(), bare);
+    }
+
+    #[test]
+    fn small_incompressible_and_foreign_payloads_are_left_alone() {
+        let small = json_payload(vec![b'a'; compress::COMPRESS_THRESHOLD]);
+        assert_eq!(zstd_only().encode_payload(small.clone()).unwrap(), small);
+        let over = json_payload(vec![b'a'; compress::COMPRESS_THRESHOLD + 1]);
+        assert_eq!(
+            encoding(&zstd_only().encode_payload(over).unwrap()),
+            compress::ENCODING
+        );
+        // Noise does not shrink: stored as it is.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise = (0..8192)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let noise = json_payload(noise);
+        assert_eq!(zstd_only().encode_payload(noise.clone()).unwrap(), noise);
+        // A payload that already uses the `compressed-encoding` key could not be restored exactly.
+        let mut foreign = json_payload(repetitive());
+        foreign
+            .metadata
+            .insert(compress::ORIGINAL_ENCODING.into(), b"x".to_vec());
+        assert_eq!(
+            zstd_only().encode_payload(foreign.clone()).unwrap(),
+            foreign
+        );
+    }
+
+    #[test]
+    fn compresses_then_encrypts_and_reads_what_was_written_before() {
+        let p = json_payload(repetitive());
+        let codec = both();
+        let aes = codec.aes.clone().unwrap();
+        let e = codec.encode_payload(p.clone()).unwrap();
+        assert_eq!(encoding(&e), ENCODING);
+        // Compressed inside: the encrypted payload is small, and decrypting alone shows `binary/zstd`.
+        assert!(e.data.len() * 20 < p.data.len());
+        assert_eq!(encoding(&aes.decrypt(&e).unwrap()), compress::ENCODING);
+        assert_eq!(codec.decode_payload(e.clone()).unwrap(), p);
+        // Written before compression was on (encrypted only), or before encryption (compressed only).
+        assert_eq!(codec.decode_payload(aes.encrypt(&p).unwrap()).unwrap(), p);
+        let zipped = zstd_only().encode_payload(p.clone()).unwrap();
+        assert_eq!(codec.decode_payload(zipped).unwrap(), p);
+        // Without keys, an encrypted payload is refused, naming what is missing.
+        let err = zstd_only().decode_payload(e.clone()).unwrap_err();
+        assert!(err.contains("no codec keys"), "{err}");
+        // Tampering is detected, encrypted or not.
+        let mut bad = e;
+        let last = bad.data.len() - 1;
+        bad.data[last] ^= 1;
+        assert!(codec.decode_payload(bad).unwrap_err().contains("tampered"));
+        let mut bad = zstd_only().encode_payload(p).unwrap();
+        let last = bad.data.len() - 1;
+        bad.data[last] ^= 1;
+        let err = zstd_only().decode_payload(bad).unwrap_err();
+        assert!(err.contains("malformed or altered"), "{err}");
+    }
+
+    #[test]
+    fn decompression_is_bounded() {
+        // A bomb: frames of 1 MiB of zeros, a few dozen bytes each, one more than the cap allows.
+        let frame = zstd::bulk::compress(&vec![0u8; 1 << 20], 3).unwrap();
+        let frames = compress::MAX_DECOMPRESSED / (1 << 20) + 1;
+        let mut bomb = Payload {
+            data: frame.repeat(frames),
+            ..Default::default()
+        };
+        assert!(bomb.data.len() < 64 * 1024);
+        bomb.metadata
+            .insert("encoding".into(), compress::ENCODING.to_vec());
+        let err = Codec::default().decode_payload(bomb.clone()).unwrap_err();
+        assert!(err.contains("expands past 64 MiB"), "{err}");
+        // One frame fewer is accepted.
+        bomb.data = frame.repeat(frames - 1);
+        let ok = Codec::default().decode_payload(bomb).unwrap();
+        assert_eq!(ok.data.len(), compress::MAX_DECOMPRESSED);
+        // A frame asking for a 128 MiB window (zstd's own default limit) is refused up front:
+        // magic, no content size, window log 27, one raw last block of one byte.
+        let mut wide = Payload {
+            data: vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x88, 0x09, 0x00, 0x00, b'A'],
+            ..Default::default()
+        };
+        wide.metadata
+            .insert("encoding".into(), compress::ENCODING.to_vec());
+        let err = Codec::default().decode_payload(wide).unwrap_err();
+        assert!(err.contains("malformed or altered"), "{err}");
     }
 }

@@ -30,6 +30,23 @@ pub struct ConnectArgs {
     /// encryption.
     #[arg(long, env = "STATEFUL_CODEC_KEYS_FILE", value_name = "FILE")]
     pub codec_keys_file: Option<PathBuf>,
+    /// Compress payloads over 1 KiB with zstd (before encrypting them, when keys are set). Default:
+    /// STATEFUL_CODEC_COMPRESS (`zstd`, `1` or `true`; `0`, `false`, `off` or empty: off). Compressed
+    /// payloads are always read, whether this is on or not.
+    #[arg(long, env = "STATEFUL_CODEC_COMPRESS", value_parser = parse_compress)]
+    pub compress: bool,
+}
+
+/// `STATEFUL_CODEC_COMPRESS`: `zstd`, `1`, `true`, `yes` or `on` turn compression on; `0`, `false`,
+/// `no`, `off`, `none` or nothing leave it off.
+fn parse_compress(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "zstd" | "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" | "none" => Ok(false),
+        other => Err(format!(
+            "`{other}`: use zstd (or 1, true) to compress, or 0, false, off"
+        )),
+    }
 }
 
 /// Resolved connection settings.
@@ -38,8 +55,9 @@ pub struct Resolved {
     pub profile: ClientConfigProfile,
     /// True when an address came from a flag, the environment or a file.
     pub address_configured: bool,
-    /// The payload codec, when encryption is on.
-    pub codec: Option<crate::codec::AesCodec>,
+    /// The payload codec: compression and encryption as configured (both may be off: it still
+    /// decodes compressed payloads).
+    pub codec: crate::codec::Codec,
 }
 
 impl ConnectArgs {
@@ -62,7 +80,10 @@ impl ConnectArgs {
             profile.namespace = Some(n.clone());
         }
         let address_configured = profile.address.is_some();
-        let codec = crate::codec::AesCodec::from_env(self.codec_keys_file.as_deref())?;
+        let codec = crate::codec::Codec {
+            compress: self.compress,
+            aes: crate::codec::AesCodec::from_env(self.codec_keys_file.as_deref())?,
+        };
         Ok(Resolved {
             profile,
             address_configured,
@@ -99,12 +120,38 @@ impl Resolved {
                 self.address()
             )
         })?;
-        let opts = match &self.codec {
-            Some(c) => ClientOptions::new(self.namespace())
-                .data_converter(crate::codec::data_converter(c.clone()))
-                .build(),
-            None => ClientOptions::new(self.namespace()).build(),
-        };
+        // Always the codec, even with compression and encryption off: payloads written compressed
+        // (while compression was on) must still read.
+        let opts = ClientOptions::new(self.namespace())
+            .data_converter(crate::codec::data_converter(self.codec.clone()))
+            .build();
         Client::new(connection, opts).map_err(|e| anyhow!("cannot create the Temporal client: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        connect: ConnectArgs,
+    }
+
+    #[test]
+    fn compress_is_a_flag_and_its_variable_takes_zstd_or_a_boolean() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["x"], args].concat()).map(|c| c.connect);
+        assert!(parse(&["--compress"]).unwrap().compress);
+        assert!(!parse(&[]).unwrap().compress);
+        assert!(parse(&["--compress", "zstd"]).is_err());
+        for v in ["zstd", "ZSTD", "1", "true", "on"] {
+            assert_eq!(parse_compress(v), Ok(true), "{v}");
+        }
+        for v in ["", "0", "false", "off", "none"] {
+            assert_eq!(parse_compress(v), Ok(false), "{v}");
+        }
+        assert!(parse_compress("gzip").unwrap_err().contains("zstd"));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! - [`connect`]: connection settings (Temporal's environment variables and profile file, with flags
 //!   that override them) and connecting;
-//! - [`codec`]: the AES-256-GCM payload codec and its keys;
+//! - [`codec`]: the payload codec: zstd compression, then AES-256-GCM encryption (and its keys);
 //! - [`ops`]: operations on StatefulWorkflows by name and JSON (start, signal, query, update, walking a
 //!   tree).
 

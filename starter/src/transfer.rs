@@ -2,10 +2,10 @@
 //!
 //! The export holds, per workflow of the tree (root first): entity, id, status, normalized state,
 //! API settings, schema, version and checksum; tokens only with `--with-tokens` (read from the root's
-//! history: its start input and `apiToken` signals, decrypted when the codec is on). The import starts
-//! the root with its state and settings (its children are then started by it, with their slices),
-//! waits until every exported workflow runs, merges into each one whatever its export holds beyond what
-//! it got, and checks that every workflow reaches the exported checksum.
+//! history: its start input and `apiToken` signals, decrypted and decompressed by the codec). The
+//! import starts the root with its state and settings (its children are then started by it, with their
+//! slices), waits until every exported workflow runs, merges into each one whatever its export holds
+//! beyond what it got, and checks that every workflow reaches the exported checksum.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ pub const FORMAT: &str = "stateful-export/1";
 /// Exports the tree under `root`.
 pub async fn export(
     client: &Client,
-    codec: Option<&stateful_client::codec::AesCodec>,
+    codec: &stateful_client::codec::Codec,
     root: &str,
     with_tokens: bool,
     progress: bool,
@@ -74,7 +74,7 @@ pub async fn export(
 /// non-empty `apiToken` signal.
 async fn latest_token(
     client: &Client,
-    codec: Option<&stateful_client::codec::AesCodec>,
+    codec: &stateful_client::codec::Codec,
     wid: &str,
 ) -> anyhow::Result<Option<String>> {
     let raw = client
@@ -87,10 +87,7 @@ async fn latest_token(
     let decode = |payloads: &Value| -> Option<Value> {
         let p = payloads.get("payloads")?.get(0)?;
         let p = stateful_client::codec::payload_from_json(p).ok()?;
-        let p = match codec {
-            Some(c) => c.decrypt(&p).ok()?,
-            None => p,
-        };
+        let p = codec.decode_payload(p).ok()?;
         serde_json::from_slice(&p.data).ok()
     };
     let mut token = None;

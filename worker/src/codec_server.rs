@@ -2,7 +2,8 @@
 //! `{"payloads": [{"metadata": {k: base64}, "data": base64}]}` (Temporal's JSON form of payloads),
 //! answering the same shape, so that `temporal workflow show --codec-endpoint ...` and the Temporal UI
 //! can decode histories for authorised users; CORS for the UI. The codec itself is
-//! [`stateful_client::codec`].
+//! [`stateful_client::codec::Codec`], the worker's: `/encode` compresses and/or encrypts as the worker
+//! does, `/decode` decrypts and decompresses whatever a payload carries.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,13 +14,13 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
-use stateful_client::codec::{AesCodec, payload_from_json as from_json};
+use stateful_client::codec::{Codec, payload_from_json as from_json};
 use temporalio_common::protos::temporal::api::common::v1::Payload;
 
 use crate::auth::{self, BearerToken};
 
 struct Srv {
-    codec: AesCodec,
+    codec: Codec,
     token: Option<BearerToken>,
     origin: Option<String>,
 }
@@ -94,9 +95,9 @@ async fn handle(
                 .map(|p| {
                     let p = from_json(p)?;
                     let q = if encode {
-                        srv.codec.encrypt(&p)?
+                        srv.codec.encode_payload(p)?
                     } else {
-                        srv.codec.decrypt(&p)?
+                        srv.codec.decode_payload(p)?
                     };
                     Ok(to_json(&q))
                 })
@@ -121,9 +122,13 @@ fn endpoint(encode: bool) -> axum::routing::MethodRouter<Arc<Srv>> {
     )
 }
 
+/// The largest request body: `/encode` takes decoded payloads, which may be as large as the largest
+/// payload the codec decompresses, in base64 (axum's default, 2 MB, would refuse a large state).
+const MAX_BODY: usize = 2 * stateful_client::codec::compress::MAX_DECOMPRESSED;
+
 /// Serves the codec endpoints on `addr`; returns the bound address.
 pub async fn serve(
-    codec: AesCodec,
+    codec: Codec,
     addr: SocketAddr,
     token: Option<&str>,
     cors_origin: Option<String>,
@@ -136,6 +141,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/encode", endpoint(true))
         .route("/decode", endpoint(false))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(srv);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -153,11 +159,30 @@ mod tests {
 
     fn srv(token: Option<&str>) -> Arc<Srv> {
         let key = b64().encode([7u8; 32]);
+        with_codec(
+            token,
+            Codec {
+                compress: true,
+                aes: Some(stateful_client::codec::AesCodec::parse(&format!("k1:{key}")).unwrap()),
+            },
+        )
+    }
+
+    fn with_codec(token: Option<&str>, codec: Codec) -> Arc<Srv> {
         Arc::new(Srv {
-            codec: AesCodec::parse(&format!("k1:{key}")).unwrap(),
+            codec,
             token: token.map(BearerToken::new),
             origin: Some("http://localhost:8233".into()),
         })
+    }
+
+    fn payloads(encoding: &str, data: &str) -> Value {
+        json!({"payloads": [{"metadata": {"encoding": b64().encode(encoding)}, "data": b64().encode(data)}]})
+    }
+
+    fn encoding_of(v: &Value) -> String {
+        let e = v["payloads"][0]["metadata"]["encoding"].as_str().unwrap();
+        String::from_utf8(b64().decode(e).unwrap()).unwrap()
     }
 
     async fn call(srv: &Arc<Srv>, auth: Option<&str>, body: &Value, encode: bool) -> (u16, Value) {
@@ -199,5 +224,42 @@ mod tests {
         let (status, v) = call(&srv(None), None, &json!({}), true).await;
         assert_eq!(status, 400);
         assert!(v["error"].as_str().unwrap().contains("payloads"), "{v}");
+    }
+
+    #[tokio::test]
+    async fn compresses_then_encrypts_and_decodes_with_compression_alone() {
+        let big = format!("[{}]", vec!["\"the same words again\""; 500].join(","));
+        let plain = payloads("json/plain", &big);
+        // Compression and encryption: the encrypted payload decodes to the exact original.
+        let both = srv(None);
+        let (status, enc) = call(&both, None, &plain, true).await;
+        assert_eq!(status, 200, "{enc}");
+        assert_eq!(encoding_of(&enc), "binary/encrypted");
+        let (_, dec) = call(&both, None, &enc, false).await;
+        assert_eq!(dec, plain);
+        // Compression alone (no keys): payloads shrink, and decode back.
+        let zstd = with_codec(
+            None,
+            Codec {
+                compress: true,
+                aes: None,
+            },
+        );
+        let (status, enc) = call(&zstd, None, &plain, true).await;
+        assert_eq!(status, 200, "{enc}");
+        assert_eq!(encoding_of(&enc), "binary/zstd");
+        assert!(enc.to_string().len() < plain.to_string().len() / 10);
+        let (_, dec) = call(&zstd, None, &enc, false).await;
+        assert_eq!(dec, plain);
+        // Small payloads stay as they are; an encrypted one without keys is refused, saying why.
+        let small = payloads("json/plain", "{}");
+        assert_eq!(call(&zstd, None, &small, true).await.1, small);
+        let (_, encrypted) = call(&both, None, &small, true).await;
+        let (status, v) = call(&zstd, None, &encrypted, false).await;
+        assert_eq!(status, 400);
+        assert!(
+            v["error"].as_str().unwrap().contains("no codec keys"),
+            "{v}"
+        );
     }
 }

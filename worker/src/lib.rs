@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use stateful_client::codec::AesCodec;
+use stateful_client::codec::Codec;
 use stateful_client::connect::{ConnectArgs, Resolved};
 use stateful_engine::Schema;
 use stateful_workflows::{DEFAULT_TASK_QUEUE, SchemaActivities, StatefulWorkflow};
@@ -103,7 +103,7 @@ pub struct WorkerArgs {
     #[arg(long, default_value = "STATEFUL_INGRESS_TOKEN", value_name = "VAR")]
     pub ingress_token_env: String,
     /// Serve Temporal's codec-server endpoints (`/encode`, `/decode`) on this address, for
-    /// `temporal workflow show --codec-endpoint` and the UI; needs the codec keys.
+    /// `temporal workflow show --codec-endpoint` and the UI; needs the codec keys or `--compress`.
     #[arg(long, env = "STATEFUL_CODEC_SERVER", value_name = "HOST:PORT")]
     pub codec_server: Option<String>,
     /// The environment variable holding a token the codec server's callers must present
@@ -218,7 +218,7 @@ async fn connect_with_retry(resolved: &Resolved, identity: &str) -> anyhow::Resu
 async fn run_with_client(
     args: &WorkerArgs,
     client: Client,
-    codec: Option<AesCodec>,
+    codec: Codec,
     schema: Option<Schema>,
     address: &str,
     namespace: &str,
@@ -237,7 +237,7 @@ async fn run_with_client(
         .map_err(|e| anyhow!(e))?;
     let runtime = Runtime::from_current_tokio(runtime_opts)?;
     let options = worker_options(args, schema.as_ref(), http)?;
-    let codec_bound = serve_codec(args, codec.as_ref()).await?;
+    let codec_bound = serve_codec(args, &codec).await?;
     let ingress_bound = serve_ingress(args, &client, schema.as_ref()).await?;
     let mut worker = Worker::new(&runtime, client, options)?;
     let stop = worker.shutdown_handle();
@@ -252,7 +252,8 @@ async fn run_with_client(
         task_queue = %args.task_queue,
         metrics = %metrics_bound.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
         ingress = %ingress_bound.map(|a| format!("http://{a}/v1")).unwrap_or_else(|| "off".into()),
-        encryption = %codec.as_ref().map(|c| format!("aes-256-gcm key {}", c.current_key())).unwrap_or_else(|| "off".into()),
+        encryption = %codec.aes.as_ref().map(|c| format!("aes-256-gcm key {}", c.current_key())).unwrap_or_else(|| "off".into()),
+        compression = %if codec.compress { "zstd" } else { "off" },
         codec_server = %codec_bound.map(|a| format!("http://{a}")).unwrap_or_else(|| "off".into()),
         "worker ready"
     );
@@ -308,17 +309,18 @@ fn worker_options(
         .build())
 }
 
-/// The codec server (`--codec-server`), if asked for: the address it bound.
-async fn serve_codec(
-    args: &WorkerArgs,
-    codec: Option<&AesCodec>,
-) -> anyhow::Result<Option<SocketAddr>> {
+/// The codec server (`--codec-server`), if asked for: the address it bound. It needs something to
+/// serve: the codec keys, compression, or both.
+async fn serve_codec(args: &WorkerArgs, codec: &Codec) -> anyhow::Result<Option<SocketAddr>> {
     let Some(addr) = &args.codec_server else {
         return Ok(None);
     };
-    let codec = codec.cloned().ok_or_else(|| {
-        anyhow!("--codec-server needs the codec keys (--codec-keys-file or STATEFUL_CODEC_KEYS)")
-    })?;
+    if !codec.is_on() {
+        bail!(
+            "--codec-server needs the codec keys (--codec-keys-file or STATEFUL_CODEC_KEYS) or compression (--compress or STATEFUL_CODEC_COMPRESS=zstd)"
+        );
+    }
+    let codec = codec.clone();
     let addr: SocketAddr = addr
         .parse()
         .with_context(|| format!("--codec-server `{addr}` is not host:port"))?;

@@ -5,7 +5,7 @@ use std::io::Read;
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::Value;
-use stateful_client::codec::AesCodec;
+use stateful_client::codec::Codec;
 use stateful_core::Secret;
 use temporalio_client::Client;
 
@@ -20,8 +20,8 @@ mod workflow;
 pub struct Ctx {
     /// The connected client.
     pub client: Client,
-    /// The payload codec, when encryption is on.
-    pub codec: Option<AesCodec>,
+    /// The payload codec (compression and encryption as configured), for payloads read by hand.
+    pub codec: Codec,
     /// `--task-queue`.
     pub task_queue: String,
     /// `--json`.

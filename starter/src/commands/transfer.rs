@@ -11,7 +11,7 @@ use crate::cli::{ExportArgs, ImportArgs};
 pub async fn export(ctx: &Ctx, a: ExportArgs) -> anyhow::Result<()> {
     let v = crate::transfer::export(
         &ctx.client,
-        ctx.codec.as_ref(),
+        &ctx.codec,
         &a.workflow_id,
         a.with_tokens,
         !ctx.json,
