@@ -9,6 +9,7 @@ mod api; // loading from an entity API, token rotation, no token leaks
 mod cli; // the temporal CLI and the starter binary, as a user runs them
 mod durable; // checkpoints, validation, the payload codec, export and import
 mod lifecycle; // batching and continue-as-new, with workers of their own
+mod limits; // big trees and big states: paced children, size budgets, long ids, deep data
 mod recovery; // SIGKILL of the worker mid-burst and mid-rotation; temporal workflow reset
 mod replay; // recorded histories replay with the current code
 mod tree; // managed children and subscriptions

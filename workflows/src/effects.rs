@@ -246,25 +246,30 @@ fn cancel(ctx: &WorkflowContext<StatefulWorkflow>, workflow_id: String, inflight
     );
 }
 
-/// Polls every future of `set` once; removes and returns the first one that is done.
-fn poll_set(set: &mut Vec<Outcome>, cx: &mut Context<'_>) -> Option<Option<ChildEvent>> {
-    for i in 0..set.len() {
-        if let Poll::Ready(x) = set[i].as_mut().poll(cx) {
-            drop(set.remove(i));
-            return Some(x);
+/// Polls every future of `set` once; removes the ones that are done and adds their outcomes to `out`
+/// (one pass: a set of a thousand children costs a thousand polls per wake-up, not per outcome).
+fn poll_all(set: &mut Vec<Outcome>, cx: &mut Context<'_>, out: &mut Vec<Option<ChildEvent>>) {
+    let mut i = 0;
+    while i < set.len() {
+        match set[i].as_mut().poll(cx) {
+            Poll::Ready(x) => {
+                drop(set.remove(i));
+                out.push(x);
+            }
+            Poll::Pending => i += 1,
         }
     }
-    None
 }
 
-/// Polls the child starts: a started child's result joins the watchers; a failed start is reported.
-fn poll_starts(inflight: &mut InFlight, cx: &mut Context<'_>) -> Option<Option<ChildEvent>> {
+/// Polls the child starts once each: a started child's result joins the watchers; a failed start is
+/// reported.
+fn poll_starts(inflight: &mut InFlight, cx: &mut Context<'_>, out: &mut Vec<Option<ChildEvent>>) {
     let mut i = 0;
     while i < inflight.starts.len() {
         match inflight.starts[i].as_mut().poll(cx) {
             Poll::Ready(done) => {
                 drop(inflight.starts.remove(i));
-                return Some(Some(match done {
+                out.push(Some(match done {
                     Started::Failed(ev) => ev,
                     Started::Running(wid, generation, result) => {
                         inflight.watchers.push(result);
@@ -281,37 +286,39 @@ fn poll_starts(inflight: &mut InFlight, cx: &mut Context<'_>) -> Option<Option<C
             Poll::Pending => i += 1,
         }
     }
-    None
 }
 
-/// The next effect outcome (never, when none is in flight).
-pub(crate) async fn next_outcome(inflight: &mut InFlight) -> Wake {
+/// Every effect outcome ready now, once at least one is (never, when none is in flight): one batch
+/// takes them all.
+pub(crate) async fn next_outcomes(inflight: &mut InFlight) -> Vec<Wake> {
     futures::future::poll_fn(|cx| {
-        if let Some(x) = poll_starts(inflight, cx) {
-            return Poll::Ready(Wake::Child(x));
-        }
+        let mut events = Vec::new();
+        poll_starts(inflight, cx, &mut events);
         for set in [
             &mut inflight.acks,
             &mut inflight.cancels,
             &mut inflight.watchers,
         ] {
-            if let Some(x) = poll_set(set, cx) {
-                return Poll::Ready(Wake::Child(x));
-            }
+            poll_all(set, cx, &mut events);
         }
+        let mut wakes: Vec<Wake> = events.into_iter().map(Wake::Child).collect();
         if let Some(f) = inflight.load.as_mut()
             && let Poll::Ready(l) = f.as_mut().poll(cx)
         {
             inflight.load = None;
-            return Poll::Ready(Wake::Loaded(l));
+            wakes.push(Wake::Loaded(l));
         }
         if let Some((_, f)) = inflight.timer.as_mut()
             && f.as_mut().poll(cx).is_ready()
         {
             inflight.timer = None;
-            return Poll::Ready(Wake::Timer);
+            wakes.push(Wake::Timer);
         }
-        Poll::Pending
+        if wakes.is_empty() {
+            Poll::Pending
+        } else {
+            Poll::Ready(wakes)
+        }
     })
     .await
 }
@@ -325,9 +332,7 @@ pub(crate) async fn drain(inflight: &mut InFlight) -> Vec<ChildEvent> {
     let mut outcomes = Vec::new();
     while !inflight.starts.is_empty() {
         futures::future::poll_fn(|cx| {
-            while let Some(ev) = poll_starts(inflight, cx) {
-                outcomes.extend(ev);
-            }
+            poll_starts(inflight, cx, &mut outcomes);
             if inflight.starts.is_empty() {
                 Poll::Ready(())
             } else {
@@ -337,25 +342,24 @@ pub(crate) async fn drain(inflight: &mut InFlight) -> Vec<ChildEvent> {
         .await;
     }
     futures::future::poll_fn(|cx| {
-        while let Some(ev) = poll_set(&mut inflight.watchers, cx) {
-            outcomes.extend(ev);
-        }
+        poll_all(&mut inflight.watchers, cx, &mut outcomes);
         Poll::Ready(())
     })
     .await;
     while !(inflight.acks.is_empty() && inflight.cancels.is_empty()) {
         futures::future::poll_fn(|cx| {
-            match poll_set(&mut inflight.acks, cx).or_else(|| poll_set(&mut inflight.cancels, cx)) {
-                Some(ev) => {
-                    outcomes.extend(ev);
-                    Poll::Ready(())
-                }
-                None => Poll::Pending,
+            let before = outcomes.len();
+            poll_all(&mut inflight.acks, cx, &mut outcomes);
+            poll_all(&mut inflight.cancels, cx, &mut outcomes);
+            if outcomes.len() > before {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
         })
         .await;
     }
-    outcomes
+    outcomes.into_iter().flatten().collect()
 }
 
 impl Wake {

@@ -16,7 +16,7 @@ use temporalio_sdk::{
 };
 use tracing::{info, warn};
 
-use crate::effects::{InFlight, Wake, drain, execute, next_outcome};
+use crate::effects::{InFlight, Wake, drain, execute, next_outcomes};
 use crate::loading::{arm_timer, start_load};
 use crate::{SchemaActivities, StatefulWorkflow, metrics, payload};
 
@@ -68,34 +68,20 @@ pub(crate) async fn run(
     loop {
         let wake = temporalio_sdk::workflows::select! {
             r = ctx.wait_condition(|s| s.core.has_work()).fuse() => Ok(r.is_err()),
-            o = next_outcome(&mut inflight).fuse() => Err(o),
+            o = next_outcomes(&mut inflight).fuse() => Err(o),
         };
         let cancelled = matches!(wake, Ok(true));
         match wake {
             // Temporal asked us to cancel.
             Ok(true) => ctx.state_mut(|s| s.core.push(Msg::TemporalCancel)),
             Ok(false) => {}
-            Err(Wake::Timer) => {
-                let now = now_ms(ctx.workflow_time());
-                if !ctx.state(|s| s.core.refresh_due().is_some_and(|d| now >= d)) {
-                    // Fired for a refresh time that moved (a load ran meanwhile): re-arm.
-                    arm_timer(ctx, &mut inflight);
-                    continue;
-                }
-                ctx.state_mut(|s| s.core.push(Msg::RefreshTimer));
-            }
-            Err(Wake::Loaded(l)) => {
-                report_load(ctx, &l);
-                ctx.state_mut(|s| s.core.push(Msg::Loaded(l)));
-            }
-            Err(w @ Wake::Child(_)) => match w.into_msg() {
-                Some(m) => ctx.state_mut(|s| s.core.push(m)),
-                None => {
-                    // A signal or cancellation was acknowledged: room for what waits.
+            Err(wakes) => {
+                if !take_outcomes(ctx, wakes, &mut inflight) {
+                    // Only acknowledgements: room for what waits.
                     release(ctx, &mut inflight);
                     continue;
                 }
-            },
+            }
         }
         let out = run_batch(ctx, &mut inflight);
         start_load(ctx, &mut inflight);
@@ -119,6 +105,37 @@ pub(crate) async fn run(
             return continue_as_new(ctx, &mut inflight).await;
         }
     }
+}
+
+/// Puts what resolved into the inbox (a load's result, a child event, the refresh timer when it is
+/// due); false when nothing did (acknowledgements only).
+fn take_outcomes(
+    ctx: &WorkflowContext<StatefulWorkflow>,
+    wakes: Vec<Wake>,
+    inflight: &mut InFlight,
+) -> bool {
+    let mut queued = false;
+    for w in wakes {
+        match w {
+            Wake::Timer => {
+                let now = now_ms(ctx.workflow_time());
+                if !ctx.state(|s| s.core.refresh_due().is_some_and(|d| now >= d)) {
+                    // Fired for a refresh time that moved (a load ran meanwhile): re-arm.
+                    arm_timer(ctx, inflight);
+                    continue;
+                }
+                ctx.state_mut(|s| s.core.push(Msg::RefreshTimer));
+            }
+            Wake::Loaded(l) => {
+                report_load(ctx, &l);
+                ctx.state_mut(|s| s.core.push(Msg::Loaded(l)));
+            }
+            Wake::Child(None) => continue,
+            Wake::Child(Some(ev)) => ctx.state_mut(|s| s.core.push(Msg::Child(ev))),
+        }
+        queued = true;
+    }
+    queued
 }
 
 /// Reads the input and the schema (from the input, or recorded by the `workerSchema` local activity),
@@ -205,7 +222,11 @@ fn release(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) {
 /// go into the inbox.
 async fn flush(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) {
     while !ctx.state(|s| s.core.outbox_settled()) {
-        if let Some(m) = next_outcome(inflight).await.into_msg() {
+        for m in next_outcomes(inflight)
+            .await
+            .into_iter()
+            .filter_map(Wake::into_msg)
+        {
             ctx.state_mut(|s| s.core.push(m));
         }
         release(ctx, inflight);
