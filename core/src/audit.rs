@@ -9,6 +9,23 @@ use stateful_engine::{ChangeKind, ChangeSet};
 
 /// How many rejected inputs the `rejected` query keeps.
 pub const MAX_REJECTED: usize = 50;
+/// Longest rejection reason kept (longer ones are cut, saying how long they were): a reason may
+/// quote the input it refuses.
+pub const MAX_REASON: usize = 500;
+/// Longest entity reference or origin kept in a change record.
+pub const MAX_NAME: usize = 200;
+
+/// `s`, cut at `max` bytes (on a character boundary) with a note of its length.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..end], s.len())
+}
 /// How many change records the `recentChanges` query keeps.
 pub const MAX_RECENT: usize = 50;
 /// How many checkpoints the `checkpoints` query keeps.
@@ -126,8 +143,9 @@ impl Audit {
     }
 
     /// Records a rejected input.
-    pub fn reject(&mut self, r: Rejection) {
+    pub fn reject(&mut self, mut r: Rejection) {
         self.rejected_total += 1;
+        r.reason = clip(&r.reason, MAX_REASON);
         push_bounded(&mut self.rejected, r, MAX_REJECTED);
     }
 
@@ -141,11 +159,21 @@ impl Audit {
         let rec = ChangeRecord {
             version,
             time: now,
-            sources: cs.sources().iter().map(|s| s.to_string()).collect(),
+            sources: cs
+                .sources()
+                .iter()
+                .take(10)
+                .map(|s| clip(s, MAX_NAME))
+                .collect(),
             added: count(ChangeKind::Added),
             updated: count(ChangeKind::Updated),
             deleted: count(ChangeKind::Deleted),
-            entities: cs.entities.keys().take(10).map(|r| r.to_string()).collect(),
+            entities: cs
+                .entities
+                .keys()
+                .take(10)
+                .map(|r| clip(&r.to_string(), MAX_NAME))
+                .collect(),
         };
         push_bounded(&mut self.recent, rec, MAX_RECENT);
     }

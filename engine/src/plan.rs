@@ -33,6 +33,70 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// The longest workflow id Temporal accepts by default (`limit.maxIDLength`): a child whose id would
+/// be longer is not started, and a change that would introduce one is refused.
+pub const MAX_WORKFLOW_ID_LEN: usize = 1_000;
+
+/// The reason a child is not started when its workflow id is too long.
+fn too_long(wid: &str) -> String {
+    format!(
+        "its workflow id would be {} bytes long; Temporal accepts at most {MAX_WORKFLOW_ID_LEN}",
+        wid.len()
+    )
+}
+
+/// Refuses a change that writes an entity whose child workflow (through a managed relation of the
+/// own entity) would have an id longer than [`MAX_WORKFLOW_ID_LEN`]: the reason names the entity.
+/// Entities are checked as the change writes them (with the stored row for id attributes the change
+/// does not carry).
+pub fn check_child_ids(
+    schema: &Schema,
+    store: &Store,
+    own: &EntityRef,
+    entities: &crate::normalize::Entities,
+) -> Result<(), String> {
+    let Some(def) = schema.get(&own.entity) else {
+        return Ok(());
+    };
+    for rel in def.relations.values().filter(|r| r.managed.auto_start) {
+        for (id, row) in entities.get(&rel.target).into_iter().flatten() {
+            let key = match &rel.managed.id_attribute {
+                None => Some(id.clone()),
+                Some(IdAttribute::Single(a)) => row
+                    .get(a)
+                    .or_else(|| store.get(&rel.target, id).and_then(|r| r.get(a)))
+                    .and_then(id_key),
+                Some(IdAttribute::Composite(attrs)) => {
+                    let mut merged = store.get(&rel.target, id).cloned().unwrap_or_default();
+                    merged.extend(row.clone());
+                    composite_key(&merged, attrs).ok()
+                }
+            };
+            let Some(key) = key else { continue };
+            let wid = child_id(&rel.target, &key, &rel.managed, &own.id);
+            if wid.len() > MAX_WORKFLOW_ID_LEN {
+                let mut shown = id.clone();
+                shown.truncate(40);
+                return Err(format!(
+                    "{}:{shown}… would run as a child workflow whose id is {} bytes long; Temporal \
+                     accepts at most {MAX_WORKFLOW_ID_LEN}: shorten its id",
+                    rel.target,
+                    wid.len()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn child_id(target: &str, key: &str, managed: &Managed, parent_id: &str) -> String {
+    if managed.include_parent_id {
+        format!("{target}-{key}-{parent_id}")
+    } else {
+        format!("{target}-{key}")
+    }
+}
+
 /// The children that the own entity's managed relations call for (autoStart only, stored entities
 /// only), in a stable order,
 /// and those skipped because they would close a cycle (their id is the workflow's own or an
@@ -65,6 +129,15 @@ pub fn desired_children(
             else {
                 continue;
             };
+            if wid.len() > MAX_WORKFLOW_ID_LEN {
+                let mut shown = wid.clone();
+                shown.truncate(80);
+                skipped.push(Skipped {
+                    reason: too_long(&wid),
+                    workflow_id: shown,
+                });
+                continue;
+            }
             if wid == own_workflow_id || ancestors.contains(&wid) {
                 skipped.push(Skipped {
                     workflow_id: wid,
@@ -107,11 +180,7 @@ pub fn child_workflow_id(
         None => id.to_string(),
     };
     let _ = schema;
-    Some(if managed.include_parent_id {
-        format!("{target}-{key}-{parent_id}")
-    } else {
-        format!("{target}-{key}")
-    })
+    Some(child_id(target, &key, managed, parent_id))
 }
 
 /// A subscription selector: `*`, `Entity`, `Entity.*`, `Entity.id`, `Entity.*.field`, ... Parts are
@@ -376,6 +445,20 @@ mod tests {
         );
         assert!(kids.is_empty());
         assert_eq!(skipped[0].workflow_id, "User-u");
+        // A listing whose workflow id would be too long for Temporal is skipped with the reason;
+        // its sibling is not.
+        let long = "x".repeat(MAX_WORKFLOW_ID_LEN);
+        let m = wire::parse_update(
+            &s,
+            "User",
+            &json!({"data": {"id": "u", "listings": [{"id": "l1"}, {"id": long}]}}),
+        )
+        .unwrap();
+        st.apply(&s, &m.change, &Stamp::new(2, "w"), "c").unwrap();
+        let (kids, skipped) =
+            desired_children(&s, &st, &EntityRef::new("User", "u"), "User-u", &[]);
+        assert_eq!(kids.len(), 1);
+        assert!(skipped[0].reason.contains("at most 1000"), "{skipped:?}");
     }
 
     #[test]

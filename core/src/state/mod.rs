@@ -161,6 +161,18 @@ impl<'a> Ordering<'a> {
     }
 }
 
+/// Refuses a client's change that writes an entity whose child workflow id would be too long for
+/// Temporal (its siblings are unaffected: the change is refused as a whole, with the reason).
+fn check_ids(schema: &Schema, store: &Store, ident: &Ident, change: &Change) -> Result<(), String> {
+    let own = EntityRef::new(ident.entity.clone(), ident.id.clone());
+    match change {
+        Change::Upsert { entities, .. } | Change::SetState { entities } => {
+            stateful_engine::plan::check_child_ids(schema, store, &own, entities)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The URL loads use: `apiUrl` (input or signal), or the entity's template filled in.
 fn api_url(ident: &Ident, api: &Api) -> Option<String> {
     let template = ident
@@ -432,6 +444,7 @@ impl Core {
             _ => return Ok(()),
         }
         .map_err(|e| e.to_string())?;
+        check_ids(schema, &self.store, &self.ident, &parsed.change)?;
         self.store
             .check(schema, &parsed.change)
             .map_err(|e| e.to_string())

@@ -184,6 +184,8 @@ impl Core {
 
 impl Step<'_> {
     fn reject(&mut self, msg: &Msg, reason: String) {
+        // The update's answer, the log and the `rejected` list get the same, bounded reason.
+        let reason = crate::audit::clip(&reason, crate::audit::MAX_REASON);
         self.rejections.push((
             msg.ticket(),
             Rejection {
@@ -295,6 +297,7 @@ impl Step<'_> {
             _ => wire::parse_state(self.schema, v),
         }
         .map_err(|e| e.to_string())?;
+        super::check_ids(self.schema, batch.store(), self.ident, &inc.change)?;
         let stamp = batch.next_stamp(self.now, &self.ident.workflow_id);
         let source = self.source_of(inc.origin.as_deref(), v);
         batch

@@ -301,3 +301,61 @@ fn api_settings_and_a_due_load_survive_continue_as_new() {
     assert_eq!(n.refresh_due(), Some(61_000), "the refresh time is kept");
     assert_eq!(n.take_load().unwrap().0.reason, "continued");
 }
+
+#[test]
+fn an_entity_whose_child_id_would_be_too_long_is_refused_and_its_siblings_start() {
+    let schema = "User:\n  listings: [Listing]\nListing:\n  user: User\n";
+    let mut c = started_core(
+        schema,
+        &json!({"id": "u", "entityName": "User", "data": {"id": "u"}}),
+        1,
+    );
+    let _ = c.initial_effects();
+    let long = "x".repeat(1_200);
+    let change = json!({"updates": {"User": {"u": {"listings": ["a", long]}},
+                                    "Listing": {"a": {"id": "a"}, long.clone(): {"id": long}}}});
+    let e = c.validate(Signal::Update, &Ok(change.clone())).unwrap_err();
+    assert!(e.contains("Temporal accepts at most 1000"), "{e}");
+    c.signal(Signal::Update, Ok(change));
+    let out = c.process(2);
+    assert!(out.effects.is_empty());
+    assert!(out.rejected[0].reason.contains("shorten its id"));
+    // The good sibling alone is accepted and started; a dangling long id in the relation (no
+    // entity) starts nothing and fails nothing.
+    c.signal(
+        Signal::Update,
+        Ok(json!({"updates": {"User": {"u": {"listings": ["a", long]}}, "Listing": {"a": {"id": "a"}}}})),
+    );
+    let out = c.process(3);
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+    let started: Vec<_> = out
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Start { workflow_id, .. } => Some(workflow_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, ["Listing-a"]);
+}
+
+#[test]
+fn a_rejection_never_echoes_an_oversized_input_at_full_length() {
+    let schema = "User: {}\n";
+    let mut c = started_core(
+        schema,
+        &json!({"id": "u", "entityName": "User", "data": {"id": "u"}}),
+        1,
+    );
+    let _ = c.initial_effects();
+    let huge = "y".repeat(100_000);
+    let ticket = c.enqueue_update(
+        Signal::Update,
+        Ok(json!({"updates": {huge.clone(): {"u": {}}}})),
+    );
+    let out = c.process(2);
+    let reason = &out.rejected[0].reason;
+    assert!(reason.len() < 600 && reason.ends_with("bytes)"), "{reason}");
+    let answer = c.take_result(ticket).unwrap().unwrap_err();
+    assert_eq!(&answer, reason);
+}
