@@ -57,6 +57,20 @@ impl Inbox {
             .collect()
     }
 
+    /// The queued messages, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Msg> {
+        self.queue.iter()
+    }
+
+    /// What [`Inbox::carry`] would take, left in place (to measure the hand-over first).
+    pub fn peek_carry(&self) -> Vec<Msg> {
+        self.queue
+            .iter()
+            .filter(|m| m.ticket().is_none())
+            .cloned()
+            .collect()
+    }
+
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()

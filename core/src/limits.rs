@@ -37,7 +37,18 @@ pub struct Limits {
     pub max_task_bytes: u64,
     /// Largest payload: a child's start input, a signal, the continue-as-new input, an answer.
     pub max_payload_bytes: u64,
+    /// Payloads are compressed by the payload codec (zstd): sizes are measured compressed. Set
+    /// from the worker's `--compress` when a tree's root starts, then recorded and handed down.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub compressed: bool,
 }
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The zstd level the payload codec compresses with (sizes are measured the same way).
+pub const ZSTD_LEVEL: i32 = 3;
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -47,6 +58,7 @@ impl Default for Limits {
             max_pending_cancels: DEFAULT_MAX_PENDING_CANCELS,
             max_task_bytes: DEFAULT_MAX_TASK_BYTES,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            compressed: false,
         }
     }
 }
@@ -61,9 +73,16 @@ const RANGES: [(&str, u64, u64); 5] = [
 ];
 
 impl Limits {
-    /// True when these are the defaults (they are then left out of inputs).
-    pub fn is_default(&self) -> bool {
-        *self == Limits::default()
+    /// The `limits` field of the inputs this workflow writes: the limits that differ from the
+    /// defaults, and always whether payloads are compressed (so that it is recorded).
+    pub fn to_input(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        let d = serde_json::to_value(Limits::default()).unwrap_or_default();
+        if let (Value::Object(m), Value::Object(d)) = (&mut v, d) {
+            m.retain(|k, x| d.get(k) != Some(x));
+        }
+        v["compressed"] = Value::Bool(self.compressed);
+        v
     }
 
     /// Parses the `limits` field of a start input: an object whose fields are all optional
@@ -74,7 +93,10 @@ impl Limits {
             Some(Value::Object(m)) => m,
             Some(_) => return Err("`limits` must be an object".into()),
         };
-        if let Some(k) = m.keys().find(|k| !RANGES.iter().any(|(n, ..)| n == k)) {
+        if let Some(k) = m
+            .keys()
+            .find(|k| *k != "compressed" && !RANGES.iter().any(|(n, ..)| n == k))
+        {
             return Err(format!(
                 "`limits.{k}` is not a limit; known: {}",
                 RANGES.map(|r| r.0).join(", ")
@@ -95,7 +117,38 @@ impl Limits {
         l.max_pending_cancels = get(m, 2, l.max_pending_cancels.into())? as u32;
         l.max_task_bytes = get(m, 3, l.max_task_bytes)?;
         l.max_payload_bytes = get(m, 4, l.max_payload_bytes)?;
+        l.compressed = match m.get("compressed") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err("`limits.compressed` must be true or false".into()),
+        };
         Ok(l)
+    }
+
+    /// The size `v` takes as a payload: its JSON length, or, when payloads are compressed and it is
+    /// larger than a payload may be, its compressed length (deterministic: the same bytes compress
+    /// to the same length).
+    pub fn measure(&self, v: &Value) -> u64 {
+        let plain = crate::outbox::json_len(v);
+        if !self.compressed || plain <= self.max_payload_bytes {
+            return plain;
+        }
+        let bytes = serde_json::to_vec(v).unwrap_or_default();
+        zstd::bulk::compress(&bytes, ZSTD_LEVEL).map_or(plain, |c| c.len() as u64)
+    }
+
+    /// True when `v` fits in one payload.
+    pub fn fits(&self, v: &Value) -> bool {
+        self.measure(v) <= self.max_payload_bytes
+    }
+
+    /// How `v`'s size reads in a reason: `1234567 bytes` or `1234567 bytes compressed`.
+    pub fn describe(&self, bytes: u64) -> String {
+        if self.compressed && bytes <= self.max_payload_bytes {
+            format!("{bytes} bytes (compressed)")
+        } else {
+            format!("{bytes} bytes")
+        }
     }
 }
 
@@ -111,9 +164,21 @@ mod tests {
         assert_eq!(l.max_children_per_run, 10);
         assert_eq!(l.max_pending_signals, DEFAULT_MAX_PENDING_SIGNALS);
         // What it writes, it reads.
-        let back: Limits = serde_json::from_value(serde_json::to_value(l).unwrap()).unwrap();
+        let back = Limits::parse(Some(&l.to_input())).unwrap();
         assert_eq!(back, l);
+        assert_eq!(
+            l.to_input(),
+            json!({"maxChildrenPerRun": 10, "compressed": false})
+        );
+        let c = Limits::parse(Some(&json!({"compressed": true}))).unwrap();
+        assert!(c.compressed);
+        // Repetitive JSON over the limit fits once compressed; the plain measure does not.
+        let big = json!({"text": "words and more words ".repeat(200_000)});
+        assert!(!Limits::default().fits(&big));
+        assert!(c.fits(&big));
+        assert!(c.measure(&big) < 100_000);
         for (v, says) in [
+            (json!({"compressed": "yes"}), "true or false"),
             (json!(3), "must be an object"),
             (json!({"maxChildrenPerRun": 0}), "from 1 to 1900"),
             (json!({"maxChildrenPerRun": 5000}), "from 1 to 1900"),

@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::io::Write;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::limits::Limits;
 use crate::tree::Effect;
@@ -96,6 +96,62 @@ impl Effect {
             Effect::Cancel { .. } => 0,
         }
     }
+}
+
+/// Splits an `update` (`key` = `updates`) or `delete` (`deletions`) payload into payloads of about
+/// `target` bytes each, by entity: each part holds some entities' rows with their stamps, and every
+/// other field (`changeOrigin`, `subscriptionId`, ...). Stamped writes commute, so the parts may be
+/// applied in any order and together say what the whole said. A single entity larger than `target`
+/// makes a part of its own.
+pub fn split_payload(p: &Value, key: &str, target: u64) -> Vec<Value> {
+    let (Some(rows), Some(obj)) = (p.get(key).and_then(Value::as_object), p.as_object()) else {
+        return vec![p.clone()];
+    };
+    let stamps = p.get("stamps").and_then(Value::as_object);
+    let mut base = obj.clone();
+    base.remove(key);
+    base.remove("stamps");
+    let base_len = json_len(&Value::Object(base.clone()));
+    let mut parts = Vec::new();
+    let mut part: (
+        serde_json::Map<String, Value>,
+        serde_json::Map<String, Value>,
+        u64,
+    ) = Default::default();
+    let flush = |part: &mut (serde_json::Map<_, _>, serde_json::Map<_, _>, u64),
+                 parts: &mut Vec<Value>| {
+        if part.0.is_empty() {
+            return;
+        }
+        let (r, st, _) = std::mem::take(part);
+        let mut v = Value::Object(base.clone());
+        v[key] = Value::Object(r);
+        v["stamps"] = Value::Object(st);
+        parts.push(v);
+    };
+    for (entity, group) in rows {
+        for (id, row) in group.as_object().into_iter().flatten() {
+            let stamp = stamps
+                .and_then(|s| s.get(entity))
+                .and_then(|g| g.get(id))
+                .cloned();
+            let len = json_len(row) + stamp.as_ref().map_or(0, json_len) + id.len() as u64 + 16;
+            if part.2 > 0 && base_len + part.2 + len > target {
+                flush(&mut part, &mut parts);
+            }
+            let r = part.0.entry(entity.clone()).or_insert_with(|| json!({}));
+            r[id] = row.clone();
+            if let Some(st) = stamp {
+                part.1.entry(entity.clone()).or_insert_with(|| json!({}))[id] = st;
+            }
+            part.2 += len;
+        }
+    }
+    flush(&mut part, &mut parts);
+    if parts.is_empty() {
+        parts.push(p.clone());
+    }
+    parts
 }
 
 impl Outbox {
@@ -369,6 +425,36 @@ mod tests {
         assert_eq!(targets(&o.wave(&l, busy, 3, |_, _| None)), ["cancel b"]);
         let w = o.wave(&l, Pending::default(), 4, |_, _| None);
         assert_eq!(targets(&w), ["signal a", "cancel a"]);
+    }
+
+    #[test]
+    fn a_large_update_splits_by_entity_and_each_part_keeps_its_stamps_and_fields() {
+        let mut updates = serde_json::Map::new();
+        let mut stamps = serde_json::Map::new();
+        for i in 0..50 {
+            updates.insert(format!("l{i}"), json!({"text": "x".repeat(100)}));
+            stamps.insert(format!("l{i}"), json!({"text": [i, "w"]}));
+        }
+        let p = json!({"updates": {"Listing": updates, "User": {"u": {"n": 1}}},
+                       "stamps": {"Listing": stamps, "User": {"u": {"n": [1, "w"]}}},
+                       "changeOrigin": "w", "subscriptionId": "s"});
+        let parts = split_payload(&p, "updates", 1_000);
+        assert!(parts.len() > 5, "{} parts", parts.len());
+        let mut seen = 0;
+        for part in &parts {
+            assert!(json_len(part) <= 1_000, "{}", json_len(part));
+            assert_eq!(part["changeOrigin"], "w");
+            assert_eq!(part["subscriptionId"], "s");
+            for (e, g) in part["updates"].as_object().unwrap() {
+                for id in g.as_object().unwrap().keys() {
+                    assert_eq!(part["stamps"][e][id], p["stamps"][e][id]);
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, 51);
+        // Small enough: one part, the same payload.
+        assert_eq!(split_payload(&p, "updates", 1_000_000), vec![p]);
     }
 
     #[test]

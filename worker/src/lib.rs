@@ -238,6 +238,7 @@ async fn run_with_client(
     let runtime = Runtime::from_current_tokio(runtime_opts)?;
     let options = worker_options(args, schema.as_ref(), http)?;
     let codec_bound = serve_codec(args, &codec).await?;
+    stateful_workflows::set_payload_compression(codec.compress);
     let ingress_bound = serve_ingress(args, &client, schema.as_ref()).await?;
     let mut worker = Worker::new(&runtime, client, options)?;
     let stop = worker.shutdown_handle();

@@ -26,3 +26,19 @@ pub use stateful_core::WORKFLOW_TYPE;
 
 /// The default task queue.
 pub const DEFAULT_TASK_QUEUE: &str = "stateful";
+
+static PAYLOAD_COMPRESSION: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Tells the workflows of this process that the payload codec compresses (the worker's
+/// `--compress`). A tree's root reads it when it first starts and records it in its input
+/// (`limits.compressed`), handed down to its children and over continue-as-new: sizes are then
+/// measured compressed, and a state of several megabytes of JSON fits in one payload.
+pub fn set_payload_compression(on: bool) {
+    PAYLOAD_COMPRESSION.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the payload codec of this process compresses.
+pub(crate) fn payload_compression() -> bool {
+    PAYLOAD_COMPRESSION.load(std::sync::atomic::Ordering::Relaxed)
+}

@@ -98,11 +98,13 @@ pub(crate) async fn run(
             return Ok(ctx.state(|s| s.core.data()));
         }
         let limit = ctx.state(|s| s.core.max_history());
-        if ctx.continue_as_new_suggested()
-            || ctx.history_length() >= limit
-            || ctx.state(|s| s.core.checkpoint_requested() || s.core.wants_new_run())
+        let history = ctx.history_length();
+        if (ctx.continue_as_new_suggested()
+            || history >= limit
+            || ctx.state(|s| s.core.checkpoint_requested() || s.core.wants_new_run()))
+            && ctx.state(|s| s.core.handover_allowed(history))
         {
-            return continue_as_new(ctx, &mut inflight).await;
+            continue_as_new(ctx, &mut inflight).await?;
         }
     }
 }
@@ -147,6 +149,11 @@ async fn start(
     let input = input.map_err(|e| fail(format!("bad workflow input: {e}")))?;
     let mut start =
         StartInput::parse(&input).map_err(|e| fail(format!("bad workflow input: {e}")))?;
+    if input.pointer("/limits/compressed").is_none() {
+        // A root's first run: whether payloads are compressed is this worker's setting, recorded
+        // from now on in the inputs it writes (children, continue-as-new).
+        start.limits.compressed = crate::payload_compression();
+    }
     let schema_json = match start.schema.take() {
         Some(s) => s,
         None => ctx
@@ -311,11 +318,12 @@ pub(crate) fn upsert_memo(ctx: &WorkflowContext<StatefulWorkflow>) {
 }
 
 /// Hands over to a new run: applies whatever is still arriving (as any batch) and lets accepted
-/// updates answer, then records the checkpoint and continues as new with the carry-over.
+/// updates answer, then records the checkpoint and continues as new with the carry-over. Returns
+/// (`Ok`) only when the next run's input would be too large: the run then goes on.
 async fn continue_as_new(
     ctx: &mut WorkflowContext<StatefulWorkflow>,
     inflight: &mut InFlight,
-) -> WorkflowResult<Value> {
+) -> WorkflowResult<()> {
     let mut status_changed = false;
     loop {
         status_changed |= run_batch(ctx, inflight).status_changed;
@@ -338,6 +346,22 @@ async fn continue_as_new(
     // What resolved while draining (a start confirmed or refused: an adoption to make) is not lost:
     // the next run gets it in its inbox.
     ctx.state_mut(|s| s.core.hand_over(outcomes));
+    let (size, max) = ctx.state(|s| (s.core.carry_size(), s.core.limits().max_payload_bytes));
+    if size > max {
+        // The size guard should have made this impossible: go on in this run rather than send a
+        // command the server refuses, and try again later.
+        let history = ctx.history_length();
+        if !ctx.is_replaying() {
+            tracing::error!(
+                workflow_id = ctx.workflow_id(),
+                size,
+                max,
+                "the next run's input is too large: continuing in this run"
+            );
+        }
+        ctx.state_mut(|s| s.core.defer_handover(history + 1_000));
+        return Ok(());
+    }
     let run_id = ctx.run_id().to_string();
     let now = now_ms(ctx.workflow_time());
     let cp = ctx.state_mut(|s| s.core.checkpoint(&run_id, now));

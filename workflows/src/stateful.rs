@@ -218,14 +218,14 @@ impl StatefulWorkflow {
 
     /// The normalized state.
     #[query(name = "state")]
-    pub fn q_state(&self, _ctx: &WorkflowContextView) -> Value {
-        self.core.state()
+    pub fn q_state(&self, _ctx: &WorkflowContextView) -> Result<Value, BoxError> {
+        fit(&self.core, self.core.state())
     }
 
     /// The own entity, denormalized (null when absent).
     #[query(name = "data")]
-    pub fn q_data(&self, _ctx: &WorkflowContextView) -> Value {
-        self.core.data()
+    pub fn q_data(&self, _ctx: &WorkflowContextView) -> Result<Value, BoxError> {
+        fit(&self.core, self.core.data())
     }
 
     /// `running`, `paused`, `cancelled` or `completed`.
@@ -257,8 +257,8 @@ impl StatefulWorkflow {
 
     /// Recomputes the checksum and checks the state: `{ok, version, checksum, entities, findings}`.
     #[query(name = "validate")]
-    pub fn q_validate(&self, _ctx: &WorkflowContextView) -> Value {
-        self.core.validate_state()
+    pub fn q_validate(&self, _ctx: &WorkflowContextView) -> Result<Value, BoxError> {
+        fit(&self.core, self.core.validate_state())
     }
 
     /// Recent checkpoints: run id, time, version, checksum, reason.
@@ -294,21 +294,21 @@ impl StatefulWorkflow {
     /// The audit log: the last 50 applied batches (version, time, origins, entities touched) and the
     /// last 50 rejected inputs, carried over continue-as-new.
     #[query(name = "audit")]
-    pub fn q_audit(&self, _ctx: &WorkflowContextView) -> Value {
-        self.core.audit().info()
+    pub fn q_audit(&self, _ctx: &WorkflowContextView) -> Result<Value, BoxError> {
+        fit(&self.core, self.core.audit().info())
     }
 
     /// Subscriptions.
     #[query(name = "subscriptions")]
-    pub fn q_subscriptions(&self, _ctx: &WorkflowContextView) -> Value {
-        self.core.subscriptions_info()
+    pub fn q_subscriptions(&self, _ctx: &WorkflowContextView) -> Result<Value, BoxError> {
+        fit(&self.core, self.core.subscriptions_info())
     }
 
     /// Managed children (workflow id, entity, status, generation, last version sent) and the ones
     /// skipped as circular.
     #[query(name = "children")]
-    pub fn q_children(&self, _ctx: &WorkflowContextView) -> Value {
-        self.core.tree().children_info()
+    pub fn q_children(&self, _ctx: &WorkflowContextView) -> Result<Value, BoxError> {
+        fit(&self.core, self.core.tree().children_info())
     }
 
     /// The managed relations of the own entity and their options.
@@ -328,6 +328,22 @@ impl StatefulWorkflow {
     pub fn q_schema(&self, _ctx: &WorkflowContextView) -> Value {
         self.core.schema_json().clone()
     }
+}
+
+/// A query's answer, unless it is too large for one payload: the query then fails, saying so
+/// (rather than the whole query task).
+fn fit(core: &Core, v: Value) -> Result<Value, BoxError> {
+    let l = core.limits();
+    let n = l.measure(&v);
+    if n <= l.max_payload_bytes {
+        return Ok(v);
+    }
+    Err(format!(
+        "the answer would take {n} bytes, more than the {} bytes one payload may hold: query \
+         something smaller, or run the tree with payload compression (worker --compress)",
+        l.max_payload_bytes
+    )
+    .into())
 }
 
 async fn acknowledged(

@@ -36,16 +36,35 @@ impl Core {
 
     /// The input of the next run (continue-as-new): the wire fields plus the carry-over.
     pub fn carry_input(&mut self) -> Value {
+        let inbox = self.inbox.carry();
+        self.carry_value(inbox, self.store.clone())
+    }
+
+    /// The size the next run's input would take as a payload now (nothing is taken from the
+    /// inbox): the glue checks it before handing over.
+    pub fn carry_size(&self) -> u64 {
+        let v = self.carry_value(self.inbox.peek_carry(), self.store.clone());
+        self.ident.limits.measure(&v)
+    }
+
+    /// The size of the next run's input without the store (the store's own size is measured
+    /// apart, on a trial copy, by the size guard).
+    pub(super) fn carry_overhead(&self) -> u64 {
+        let v = self.carry_value(self.inbox.peek_carry(), stateful_engine::Store::new());
+        self.ident.limits.measure(&v)
+    }
+
+    fn carry_value(&self, inbox: Vec<Msg>, store: stateful_engine::Store) -> Value {
         let audit = self.audit.carry();
         let carry = Carry {
-            store: self.store.clone(),
+            store,
             token_rotations: self.api.token.rotations(),
             rejected: audit.rejected,
             rejected_total: audit.rejected_total,
             recent: audit.recent,
             changes_total: audit.changes_total,
             runs: audit.runs,
-            inbox: self.inbox.carry(),
+            inbox,
             children: self.tree.children().clone(),
             api: self.api.loads.carried(),
             checkpoints: audit.checkpoints,
@@ -82,9 +101,7 @@ impl Core {
         if let Some(cp) = self.audit.last_checkpoint() {
             v["checkpoint"] = json!(cp);
         }
-        if !self.ident.limits.is_default() {
-            v["limits"] = json!(self.ident.limits);
-        }
+        v["limits"] = self.ident.limits.to_input();
         if let Some(i) = &self.ident.incarnation {
             v["incarnation"] = json!(i);
         }

@@ -28,6 +28,7 @@ mod ordering_tests;
 mod pacing;
 mod process;
 mod queries;
+mod size;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -79,6 +80,10 @@ pub struct Core {
     legacy: bool,
     /// Effects not yet issued (see [`crate::outbox`]).
     outbox: Outbox,
+    /// What the size guard knows (see [`size`]).
+    size: size::SizeGuard,
+    /// A deferred hand-over is tried again once the history is this long.
+    handover_after: u32,
 }
 
 /// A started core for tests: `schema` (YAML), `input` (a start input), workflow id
@@ -236,9 +241,18 @@ impl Core {
         if let Some(e) = bad_subs.into_iter().next() {
             return Err(format!("`subscriptions`: {e}"));
         }
+        let fresh = carry.is_none();
         match carry {
             Some(c) => self.start_carried(c),
             None => self.start_fresh(input, now)?,
+        }
+        let total = self.measure_state();
+        let max = self.ident.limits.max_payload_bytes;
+        if fresh && total > max {
+            return Err(format!(
+                "the initial state would take {total} bytes, more than the {max} bytes one payload \
+                 may hold (the state must fit in the input of the next run)"
+            ));
         }
         self.started = true;
         self.rebuild_slices();

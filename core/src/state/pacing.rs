@@ -2,19 +2,69 @@
 //! the workflow's limits (see [`crate::outbox`]).
 
 use super::{Core, Ordering, me};
-use crate::outbox::Pending;
+use crate::outbox::{Pending, split_payload};
 use crate::tree::Effect;
 
 impl Core {
     /// Queues effects to issue (child starts as intents: their children are `queued` until
     /// their start leaves).
+    ///
+    /// An `update` or `delete` too large for one payload is split by entity; a part that still
+    /// does not fit (one entity larger than a payload) is not sent, and shows in `rejected`.
     pub fn enqueue(&mut self, effects: Vec<Effect>) {
-        for e in &effects {
-            if let Effect::Start { workflow_id, .. } = e {
-                self.tree.mark_queued(workflow_id);
+        let limits = self.ident.limits;
+        let mut out = Vec::with_capacity(effects.len());
+        for e in effects {
+            match e {
+                Effect::Start {
+                    ref workflow_id, ..
+                } => {
+                    self.tree.mark_queued(workflow_id);
+                    out.push(e);
+                }
+                Effect::Signal {
+                    workflow_id,
+                    name,
+                    payload: Some(p),
+                    child_generation,
+                } if !limits.fits(&p) => {
+                    let key = if name == "delete" {
+                        "deletions"
+                    } else {
+                        "updates"
+                    };
+                    for part in split_payload(&p, key, limits.max_payload_bytes * 4 / 5) {
+                        if limits.fits(&part) {
+                            out.push(Effect::Signal {
+                                workflow_id: workflow_id.clone(),
+                                name: name.clone(),
+                                payload: Some(part),
+                                child_generation,
+                            });
+                        } else {
+                            self.not_sent(&name, &workflow_id, limits.measure(&part));
+                        }
+                    }
+                }
+                other => out.push(other),
             }
         }
-        self.outbox.push(effects);
+        self.outbox.push(out);
+    }
+
+    /// Records a message that could not be sent: larger than a payload may be.
+    fn not_sent(&mut self, name: &str, to: &str, bytes: u64) {
+        let reason = format!(
+            "`{name}` to {to} not sent: it takes {bytes} bytes, more than the {} bytes one \
+             payload may hold",
+            self.ident.limits.max_payload_bytes
+        );
+        self.audit.reject(crate::audit::Rejection {
+            signal: format!("outgoing {name}"),
+            reason,
+            time: self.started_at,
+            version: self.store.version(),
+        });
     }
 
     /// The next wave of effects to issue now, given what is `pending` and the workflow task

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use stateful_engine::store::Batch;
 use stateful_engine::{ChangeKind, ChangeSet, EntityRef, Schema, wire};
 
-use super::{Core, Ident, Ordering, api_url, me};
+use super::{Core, Ident, Ordering, api_url, me, size};
 use crate::answer::{loaded_change, related_change};
 use crate::api::{ApiState, LoadState};
 use crate::audit::Rejection;
@@ -50,6 +50,7 @@ struct Step<'a> {
     interval: Option<u64>,
     rejections: Vec<(Option<u64>, Rejection)>,
     ok_tickets: Vec<u64>,
+    size: size::SizeStep<'a>,
     child_events: Vec<ChildEvent>,
     token_changed: bool,
     url_changed: bool,
@@ -61,6 +62,11 @@ impl Core {
         let Some(schema) = self.ident.schema.clone() else {
             return Processed::default();
         };
+        let incoming: u64 = self.inbox_bytes();
+        let overhead = self
+            .size
+            .near(&self.ident.limits, incoming)
+            .then(|| self.carry_overhead());
         let msgs = self.inbox.drain();
         let before = (self.status, self.status_str());
         let interval = self.refresh_interval();
@@ -80,6 +86,12 @@ impl Core {
             interval,
             rejections: Vec::new(),
             ok_tickets: Vec::new(),
+            size: size::SizeStep {
+                guard: &mut self.size,
+                limits: &self.ident.limits,
+                overhead,
+                own_entity: &self.ident.entity,
+            },
             child_events: Vec::new(),
             token_changed: false,
             url_changed: false,
@@ -300,6 +312,9 @@ impl Step<'_> {
         super::check_ids(self.schema, batch.store(), self.ident, &inc.change)?;
         let stamp = batch.next_stamp(self.now, &self.ident.workflow_id);
         let source = self.source_of(inc.origin.as_deref(), v);
+        let bytes = crate::outbox::json_len(v);
+        self.size
+            .admit(self.schema, batch, &inc.change, &stamp, &source, bytes)?;
         batch
             .apply(&inc.change, &stamp, &source)
             .map_err(|e| e.to_string())
@@ -347,6 +362,11 @@ impl Step<'_> {
                 None => Ok(()),
                 Some(change) => {
                     let stamp = batch.next_stamp(self.now, &self.ident.workflow_id);
+                    let bytes = crate::outbox::json_len(
+                        &serde_json::to_value(output).unwrap_or(Value::Null),
+                    );
+                    self.size
+                        .admit(self.schema, batch, &change, &stamp, "api", bytes)?;
                     batch
                         .apply(&change, &stamp, "api")
                         .map_err(|e| format!("the API's data does not apply: {e}"))

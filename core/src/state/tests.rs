@@ -359,3 +359,97 @@ fn a_rejection_never_echoes_an_oversized_input_at_full_length() {
     let answer = c.take_result(ticket).unwrap().unwrap_err();
     assert_eq!(&answer, reason);
 }
+
+#[test]
+fn a_change_that_would_not_fit_in_the_next_runs_input_is_refused_and_the_workflow_keeps_its_state()
+{
+    let schema = "User:\n  listings: [Listing]\nListing: {}\n";
+    let mut c = started_core(
+        schema,
+        &json!({"id": "u", "entityName": "User", "data": {"id": "u"},
+                "limits": {"maxPayloadBytes": 30_000}}),
+        1,
+    );
+    let _ = c.initial_effects();
+    let text = "some words of a listing's description ".repeat(50);
+    let mut refused = None;
+    for i in 0..40 {
+        let before = c.state();
+        let ticket = c.enqueue_update(
+            Signal::Update,
+            Ok(json!({"updates": {"Listing": {format!("l{i}"): {"id": format!("l{i}"), "text": text}}}})),
+        );
+        let out = c.process(2 + i);
+        assert!(c.carry_size() <= 30_000, "{} after {i}", c.carry_size());
+        if let Err(e) = c.take_result(ticket).unwrap() {
+            assert!(e.contains("more than the 30000 bytes"), "{e}");
+            assert_eq!(out.rejected.len(), 1);
+            assert_eq!(
+                c.state(),
+                before,
+                "a refused change leaves the state as it was"
+            );
+            refused = Some(i);
+            break;
+        }
+    }
+    let i = refused.expect("the state grew past the limit without a refusal");
+    assert!(i > 5, "refused too early: after {i} listings");
+    // Small changes still go through, and the hand-over fits.
+    c.signal(
+        Signal::Update,
+        Ok(json!({"updates": {"User": {"u": {"name": "still here"}}}})),
+    );
+    assert!(c.process(100).rejected.is_empty());
+    let next = c.carry_input();
+    assert!(crate::outbox::json_len(&next) <= 30_000);
+    // An initial state that cannot be carried is refused at the start, saying why.
+    let mut big = Core::default();
+    let s = Schema::parse(schema, "t").unwrap();
+    let js = s.to_json();
+    let input = StartInput::parse(&json!({"id": "u", "entityName": "User",
+        "data": {"id": "u", "name": "x".repeat(40_000)}, "limits": {"maxPayloadBytes": 30_000}}))
+    .unwrap();
+    let e = big.start(input, s, js, "User-u".into(), 1).unwrap_err();
+    assert!(e.contains("the initial state would take"), "{e}");
+}
+
+#[test]
+fn the_registry_records_of_new_children_count_in_the_size_guard() {
+    let schema = "User:\n  listings: [Listing]\nListing: {}\n";
+    let mut c = started_core(
+        schema,
+        &json!({"id": "u", "entityName": "User", "data": {"id": "u"},
+                "limits": {"maxPayloadBytes": 30_000}}),
+        1,
+    );
+    let _ = c.initial_effects();
+    let ids: Vec<String> = (0..100).map(|i| format!("l{i}")).collect();
+    let rows: serde_json::Map<String, Value> =
+        ids.iter().map(|l| (l.clone(), json!({"id": l}))).collect();
+    // About 6 KB of payload, but a hundred children's records would not fit.
+    c.signal(
+        Signal::Update,
+        Ok(json!({"updates": {"User": {"u": {"listings": ids}}, "Listing": rows}})),
+    );
+    let out = c.process(2);
+    assert_eq!(out.rejected.len(), 1, "{:?}", out.effects.len());
+    assert!(out.effects.is_empty());
+    // Twenty fit.
+    let ids: Vec<String> = (0..20).map(|i| format!("l{i}")).collect();
+    let rows: serde_json::Map<String, Value> =
+        ids.iter().map(|l| (l.clone(), json!({"id": l}))).collect();
+    c.signal(
+        Signal::Update,
+        Ok(json!({"updates": {"User": {"u": {"listings": ids}}, "Listing": rows}})),
+    );
+    let out = c.process(3);
+    assert!(out.rejected.is_empty(), "{:?}", out.rejected);
+    assert_eq!(out.effects.len(), 20);
+    let next = c.carry_input();
+    assert!(
+        crate::outbox::json_len(&next) <= 30_000,
+        "{}",
+        crate::outbox::json_len(&next)
+    );
+}

@@ -4,7 +4,9 @@
 
 use stateful_engine::plan;
 
-use super::send::{adopt, catch_up, missed_since_start, outcome_name, start_effect};
+use super::send::{
+    adopt, catch_up, child_input, missed_since_start, outcome_name, start_effect_with,
+};
 use super::{
     ChildEvent, ChildEventKind, ChildOutcome, ChildStatus, Effect, MAX_RESTARTS, Me, Tree,
 };
@@ -136,7 +138,25 @@ impl Tree {
             field: c.field.clone(),
             managed,
         };
-        Some(start_effect(me, &self.slices, wid, c, &spec))
+        let input = child_input(me, &self.slices, c, Some(&spec), false);
+        if me.limits.fits(&input) {
+            return Some(start_effect_with(wid, c, &spec, input));
+        }
+        // Its slice is too large for one payload: it starts with its own entity, and gets the
+        // rest (in parts) as a catch-up once its start is confirmed.
+        let lean = child_input(me, &self.slices, c, Some(&spec), true);
+        if !me.limits.fits(&lean) {
+            c.status = ChildStatus::Failed;
+            c.ended = Some(format!(
+                "not started: even its smallest start input takes {} bytes, more than the {} \
+                 bytes one payload may hold",
+                me.limits.measure(&lean),
+                me.limits.max_payload_bytes
+            ));
+            return None;
+        }
+        c.version_sent = 0;
+        Some(start_effect_with(wid, c, &spec, lean))
     }
 
     /// After a continue-as-new: children whose start was confirmed only as the previous run closed

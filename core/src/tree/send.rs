@@ -133,16 +133,22 @@ pub(super) fn child_subscriptions(
     subs
 }
 
-/// A child's start input: its stamped slice, subscriptions back to us, ancestors, and what it
-/// inherits (schema, token, `apiBase`, whether we load it in a batch).
+/// A child's start input: its stamped slice (`lean`: its own entity only, the rest follows as a
+/// catch-up once it runs), subscriptions back to us, ancestors, and what it inherits (schema,
+/// token, `apiBase`, whether we load it in a batch).
 pub(super) fn child_input(
     me: &Me<'_>,
     slices: &SliceIndex,
     rec: &ChildRec,
     spec: Option<&ChildSpec>,
+    lean: bool,
 ) -> Value {
     let root = EntityRef::new(rec.entity.clone(), rec.id.clone());
-    let members = slices.members(&root).cloned().unwrap_or_default();
+    let members = if lean {
+        [root.clone()].into()
+    } else {
+        slices.members(&root).cloned().unwrap_or_default()
+    };
     let (state, stamps) = plan::stamped_slice(me.store, me.schema, &members);
     let (up, del) = spec.map_or((true, true), |s| {
         (s.managed.subscribe_updates, s.managed.subscribe_deletes)
@@ -181,8 +187,9 @@ pub(super) fn child_input(
     if let Some(b) = me.api_base {
         input["apiBase"] = json!(b);
     }
-    if ours && !me.limits.is_default() {
-        input["limits"] = json!(me.limits);
+    if ours {
+        // Always written (even the defaults): whether payloads are compressed is recorded.
+        input["limits"] = me.limits.to_input();
     }
     if me.loads
         && ours
@@ -203,12 +210,27 @@ pub(super) fn start_effect(
     rec: &ChildRec,
     spec: &ChildSpec,
 ) -> Effect {
+    start_effect_with(
+        wid,
+        rec,
+        spec,
+        child_input(me, slices, rec, Some(spec), false),
+    )
+}
+
+/// A child's start with the given input.
+pub(super) fn start_effect_with(
+    wid: &str,
+    rec: &ChildRec,
+    spec: &ChildSpec,
+    input: Value,
+) -> Effect {
     Effect::Start {
         workflow_id: wid.to_string(),
         generation: rec.generation,
         workflow_type: rec.workflow_type.clone(),
         task_queue: rec.task_queue.clone(),
-        input: child_input(me, slices, rec, Some(spec)),
+        input,
         parent_close: spec.managed.parent_close_policy,
         cancel_type: spec.managed.cancellation_type,
     }
