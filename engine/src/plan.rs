@@ -33,6 +33,10 @@ pub struct Skipped {
     pub reason: String,
 }
 
+/// How deep a tree of workflows may grow: a workflow with this many ancestors starts no children
+/// (they are skipped with the reason). Each level's input holds the ids of all the levels above it.
+pub const MAX_TREE_DEPTH: usize = 100;
+
 /// The longest workflow id Temporal accepts by default (`limit.maxIDLength`): a child whose id would
 /// be longer is not started, and a change that would introduce one is refused.
 pub const MAX_WORKFLOW_ID_LEN: usize = 1_000;
@@ -129,6 +133,26 @@ pub fn desired_children(
             else {
                 continue;
             };
+            if ancestors.len() + 1 >= MAX_TREE_DEPTH {
+                skipped.push(Skipped {
+                    workflow_id: wid.chars().take(80).collect(),
+                    reason: format!(
+                        "the tree is {} workflows deep here, the most it may be",
+                        ancestors.len() + 1
+                    ),
+                });
+                continue;
+            }
+            if ancestors.len() + 1 >= MAX_TREE_DEPTH {
+                skipped.push(Skipped {
+                    workflow_id: wid.chars().take(80).collect(),
+                    reason: format!(
+                        "the tree is {} workflows deep here, the most it may be",
+                        ancestors.len() + 1
+                    ),
+                });
+                continue;
+            }
             if wid.len() > MAX_WORKFLOW_ID_LEN {
                 let mut shown = wid.clone();
                 shown.truncate(80);

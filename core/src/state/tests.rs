@@ -453,3 +453,69 @@ fn the_registry_records_of_new_children_count_in_the_size_guard() {
         crate::outbox::json_len(&next)
     );
 }
+
+#[test]
+fn what_a_workflow_keeps_stays_bounded_however_long_it_runs() {
+    let schema = "User:\n  listings: [Listing]\nListing: {}\n";
+    let mut c = started_core(
+        schema,
+        &json!({"id": "u", "entityName": "User", "data": {"id": "u"}}),
+        1,
+    );
+    let _ = c.initial_effects();
+    // Children that come and go: the records of ended ones are kept up to a bound.
+    let n = crate::tree::MAX_ENDED_CHILDREN + 200;
+    let ids: Vec<String> = (0..n).map(|i| format!("l{i}")).collect();
+    let rows: serde_json::Map<String, Value> =
+        ids.iter().map(|l| (l.clone(), json!({"id": l}))).collect();
+    c.signal(
+        Signal::Update,
+        Ok(json!({"updates": {"User": {"u": {"listings": ids}}, "Listing": rows}})),
+    );
+    assert_eq!(c.process(2).effects.len(), n);
+    c.signal(
+        Signal::Update,
+        Ok(json!({"updates": {"User": {"u": {"listings": []}}}})),
+    );
+    c.process(3);
+    assert_eq!(c.tree().children().len(), crate::tree::MAX_ENDED_CHILDREN);
+    // Subscriptions: past the bound, a new one is refused with the reason.
+    for i in 0..crate::tree::MAX_SUBSCRIPTIONS {
+        c.signal(
+            Signal::Subscribe,
+            // (`delete` subscribers: an `update` one would be sent our whole state.)
+            Ok(json!({"workflowId": format!("w{i}"), "subscriptionId": "s", "signalName": "delete"})),
+        );
+    }
+    assert!(c.process(4).rejected.is_empty());
+    c.signal(
+        Signal::Subscribe,
+        Ok(json!({"workflowId": "one-more", "subscriptionId": "s"})),
+    );
+    let out = c.process(5);
+    assert!(
+        out.rejected[0]
+            .reason
+            .contains("already has 1000 subscriptions")
+    );
+}
+
+#[test]
+fn a_tree_stops_growing_at_its_depth_limit() {
+    let schema = "User:\n  listings: [Listing]\nListing: {}\n";
+    let deep: Vec<String> = (0..stateful_engine::plan::MAX_TREE_DEPTH - 1)
+        .map(|i| format!("A-{i}"))
+        .collect();
+    let mut c = started_core(
+        schema,
+        &json!({"id": "u", "entityName": "User", "ancestorWorkflowIds": deep,
+                "data": {"id": "u", "listings": [{"id": "l1"}]}}),
+        1,
+    );
+    assert!(c.initial_effects().is_empty());
+    let skipped = &c.tree().children_info()["skipped"];
+    assert!(
+        skipped[0]["reason"].as_str().unwrap().contains("deep"),
+        "{skipped}"
+    );
+}

@@ -23,6 +23,13 @@ pub use types::{
 /// After this many restarts a child that keeps ending from outside is left alone (and shows as failed).
 pub const MAX_RESTARTS: u32 = 20;
 
+/// Subscriptions one workflow keeps; a `subscribe` past it is refused with the reason.
+pub const MAX_SUBSCRIPTIONS: usize = 1_000;
+
+/// Records of ended children that their relation no longer holds, kept (the newest first) to tell
+/// late news of them from news of a new child; older ones are forgotten.
+pub const MAX_ENDED_CHILDREN: usize = 1_000;
+
 /// The tree state of one workflow.
 #[derive(Debug, Default)]
 pub struct Tree {

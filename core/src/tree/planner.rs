@@ -18,8 +18,9 @@ use super::{ChildEvent, ChildRec, ChildStatus, Effect, Me, Tree};
 use crate::WORKFLOW_TYPE;
 use crate::status::Status;
 
-/// Our whole stamped state for a subscriber (a catch-up: stamped writes are idempotent).
-fn whole_state(me: &Me<'_>, s: &super::Subscription) -> Effect {
+/// Our whole stamped state: `(updates, stamps)`, computed once per batch however many subscribers
+/// get it.
+fn whole_stamped(me: &Me<'_>) -> (Value, Value) {
     let all: BTreeSet<EntityRef> = me
         .store
         .entities()
@@ -29,7 +30,12 @@ fn whole_state(me: &Me<'_>, s: &super::Subscription) -> Effect {
                 .map(move |id| EntityRef::new(e.clone(), id.clone()))
         })
         .collect();
-    let (state, stamps) = plan::stamped_slice(me.store, me.schema, &all);
+    plan::stamped_slice(me.store, me.schema, &all)
+}
+
+/// Our whole stamped state for a subscriber (a catch-up: stamped writes are idempotent).
+fn whole_state(me: &Me<'_>, whole: &(Value, Value), s: &super::Subscription) -> Effect {
+    let (state, stamps) = whole;
     Effect::Signal {
         workflow_id: s.workflow_id.clone(),
         name: "update".into(),
@@ -187,18 +193,20 @@ impl Tree {
         let deltas = deltas.unwrap_or_else(|| self.slices.update(me.schema, me.store, cs));
         let (desired, skipped) =
             plan::desired_children(me.schema, me.store, &me.own, me.workflow_id, me.ancestors);
-        for s in skipped {
-            if !self.skipped.contains(&s) {
+        for s in &skipped {
+            if !self.skipped.contains(s) {
                 self.newly_skipped.push(s.clone());
-                self.skipped.insert(s);
             }
         }
+        // What is skipped now (no longer what ever was: the set stays as small as the relations).
+        self.skipped = skipped.into_iter().collect();
         let desired: BTreeMap<String, ChildSpec> = desired
             .into_iter()
             .map(|c| (c.workflow_id.clone(), c))
             .collect();
         self.remove_gone(me, &desired, &mut effects);
         self.start_new(me, &desired, &mut effects);
+        self.forget_ended(&desired);
         self.send_to_children(me, &deltas, &mut effects);
         self.send_to_subscribers(me, cs, &mut effects);
         if token_changed && me.api_token.is_some() {
@@ -210,6 +218,25 @@ impl Tree {
             );
         }
         effects
+    }
+
+    /// Forgets the oldest records of ended children that no relation holds any more, past
+    /// [`MAX_ENDED_CHILDREN`] (the registry stays bounded however many children come and go).
+    fn forget_ended(&mut self, desired: &BTreeMap<String, ChildSpec>) {
+        let mut gone: Vec<(u64, String)> = self
+            .children
+            .iter()
+            .filter(|(w, c)| c.status != ChildStatus::Running && !desired.contains_key(*w))
+            .map(|(w, c)| (c.version_sent, w.clone()))
+            .collect();
+        if gone.len() <= super::MAX_ENDED_CHILDREN {
+            return;
+        }
+        gone.sort();
+        let extra = gone.len() - super::MAX_ENDED_CHILDREN;
+        for (_, w) in gone.into_iter().take(extra) {
+            self.children.remove(&w);
+        }
     }
 
     /// Children removed from their relation: a StatefulWorkflow is unsubscribed (it ends itself when
@@ -383,6 +410,7 @@ impl Tree {
     fn welcome(&mut self, me: &Me<'_>) -> Vec<Effect> {
         let fresh = std::mem::take(&mut self.fresh);
         let mut effects = Vec::new();
+        let mut whole = None;
         for s in self
             .subscriptions
             .iter()
@@ -394,7 +422,8 @@ impl Tree {
             else {
                 continue;
             };
-            let mut e = whole_state(me, s);
+            let whole = whole.get_or_insert_with(|| whole_stamped(me));
+            let mut e = whole_state(me, whole, s);
             if let Effect::Signal {
                 payload: Some(p), ..
             } = &mut e
@@ -458,12 +487,14 @@ impl Tree {
             c.confirmed = true;
             effects.extend(catch_up(me, &self.slices, wid, c, false));
         }
+        let mut whole = None;
         for s in self
             .subscriptions
             .iter()
             .filter(|s| s.signal_name == "update")
         {
-            effects.push(whole_state(me, s));
+            let whole = whole.get_or_insert_with(|| whole_stamped(me));
+            effects.push(whole_state(me, whole, s));
         }
         effects
     }

@@ -170,6 +170,16 @@ impl Step<'_> {
         if sub.workflow_id.is_empty() {
             return Err("a subscription needs `workflowId`".into());
         }
+        let known =
+            self.tree.subscriptions().iter().any(|x| {
+                x.workflow_id == sub.workflow_id && x.subscription_id == sub.subscription_id
+            });
+        if !known && self.tree.subscriptions().len() >= crate::tree::MAX_SUBSCRIPTIONS {
+            return Err(format!(
+                "refused: this workflow already has {} subscriptions, the most it keeps",
+                crate::tree::MAX_SUBSCRIPTIONS
+            ));
+        }
         let given = stamp_in(v)?;
         let stamp = self.arrival(batch, given);
         if let Some(s) = &stamp
