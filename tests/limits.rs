@@ -158,3 +158,227 @@ pub async fn an_update_adding_2100_children_starts_every_one_in_waves(
     }
     Ok(())
 }
+
+/// Listing rows of about `bytes` bytes of text in all, under ids `{prefix}{i}`.
+fn listings(prefix: &str, count: usize, bytes: usize) -> serde_json::Map<String, Value> {
+    let words = [
+        "catalogue",
+        "description",
+        "of",
+        "a",
+        "listing",
+        "with",
+        "words",
+        "and",
+        "more",
+    ];
+    (0..count)
+        .map(|i| {
+            let text: Vec<&str> = (0..bytes / count / 6)
+                .map(|j| words[(i * 7 + j * 13) % words.len()])
+                .collect();
+            let id = format!("{prefix}{i}");
+            (id.clone(), json!({"id": id, "text": text.join(" ")}))
+        })
+        .collect()
+}
+
+/// Two oversized inputs (an acknowledged update and a signal) and then a `checkpoint`: both inputs
+/// are refused with a bounded reason, the state is kept, and the workflow continues as new.
+pub async fn oversized_inputs_are_refused_and_the_workflow_still_continues_as_new(
+    env: &Env,
+) -> anyhow::Result<()> {
+    let u = env.id("oversized");
+    let root = format!("User-{u}");
+    // Listings that are not children (autoStart: false): the state alone is what grows.
+    let schema = json!({"User": {"listings": {"entity": "Listing", "many": true, "autoStart": false}},
+                        "Listing": {}});
+    ops::start(
+        &env.client,
+        &env.task_queue,
+        &root,
+        json!({"id": u, "entityName": "User", "schema": schema, "data": {"id": u, "name": "big"}}),
+    )
+    .await?;
+    let first = listings("a", 200, 1_000_000);
+    ops::update(
+        &env.client,
+        &root,
+        "update",
+        &json!({"updates": {"Listing": first}}),
+    )
+    .await?;
+    let second = listings("b", 200, 1_200_000);
+    let refused = ops::update(
+        &env.client,
+        &root,
+        "update",
+        &json!({"updates": {"Listing": second}}),
+    )
+    .await;
+    let reason = format!(
+        "{:#}",
+        refused
+            .err()
+            .ok_or_else(|| anyhow!("a 1.2 MB update on a 1 MB state was accepted"))?
+    );
+    if !reason.contains("more than the 2000000 bytes") {
+        bail!("the refusal does not say why: {reason}");
+    }
+    ops::signal(
+        &env.client,
+        &root,
+        "update",
+        Some(&json!({"updates": {"Listing": listings("c", 200, 1_200_000)}})),
+    )
+    .await?;
+    ops::signal(&env.client, &root, "checkpoint", None).await?;
+    eventually(Duration::from_secs(60), || async {
+        let v = ops::query(&env.client, &root, "version").await?;
+        if v["runs"].as_u64() >= Some(2) {
+            Ok(())
+        } else {
+            bail!("not continued as new yet: {v}")
+        }
+    })
+    .await?;
+    let rejected = ops::query(&env.client, &root, "rejected").await?;
+    let recent = rejected["recent"].as_array().cloned().unwrap_or_default();
+    ensure_eq!(recent.len(), 2);
+    for r in &recent {
+        let reason = r["reason"].as_str().unwrap_or_default();
+        if reason.len() > 600 || !reason.contains("refused") {
+            bail!(
+                "rejection reason not bounded or not clear: {} bytes",
+                reason.len()
+            );
+        }
+    }
+    let state = ops::query(&env.client, &root, "state").await?;
+    ensure_eq!(state["Listing"].as_object().map(|m| m.len()), Some(200));
+    ensure_eq!(state["Listing"]["a0"]["id"], json!("a0"));
+    // Still running and changeable.
+    ops::update(
+        &env.client,
+        &root,
+        "update",
+        &json!({"updates": {"User": {u.clone(): {"name": "after"}}}}),
+    )
+    .await?;
+    no_failed_task(env, &root)?;
+    Ok(())
+}
+
+/// An entity whose child workflow id would be longer than Temporal's 1,000 bytes: the change that
+/// brings it is refused with the reason; arriving as stamped writes (another copy's), it is skipped
+/// with the reason and its siblings start.
+pub async fn a_too_long_child_id_is_refused_and_its_siblings_run(env: &Env) -> anyhow::Result<()> {
+    let u = env.id("longid");
+    let root = format!("User-{u}");
+    ops::start(
+        &env.client,
+        &env.task_queue,
+        &root,
+        json!({"id": u, "entityName": "User", "data": {"id": u, "listings": [{"id": format!("{u}-a"), "user": u}]}}),
+    )
+    .await?;
+    let long = format!("{u}-{}", "x".repeat(1_000));
+    let refused = ops::update(
+        &env.client,
+        &root,
+        "update",
+        &json!({"updates": {"User": {u.clone(): {"listings": [format!("{u}-a"), long.clone()]}},
+                            "Listing": {long.clone(): {"id": long}}}}),
+    )
+    .await;
+    let reason = format!(
+        "{:#}",
+        refused
+            .err()
+            .ok_or_else(|| anyhow!("the long id was accepted"))?
+    );
+    if !reason.contains("shorten its id") {
+        bail!("unclear refusal: {reason}");
+    }
+    // The same as another copy's stamped writes: not refusable, so the planner skips it.
+    let b = format!("{u}-b");
+    let t = 4_000_000_000_000u64;
+    ops::signal(
+        &env.client,
+        &root,
+        "update",
+        Some(&json!({
+            "updates": {"User": {u.clone(): {"listings": [format!("{u}-a"), b.clone(), long.clone()]}},
+                        "Listing": {b.clone(): {"id": b}, long.clone(): {"id": long}}},
+            "stamps": {"User": {u.clone(): {"listings": [t, "elsewhere"]}},
+                       "Listing": {b.clone(): {"id": [t, "elsewhere"]}, long.clone(): {"id": [t, "elsewhere"]}}},
+            "changeOrigin": "elsewhere"
+        })),
+    )
+    .await?;
+    eventually(Duration::from_secs(30), || async {
+        let kids = ops::query(&env.client, &root, "children").await?;
+        let running = kids["children"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["status"] == "running")
+            .count();
+        let skipped = kids["skipped"].to_string();
+        if running == 2 && skipped.contains("Temporal accepts at most 1000") {
+            Ok(())
+        } else {
+            bail!("{running} children running, skipped: {skipped}")
+        }
+    })
+    .await?;
+    for l in [format!("{u}-a"), b] {
+        let st = ops::query(&env.client, &format!("Listing-{l}"), "status").await?;
+        ensure_eq!(st, json!("running"));
+    }
+    no_failed_task(env, &root)?;
+    Ok(())
+}
+
+/// A chain of 10,000 references (each node's `next` is the following node): the `data` query
+/// answers, cut at 32 levels where the next node stays an id.
+pub async fn a_deep_chain_of_references_is_queried(env: &Env) -> anyhow::Result<()> {
+    let u = env.id("chain");
+    let wid = format!("Node-{u}-0");
+    let schema = json!({"Node": {"next": {"entity": "Node", "autoStart": false}}});
+    let n = 10_000;
+    let nodes: serde_json::Map<String, Value> = (0..n)
+        .map(|i| {
+            let id = format!("{u}-{i}");
+            let next = if i + 1 < n {
+                json!(format!("{u}-{}", i + 1))
+            } else {
+                Value::Null
+            };
+            (id.clone(), json!({"id": id, "next": next}))
+        })
+        .collect();
+    ops::start(
+        &env.client,
+        &env.task_queue,
+        &wid,
+        json!({"id": format!("{u}-0"), "entityName": "Node", "schema": schema, "state": {"Node": nodes}}),
+    )
+    .await?;
+    let data = eventually(Duration::from_secs(30), || async {
+        let d = ops::query(&env.client, &wid, "data").await?;
+        if d.is_null() {
+            bail!("no data yet")
+        }
+        Ok(d)
+    })
+    .await?;
+    let mut at = &data;
+    for _ in 0..32 {
+        at = &at["next"];
+    }
+    ensure_eq!(at["id"], json!(format!("{u}-32")));
+    ensure_eq!(at["next"], json!(format!("{u}-33")));
+    no_failed_task(env, &wid)?;
+    Ok(())
+}
