@@ -87,6 +87,12 @@ pub struct StartArgs {
     /// Start paused.
     #[arg(long)]
     pub paused: bool,
+    /// Limits the tree keeps under, for a cluster whose Temporal limits differ from the defaults
+    /// (`{"maxChildrenPerRun": 1000, "maxPendingSignals": 1000, "maxPendingCancels": 1000,
+    /// "maxTaskBytes": 2500000, "maxPayloadBytes": 2000000}`, each optional): inline JSON, `@FILE`
+    /// or `-`. Handed down to every descendant.
+    #[arg(long)]
+    pub limits: Option<String>,
     /// Workflow id (default `{Entity}-{id}`).
     #[arg(long)]
     pub workflow_id: Option<String>,

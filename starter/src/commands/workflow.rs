@@ -53,6 +53,11 @@ pub async fn start(ctx: &Ctx, a: StartArgs) -> anyhow::Result<()> {
     if a.paused {
         input["status"] = json!("paused");
     }
+    if let Some(l) = a.limits {
+        let v = read_json(&l, "--limits")?;
+        stateful_core::Limits::parse(Some(&v)).map_err(|e| anyhow!("--limits: {e}"))?;
+        input["limits"] = v;
+    }
     let run_id = ops::start(&ctx.client, &ctx.task_queue, &wid, input).await?;
     ctx.print(&json!({"workflowId": wid, "runId": run_id}), || {
         format!(
