@@ -137,18 +137,19 @@ impl Limits {
         zstd::bulk::compress(&bytes, ZSTD_LEVEL).map_or(plain, |c| c.len() as u64)
     }
 
+    /// The size `v` adds to a payload it is part of: its compressed length when payloads are
+    /// compressed (parts compress about as well as the whole), its JSON length otherwise.
+    pub fn measure_part(&self, v: &Value) -> u64 {
+        if !self.compressed {
+            return crate::outbox::json_len(v);
+        }
+        let bytes = serde_json::to_vec(v).unwrap_or_default();
+        zstd::bulk::compress(&bytes, ZSTD_LEVEL).map_or(bytes.len() as u64, |c| c.len() as u64)
+    }
+
     /// True when `v` fits in one payload.
     pub fn fits(&self, v: &Value) -> bool {
         self.measure(v) <= self.max_payload_bytes
-    }
-
-    /// How `v`'s size reads in a reason: `1234567 bytes` or `1234567 bytes compressed`.
-    pub fn describe(&self, bytes: u64) -> String {
-        if self.compressed && bytes <= self.max_payload_bytes {
-            format!("{bytes} bytes (compressed)")
-        } else {
-            format!("{bytes} bytes")
-        }
     }
 }
 

@@ -51,7 +51,7 @@ impl Core {
     /// apart, on a trial copy, by the size guard).
     pub(super) fn carry_overhead(&self) -> u64 {
         let v = self.carry_value(self.inbox.peek_carry(), stateful_engine::Store::new());
-        self.ident.limits.measure(&v)
+        self.ident.limits.measure_part(&v)
     }
 
     fn carry_value(&self, inbox: Vec<Msg>, store: stateful_engine::Store) -> Value {

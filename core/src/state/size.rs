@@ -125,7 +125,7 @@ impl SizeStep<'_> {
             return Ok(());
         };
         let store = serde_json::to_value(&trial).unwrap_or(Value::Null);
-        let (plain, measured) = (json_len(&store), self.limits.measure(&store));
+        let (plain, measured) = (json_len(&store), self.limits.measure_part(&store));
         // The registry records of the children this change brings, at the store's compression.
         let children: u64 = cs
             .entities
