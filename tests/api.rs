@@ -747,6 +747,112 @@ pub async fn a_parent_loads_its_children_in_one_batch_request(env: &Env) -> anyh
     Ok(())
 }
 
+/// A batch load whose answers do not fit one activity result is split: with a worker whose result
+/// budget is 50,000 bytes, a user's own answer (30 KB), its listings' batch answer (30 KB) and its
+/// profile's (30 KB) take three `loadBatch` activities, each result within the budget, and every
+/// child gets its answer.
+pub async fn a_batch_load_larger_than_one_activity_result_is_split_and_loads_every_child(
+    env: &Env,
+) -> anyhow::Result<()> {
+    let api = FakeApi::start(14).await?;
+    let tq = format!("api-split-{}", env.tag);
+    let budget = 50_000;
+    let w = stateful_tests::WorkerProc::start(
+        &env.address,
+        &tq,
+        &env.log_dir,
+        "worker-api-split",
+        &["--api-max-result", &budget.to_string()],
+    )
+    .await?;
+    let u = env.id("api-split");
+    let p = format!("{u}-p");
+    let ls: Vec<String> = (0..5).map(|i| format!("{u}-l{i}")).collect();
+    let mut schema =
+        stateful_engine::Schema::from_file(root().join("tests/fixtures/schema.yaml"))?.to_json();
+    schema["Listing"]["batchUrl"] = json!("{apiBase}/listings?ids={ids}");
+    schema["Profile"]["batchUrl"] = json!("{apiBase}/profiles?ids={ids}");
+    api.put(
+        &format!("/users/{u}"),
+        json!({"id": u, "name": "Split", "bio": "b".repeat(30_000)}),
+    );
+    api.put(
+        &format!("/listings?ids={}", ls.join(",")),
+        json!(
+            ls.iter()
+                .map(|l| json!({"id": l, "title": format!("title {l}"), "text": "t".repeat(6_000)}))
+                .collect::<Vec<_>>()
+        ),
+    );
+    api.put(
+        &format!("/profiles?ids={p}"),
+        json!([{"id": p, "about": "a".repeat(30_000)}]),
+    );
+    let wid = ops::workflow_id("User", &u);
+    let listings: Vec<Value> = ls.iter().map(|l| json!({"id": l, "user": u})).collect();
+    ops::start(
+        &env.client,
+        &tq,
+        &wid,
+        json!({"id": u, "entityName": "User", "apiBase": api.base, "apiToken": "split-1",
+               "schema": schema, "data": {"id": u, "listings": listings, "profile": {"id": p}}}),
+    )
+    .await?;
+    for l in &ls {
+        query_until(env, &ops::workflow_id("Listing", l), "data", |v| {
+            v["title"] == json!(format!("title {l}"))
+        })
+        .await?;
+    }
+    query_until(env, &ops::workflow_id("Profile", &p), "data", |v| {
+        v["about"].as_str().map(str::len) == Some(30_000)
+    })
+    .await?;
+    let info = api_state(env, &wid, "ok").await?;
+    ensure_eq!(info["lastError"], Value::Null);
+    let sizes = batch_result_sizes(env, &wid).await?;
+    if sizes.len() != 3 || sizes.iter().any(|&n| n > budget) {
+        bail!("expected three loadBatch results within {budget} bytes, got {sizes:?}");
+    }
+    ops::signal(&env.client, &wid, "cancel", None).await?;
+    w.stop().await;
+    Ok(())
+}
+
+/// The sizes of the `loadBatch` results in a workflow's history (its latest run).
+async fn batch_result_sizes(env: &Env, wid: &str) -> anyhow::Result<Vec<usize>> {
+    use base64::Engine;
+    let history = env
+        .client
+        .get_workflow_handle::<UntypedWorkflow>(wid)
+        .fetch_history(WorkflowFetchHistoryOptions::default())
+        .to_json()
+        .await?;
+    let h: Value = serde_json::from_slice(&history)?;
+    let events = h["events"].as_array().cloned().unwrap_or_default();
+    let batch_ids: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["attributes"]["ActivityTaskScheduledEventAttributes"]["activity_type"]["name"]
+                == "loadBatch"
+        })
+        .map(|e| &e["event_id"])
+        .collect();
+    let mut sizes = Vec::new();
+    for e in &events {
+        let done = &e["attributes"]["ActivityTaskCompletedEventAttributes"];
+        if batch_ids.contains(&&done["scheduled_event_id"]) {
+            let data = done["result"]["payloads"][0]["data"].as_str().unwrap_or("");
+            sizes.push(
+                base64::engine::general_purpose::STANDARD
+                    .decode(data)?
+                    .len(),
+            );
+        }
+    }
+    Ok(sizes)
+}
+
 /// A 111-workflow tree (1 user, 10 listings, 10 photos each) whose token is rotated three times in
 /// quick succession while its children are still starting, against an API that accepts only the
 /// newest token: every workflow ends with the newest token and a successful load, whatever order

@@ -62,6 +62,21 @@ pub enum HttpError {
     /// A malformed activity input.
     #[error("bad activity input: {0}")]
     BadInput(String),
+    /// The activity's result would exceed the worker's result budget, so Temporal's payload limit:
+    /// not retried (the same answer would not fit again).
+    #[error(
+        "the {activity} result for {url} would be {bytes} bytes, over the worker's {limit}-byte result budget (Temporal refuses a payload over 2 MB): make the API answer smaller, or raise --api-max-result with --compress"
+    )]
+    ResultTooLarge {
+        /// The activity.
+        activity: &'static str,
+        /// The URL whose answer did not fit.
+        url: String,
+        /// The result's size (JSON bytes) with that answer.
+        bytes: usize,
+        /// The result budget.
+        limit: usize,
+    },
 }
 
 impl HttpError {
@@ -75,6 +90,7 @@ impl HttpError {
             HttpError::BadBody { .. } => FailureKind::BadBody,
             HttpError::CircuitOpen { .. } => FailureKind::CircuitOpen,
             HttpError::BadInput(_) => FailureKind::BadInput,
+            HttpError::ResultTooLarge { .. } => FailureKind::ResultTooLarge,
         }
     }
 
@@ -159,6 +175,21 @@ mod tests {
             );
         }
         assert!(!HttpError::from_status(400, "u", None).unwrap().retryable());
+        let big = HttpError::ResultTooLarge {
+            activity: "loadBatch",
+            url: "http://h/l?ids=1".into(),
+            bytes: 2_100_000,
+            limit: 2_000_000,
+        };
+        assert_eq!(
+            (big.type_name().as_str(), big.retryable()),
+            ("ResultTooLarge", false)
+        );
+        assert!(
+            big.to_string()
+                .contains("would be 2100000 bytes, over the worker's 2000000-byte result budget"),
+            "{big}"
+        );
         assert_eq!(parse_retry_after(Some(" 7 ")), Some(Duration::from_secs(7)));
         assert_eq!(
             parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")),

@@ -13,15 +13,23 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use crate::breaker::Breaker;
 use crate::error::{HttpError, parse_retry_after};
 use stateful_core::Secret;
-use stateful_core::load::{BatchInput, LoadInput, LoadOutput, LoadStatus};
+use stateful_core::load::{
+    BatchInput, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_RESULT_BYTES, LoadInput, LoadOutput,
+    LoadStatus, ResultBudget, json_len,
+};
 
 /// Worker-wide settings of the HTTP activities.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// Default request timeout.
     pub timeout: Duration,
-    /// Largest body accepted.
+    /// Largest body accepted (default [`DEFAULT_MAX_BODY_BYTES`]: one answer, wrapped in a load's
+    /// result, fits the result budget); a larger one fails `BadBody`.
     pub max_body_bytes: usize,
+    /// Largest result (its JSON) an activity returns (default [`DEFAULT_MAX_RESULT_BYTES`], under
+    /// Temporal's 2 MB payload limit); a larger one fails `ResultTooLarge` instead of being refused
+    /// by the server, and `loadBatch` with `partial` stops before it.
+    pub max_result_bytes: usize,
     /// Consecutive failures that open a host's circuit.
     pub breaker_threshold: u32,
     /// How long an open circuit fails fast.
@@ -34,7 +42,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             timeout: Duration::from_secs(10),
-            max_body_bytes: 4 * 1024 * 1024,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_result_bytes: DEFAULT_MAX_RESULT_BYTES,
             breaker_threshold: 5,
             breaker_cool_down: Duration::from_secs(30),
             batch_concurrency: 8,
@@ -184,6 +193,7 @@ impl HttpActivities {
             Err(HttpError::BadBody { .. }) => "badBody",
             Err(HttpError::CircuitOpen { .. }) => "circuitOpen",
             Err(HttpError::BadInput(_)) => "badInput",
+            Err(HttpError::ResultTooLarge { .. }) => "resultTooLarge",
         };
         m.request(host, outcome, took, self.breaker.is_open(host));
     }
@@ -246,6 +256,72 @@ impl HttpActivities {
             url: url.to_string(),
             reason: format!("larger than {} bytes", self.cfg.max_body_bytes),
         }
+    }
+
+    /// `out` when its JSON fits the result budget; `ResultTooLarge` otherwise.
+    fn within_budget<T: Serialize>(
+        &self,
+        activity: &'static str,
+        url: &str,
+        out: T,
+    ) -> Result<T, HttpError> {
+        let bytes = json_len(&out);
+        if bytes > self.cfg.max_result_bytes {
+            return Err(HttpError::ResultTooLarge {
+                activity,
+                url: url.to_string(),
+                bytes,
+                limit: self.cfg.max_result_bytes,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `loadBatch` without Temporal: the answers of `input.urls`, in order, at most
+    /// `batch_concurrency` requests at a time, within the result budget. With `partial`, the answers
+    /// of the first URLs that fit (at least one); otherwise all of them, or `ResultTooLarge`. A
+    /// failed URL fails the batch with `fail_fast`, else answers `{"error": type, "message": ...}`.
+    pub async fn load_many(&self, input: BatchInput) -> Result<Vec<Value>, HttpError> {
+        let n = self.cfg.batch_concurrency.max(1);
+        let token = input.token.clone();
+        let mut results = futures::stream::iter(input.urls.iter().cloned().map(|url| {
+            let token = token.clone();
+            async move {
+                let r = self
+                    .load(&LoadInput {
+                        url: url.clone(),
+                        token,
+                        timeout_ms: None,
+                    })
+                    .await;
+                (url, r)
+            }
+        }))
+        .buffered(n);
+        let mut budget = ResultBudget::new(self.cfg.max_result_bytes);
+        let mut out = Vec::with_capacity(input.urls.len());
+        // Dropping the stream early (a failure, or a full result) cancels the requests still running.
+        while let Some((url, r)) = results.next().await {
+            let v = match r {
+                Ok(o) => serde_json::to_value(o).unwrap_or(Value::Null),
+                Err(e) if input.fail_fast => return Err(e),
+                Err(e) => serde_json::json!({"error": e.type_name(), "message": e.to_string()}),
+            };
+            let len = json_len(&v);
+            if !budget.add(len) {
+                if input.partial && budget.items() > 0 {
+                    break;
+                }
+                return Err(HttpError::ResultTooLarge {
+                    activity: "loadBatch",
+                    url,
+                    bytes: budget.with(len),
+                    limit: budget.limit(),
+                });
+            }
+            out.push(v);
+        }
+        Ok(out)
     }
 
     /// `loadData` without Temporal: GET the URL and interpret the body.
@@ -311,6 +387,7 @@ impl HttpActivities {
     ) -> Result<LoadOutput, ActivityError> {
         self.load(&input)
             .await
+            .and_then(|out| self.within_budget("loadData", &input.url, out))
             .map_err(HttpError::into_activity_error)
     }
 
@@ -332,50 +409,29 @@ impl HttpActivities {
             )
             .await
             .map_err(HttpError::into_activity_error)?;
-        Ok(match got {
+        let out = match got {
             Some((status, body)) => RequestOutput { status, body },
             None => RequestOutput {
                 status: 404,
                 body: Value::Null,
             },
-        })
+        };
+        self.within_budget("httpRequest", &input.url, out)
+            .map_err(HttpError::into_activity_error)
     }
 
     /// Many loads in one activity, at most `batch_concurrency` at a time, so that a parent with
     /// hundreds of children does not make hundreds of activity round trips. One result per URL, in
-    /// order: a load's output, or `{"error": type, "message": ...}`.
+    /// order: a load's output, or `{"error": type, "message": ...}`; with `partial`, the results of
+    /// the first URLs that fit the worker's result budget (the caller asks again for the rest).
     #[activity(name = "loadBatch")]
     pub async fn load_batch(
         self: Arc<Self>,
         _ctx: ActivityContext,
         input: BatchInput,
     ) -> Result<Vec<Value>, ActivityError> {
-        let n = self.cfg.batch_concurrency.max(1);
-        let me = self.clone();
-        let results: Vec<Result<LoadOutput, HttpError>> =
-            futures::stream::iter(input.urls.into_iter().map(|url| {
-                let me = me.clone();
-                let token = input.token.clone();
-                async move {
-                    me.load(&LoadInput {
-                        url,
-                        token,
-                        timeout_ms: None,
-                    })
-                    .await
-                }
-            }))
-            .buffered(n)
-            .collect()
-            .await;
-        let mut out = Vec::with_capacity(results.len());
-        for r in results {
-            out.push(match r {
-                Ok(o) => serde_json::to_value(o).unwrap_or(Value::Null),
-                Err(e) if input.fail_fast => return Err(e.into_activity_error()),
-                Err(e) => serde_json::json!({"error": e.type_name(), "message": e.to_string()}),
-            });
-        }
-        Ok(out)
+        self.load_many(input)
+            .await
+            .map_err(HttpError::into_activity_error)
     }
 }

@@ -6,7 +6,12 @@
 //! appears in an error, a log line or a result.
 //!
 //! `StatefulWorkflow` runs `loadData` at start, when its token or URL changes, on `refresh` and every
-//! `refreshInterval`; `httpRequest` and `loadBatch` are there for workflows of other types.
+//! `refreshInterval`, and `loadBatch` (with `partial`) when it loads its children's entities too;
+//! `httpRequest` is there for workflows of other types.
+//!
+//! Every result stays within the worker's result budget (`HttpConfig::max_result_bytes`, under
+//! Temporal's 2 MB payload limit): a larger one fails `ResultTooLarge`, not retried, instead of
+//! being refused by the server after the work is done.
 
 #![deny(missing_docs)]
 
@@ -24,4 +29,7 @@ pub use http::{HttpActivities, HttpConfig, RequestInput, RequestOutput};
 pub use metrics::Metrics;
 pub use stateful_core::Secret;
 /// The activities' inputs, outputs and failure kinds are the decision core's (Temporal-free) types.
-pub use stateful_core::load::{BatchInput, FailureKind, LoadInput, LoadOutput, LoadStatus};
+pub use stateful_core::load::{
+    BatchInput, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_RESULT_BYTES, FailureKind, LoadInput,
+    LoadOutput, LoadStatus, PAYLOAD_LIMIT_BYTES,
+};

@@ -231,6 +231,7 @@ async fn a_batch_answers_per_url_or_fails_fast() {
                 urls: urls.clone(),
                 token: Some(stateful_activities::Secret::new("good-token")),
                 fail_fast: false,
+                partial: false,
             },
         )
         .await
@@ -248,6 +249,7 @@ async fn a_batch_answers_per_url_or_fails_fast() {
                 urls,
                 token: Some(stateful_activities::Secret::new("good-token")),
                 fail_fast: true,
+                partial: false,
             },
         )
         .await
@@ -257,4 +259,169 @@ async fn a_batch_answers_per_url_or_fails_fast() {
         text.contains("BadBody") && !text.contains("good-token"),
         "{text}"
     );
+}
+
+/// An API of `n` entities of `pad` bytes each: `/e/{i}`; `/huge` answers `bytes` of a JSON string,
+/// `/grows` a body under 64 KiB whose numbers re-serialize 4 times longer.
+async fn serve_sized(pad: usize, huge: usize) -> String {
+    let app = Router::new()
+        .route(
+            "/e/{i}",
+            get(
+                move |axum::extract::Path(i): axum::extract::Path<u32>| async move {
+                    axum::Json(json!({"id": i, "pad": "x".repeat(pad)}))
+                },
+            ),
+        )
+        .route(
+            "/huge",
+            get(move || async move { format!("\"{}\"", "y".repeat(huge - 2)) }),
+        )
+        .route(
+            "/grows",
+            get(|| async { format!("[{}1e9]", "1e9,".repeat(16_000)) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn env_with(cfg: HttpConfig) -> temporalio_sdk::testing::ActivityEnvironment {
+    temporalio_sdk::testing::ActivityEnvironment::builder_with_default()
+        .register_activities(HttpActivities::new(cfg))
+        .build()
+}
+
+#[tokio::test]
+async fn the_default_body_limit_keeps_one_answer_within_the_payload_limit() {
+    use stateful_core::load::{DEFAULT_MAX_RESULT_BYTES, PAYLOAD_LIMIT_BYTES, json_len};
+    let cfg = HttpConfig::default();
+    assert!(cfg.max_body_bytes <= 1_900_000);
+    assert!(cfg.max_result_bytes < PAYLOAD_LIMIT_BYTES);
+    assert_eq!(cfg.max_result_bytes, DEFAULT_MAX_RESULT_BYTES);
+    let base = serve_sized(10, cfg.max_body_bytes).await;
+    let env = env_with(cfg.clone());
+    // The largest answer accepted, as `loadData`'s result: within the result budget.
+    let out = env
+        .run(HttpActivities::load_data, load(format!("{base}/huge"), "t"))
+        .await
+        .unwrap();
+    assert!(json_len(&out) <= cfg.max_result_bytes, "{}", json_len(&out));
+    // One byte more is refused before it is read to the end.
+    let over = serve_sized(10, cfg.max_body_bytes + 1).await;
+    let e = HttpActivities::new(cfg)
+        .load(&load(format!("{over}/huge"), "t"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, HttpError::BadBody { .. }) && !e.retryable(),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_result_over_the_budget_fails_clearly_and_is_not_retried() {
+    let base = serve_sized(10, 100).await;
+    // `/grows` is under the body limit, but its result is 4 times longer: over the budget.
+    let env = env_with(HttpConfig {
+        max_body_bytes: 64 * 1024,
+        max_result_bytes: 100_000,
+        ..HttpConfig::default()
+    });
+    let e = env
+        .run(
+            HttpActivities::load_data,
+            load(format!("{base}/grows"), "secret-token"),
+        )
+        .await
+        .unwrap_err();
+    let text = format!("{e:?}");
+    assert!(
+        text.contains("ResultTooLarge")
+            && text.contains("limit: 100000")
+            && text.contains("non_retryable: true")
+            && !text.contains("secret-token"),
+        "{text}"
+    );
+    let e = env
+        .run(
+            HttpActivities::http_request,
+            stateful_activities::RequestInput {
+                method: "GET".into(),
+                url: format!("{base}/grows"),
+                headers: BTreeMap::new(),
+                body: None,
+                token: None,
+                timeout_ms: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("ResultTooLarge"), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_partial_batch_answers_the_urls_that_fit_and_a_whole_one_refuses_more() {
+    use stateful_activities::BatchInput;
+    use stateful_core::load::{BatchLoad, json_len};
+    let base = serve_sized(1_000, 100).await;
+    let limit = 10_000;
+    let env = env_with(HttpConfig {
+        max_result_bytes: limit,
+        ..HttpConfig::default()
+    });
+    let urls: Vec<String> = (0..25).map(|i| format!("{base}/e/{i}")).collect();
+    let batch = |urls: Vec<String>, partial: bool| BatchInput {
+        urls,
+        token: None,
+        fail_fast: true,
+        partial,
+    };
+    // Whole: 25 answers of 1 KB do not fit 10 KB.
+    let e = env
+        .run(HttpActivities::load_batch, batch(urls.clone(), false))
+        .await
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("ResultTooLarge"), "{e:?}");
+    // Partial: the first answers that fit, in order.
+    let out = env
+        .run(HttpActivities::load_batch, batch(urls.clone(), true))
+        .await
+        .unwrap();
+    assert!((5..25).contains(&out.len()), "{}", out.len());
+    assert!(json_len(&out) <= limit);
+    assert_eq!(out[0]["data"]["id"], json!(0));
+    // A workflow's batch load over several activities: every URL answered, each result within.
+    let mut plan = BatchLoad::new(
+        urls[0].clone(),
+        urls[1..]
+            .iter()
+            .map(|u| ("E".to_string(), u.clone()))
+            .collect(),
+    );
+    while let Some(input) = plan.next_input(None) {
+        let out = env.run(HttpActivities::load_batch, input).await.unwrap();
+        assert!(json_len(&out) <= limit);
+        plan.take(out).unwrap();
+    }
+    assert!(plan.activities() >= 3, "{}", plan.activities());
+    let stateful_core::load::Loaded::Many { own, related } = plan.finish() else {
+        panic!("a batch");
+    };
+    assert_eq!(own.data.unwrap()["id"], json!(0));
+    let ids: Vec<_> = related
+        .iter()
+        .map(|(_, o)| o.data.as_ref().unwrap()["id"].clone())
+        .collect();
+    assert_eq!(ids, (1..25).map(|i| json!(i)).collect::<Vec<_>>());
+    // One answer larger than the whole budget fails, partial or not.
+    let e = env
+        .run(
+            HttpActivities::load_batch,
+            batch(vec![format!("{base}/grows")], true),
+        )
+        .await
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("ResultTooLarge"), "{e:?}");
 }

@@ -83,9 +83,17 @@ pub struct WorkerArgs {
     /// Timeout of one request to an entity API.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub api_timeout: u64,
-    /// Largest API answer accepted; a larger one fails the load (not retried).
-    #[arg(long, default_value_t = 4 * 1024 * 1024, value_name = "BYTES")]
+    /// Largest API answer accepted; a larger one fails the load (`BadBody`, not retried). The default
+    /// keeps one answer, wrapped in the activity's result, under Temporal's 2 MB payload limit;
+    /// raising it past that needs `--compress` and a matching `--api-max-result`.
+    #[arg(long, default_value_t = stateful_activities::DEFAULT_MAX_BODY_BYTES, value_name = "BYTES")]
     pub api_max_body: usize,
+    /// Largest result (JSON) an HTTP activity returns; a larger one fails `ResultTooLarge` (not
+    /// retried), and a batch load takes as many `loadBatch` activities as keep each result within it.
+    /// The default is under Temporal's 2 MB payload limit; raise it only with `--compress` (the limit
+    /// applies to the compressed payload).
+    #[arg(long, default_value_t = stateful_activities::DEFAULT_MAX_RESULT_BYTES, value_name = "BYTES")]
+    pub api_max_result: usize,
     /// Consecutive failures (5xx, 408, 429, timeouts, connection errors) that open an API host's
     /// circuit: loads to it then fail fast for the cool-down.
     #[arg(long, default_value_t = 5)]
@@ -121,10 +129,33 @@ impl WorkerArgs {
         stateful_activities::HttpConfig {
             timeout: Duration::from_secs(self.api_timeout.max(1)),
             max_body_bytes: self.api_max_body,
+            max_result_bytes: self.api_max_result.max(1024),
             breaker_threshold: self.api_breaker_threshold.max(1),
             breaker_cool_down: Duration::from_secs(self.api_breaker_cool_down),
             batch_concurrency: self.api_batch_concurrency.max(1),
         }
+    }
+
+    /// Warnings about the API limits: a body limit whose answers cannot fit the result budget, and a
+    /// result budget over Temporal's payload limit without compression.
+    pub fn api_limit_warnings(&self, compress: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        // `{"status":"ok","data":...}` around the answer.
+        let wrapped = self.api_max_body.saturating_add(64);
+        if wrapped > self.api_max_result {
+            out.push(format!(
+                "--api-max-body {} is over what fits --api-max-result {}: answers near the body limit fail ResultTooLarge",
+                self.api_max_body, self.api_max_result
+            ));
+        }
+        if self.api_max_result > stateful_activities::PAYLOAD_LIMIT_BYTES && !compress {
+            out.push(format!(
+                "--api-max-result {} is over Temporal's payload limit ({} bytes) and --compress is off: larger results fail at the server",
+                self.api_max_result,
+                stateful_activities::PAYLOAD_LIMIT_BYTES
+            ));
+        }
+        out
     }
 }
 
@@ -224,6 +255,9 @@ async fn run_with_client(
     namespace: &str,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    for w in args.api_limit_warnings(codec.compress) {
+        warn!("{w}");
+    }
     let (meter, metrics_bound) = serve_metrics(&args.metrics_addr)?;
     let mut http = stateful_activities::HttpActivities::new(args.http_config());
     if let Some(m) = &meter {
@@ -425,5 +459,33 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_api_limits_default_within_the_payload_limit_and_warn_when_raised_alone() {
+        let args = WorkerArgs::parse_from(["worker"]);
+        let cfg = args.http_config();
+        assert!(cfg.max_body_bytes <= 1_900_000);
+        assert!(cfg.max_result_bytes < stateful_activities::PAYLOAD_LIMIT_BYTES);
+        assert!(args.api_limit_warnings(false).is_empty());
+        let raised = WorkerArgs::parse_from(["worker", "--api-max-body", "4194304"]);
+        let w = raised.api_limit_warnings(true);
+        assert!(w.len() == 1 && w[0].contains("ResultTooLarge"), "{w:?}");
+        let both = WorkerArgs::parse_from([
+            "worker",
+            "--api-max-body",
+            "4194304",
+            "--api-max-result",
+            "4300000",
+        ]);
+        assert!(both.api_limit_warnings(true).is_empty());
+        let w = both.api_limit_warnings(false);
+        assert!(w.len() == 1 && w[0].contains("--compress"), "{w:?}");
     }
 }

@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use stateful_core::api::LoadRequest;
-use stateful_core::{FailureKind, LoadOutput, Loaded, Secret};
+use stateful_core::load::BatchLoad;
+use stateful_core::{FailureKind, Loaded, Secret};
 use temporalio_common::error::IncomingError;
 use temporalio_common::protos::temporal::api::common::v1::RetryPolicy;
-use temporalio_sdk::{ActivityOptions, WorkflowCancellationToken, WorkflowContext};
+use temporalio_sdk::{
+    ActivityExecutionError, ActivityOptions, WorkflowCancellationToken, WorkflowContext,
+};
 use tracing::info;
 
 use crate::StatefulWorkflow;
@@ -34,9 +37,9 @@ fn load_options() -> ActivityOptions {
         .build()
 }
 
-/// Starts the `loadData` activity (or `loadBatch`, with children's batch URLs) when one is due. What
-/// is left after retries is reported to the workflow, which keeps running and loads again on the next
-/// trigger.
+/// Starts the `loadData` activity (or `loadBatch`, with children's batch URLs: as many as needed so
+/// that each result fits the payload limit) when one is due. What is left after retries is reported
+/// to the workflow, which keeps running and loads again on the next trigger.
 pub(crate) fn start_load(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) {
     if inflight.load.is_some() {
         return;
@@ -58,7 +61,6 @@ async fn load(
     token: Option<Secret>,
     batch: Vec<(String, String)>,
 ) -> Loaded {
-    let opts = load_options();
     let done = if batch.is_empty() {
         c.execute_activity(
             stateful_activities::HttpActivities::load_data,
@@ -67,49 +69,62 @@ async fn load(
                 token,
                 timeout_ms: None,
             },
-            opts,
+            load_options(),
         )
         .await
         .map(Loaded::Ok)
     } else {
-        let (entities, mut urls): (Vec<String>, Vec<String>) = batch.into_iter().unzip();
-        urls.insert(0, url);
-        c.execute_activity(
-            stateful_activities::HttpActivities::load_batch,
-            stateful_activities::BatchInput {
-                urls,
-                token,
-                fail_fast: true,
-            },
-            opts,
-        )
-        .await
-        .map(|outs| {
-            let mut outs = outs
-                .into_iter()
-                .map(|v| serde_json::from_value(v).unwrap_or_else(|_| LoadOutput::not_found()));
-            let own = outs.next().unwrap_or_else(LoadOutput::not_found);
-            Loaded::Many {
-                own,
-                related: entities.into_iter().zip(outs).collect(),
-            }
-        })
+        load_batch(&c, BatchLoad::new(url, batch), token.as_ref()).await
     };
-    done.unwrap_or_else(|e| {
-        let (kind, message) = match e.cause() {
-            Some(IncomingError::Application(app)) => (
-                FailureKind::from(app.type_name().unwrap_or("Failed").to_string()),
-                app.failure()
-                    .map(|f| f.message.clone())
-                    .unwrap_or_else(|| e.to_string()),
-            ),
-            Some(IncomingError::Timeout(_)) => {
-                (FailureKind::Timeout, "the load timed out".to_string())
-            }
-            _ => (FailureKind::Failed, e.to_string()),
-        };
-        Loaded::Error { kind, message }
-    })
+    done.unwrap_or_else(|e| failure(&e))
+}
+
+/// A batch load in as many `loadBatch` activities as their results need, one after another: each is
+/// asked for the URLs not answered yet and answers those that fit the worker's result budget
+/// ([`BatchLoad`] decides, from the activities' results only). A failed activity fails the load.
+async fn load_batch(
+    c: &WorkflowContext<StatefulWorkflow>,
+    mut plan: BatchLoad,
+    token: Option<&Secret>,
+) -> Result<Loaded, ActivityExecutionError> {
+    while let Some(input) = plan.next_input(token) {
+        let answers = c
+            .execute_activity(
+                stateful_activities::HttpActivities::load_batch,
+                input,
+                load_options(),
+            )
+            .await?;
+        if let Err(message) = plan.take(answers) {
+            return Ok(Loaded::Error {
+                kind: FailureKind::Failed,
+                message,
+            });
+        }
+    }
+    if plan.activities() > 1 && !c.is_replaying() {
+        info!(
+            workflow_id = c.workflow_id(),
+            activities = plan.activities(),
+            "batch load split to keep each result within the payload limit"
+        );
+    }
+    Ok(plan.finish())
+}
+
+/// A load activity's failure, as the workflow reports it: its type and message.
+fn failure(e: &ActivityExecutionError) -> Loaded {
+    let (kind, message) = match e.cause() {
+        Some(IncomingError::Application(app)) => (
+            FailureKind::from(app.type_name().unwrap_or("Failed").to_string()),
+            app.failure()
+                .map(|f| f.message.clone())
+                .unwrap_or_else(|| e.to_string()),
+        ),
+        Some(IncomingError::Timeout(_)) => (FailureKind::Timeout, "the load timed out".to_string()),
+        _ => (FailureKind::Failed, e.to_string()),
+    };
+    Loaded::Error { kind, message }
 }
 
 /// Arms the refresh timer for the next refresh, unless it is armed already.
