@@ -304,11 +304,19 @@ impl StatefulWorkflow {
         fit(&self.core, self.core.subscriptions_info())
     }
 
-    /// Managed children (workflow id, entity, status, generation, last version sent) and the ones
-    /// skipped as circular.
+    /// Managed children (workflow id, entity, status, generation, last version sent), the ones
+    /// skipped (and why), and counts by status.
     #[query(name = "children")]
     pub fn q_children(&self, _ctx: &WorkflowContextView) -> Result<Value, BoxError> {
-        fit(&self.core, self.core.tree().children_info())
+        // A registry too large for one answer lists its first records (the counts stay whole).
+        let mut max = usize::MAX;
+        loop {
+            let v = self.core.tree().children_info_within(max);
+            if max == 0 || self.core.limits().fits(&v) {
+                return fit(&self.core, v);
+            }
+            max = if max == usize::MAX { 4_000 } else { max / 2 };
+        }
     }
 
     /// The managed relations of the own entity and their options.

@@ -473,6 +473,11 @@ fn what_a_workflow_keeps_stays_bounded_however_long_it_runs() {
         Ok(json!({"updates": {"User": {"u": {"listings": ids}}, "Listing": rows}})),
     );
     assert_eq!(c.process(2).effects.len(), n);
+    // A registry too large to list whole lists its first records, and counts them all.
+    let info = c.tree().children_info_within(10);
+    assert_eq!(info["children"].as_array().map(Vec::len), Some(10));
+    assert_eq!(info["counts"]["running"], json!(n));
+    assert_eq!(info["truncated"], json!(true));
     c.signal(
         Signal::Update,
         Ok(json!({"updates": {"User": {"u": {"listings": []}}}})),

@@ -294,18 +294,44 @@ impl Tree {
         }
     }
 
-    /// The `children` query.
+    /// The `children` query: every child's record, the skipped ones, and counts by status
+    /// (`queued` apart). Past `max_records` records, the list holds the first ones and `truncated`
+    /// is set: the counts stay whole.
     pub fn children_info(&self) -> Value {
+        self.children_info_within(usize::MAX)
+    }
+
+    /// [`Tree::children_info`] with at most `max_records` records listed.
+    pub fn children_info_within(&self, max_records: usize) -> Value {
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+        for c in self.children.values() {
+            let k = match c.status {
+                _ if c.queued && c.status == ChildStatus::Running => "queued",
+                ChildStatus::Running => "running",
+                ChildStatus::Completed => "completed",
+                ChildStatus::Failed => "failed",
+                ChildStatus::Removed => "removed",
+            };
+            *counts.entry(k).or_default() += 1;
+        }
         let list: Vec<Value> = self
             .children
             .iter()
+            .take(max_records)
             .map(|(w, c)| {
                 json!({"workflowId": w, "entityName": c.entity, "id": c.id, "field": c.field,
                        "workflowType": c.workflow_type, "status": c.status, "generation": c.generation,
                        "versionSent": c.version_sent, "adopted": c.adopted, "queued": c.queued, "ended": c.ended})
             })
             .collect();
-        json!({"children": list, "skipped": self.skipped.iter().map(|s| json!({"workflowId": s.workflow_id, "reason": s.reason})).collect::<Vec<_>>()})
+        let skipped: Vec<Value> = self
+            .skipped
+            .iter()
+            .take(max_records)
+            .map(|s| json!({"workflowId": s.workflow_id, "reason": s.reason}))
+            .collect();
+        json!({"children": list, "skipped": skipped, "counts": counts, "total": self.children.len(),
+               "truncated": self.children.len() > max_records || self.skipped.len() > max_records})
     }
 }
 
