@@ -8,7 +8,6 @@
 //! children as it may are handed to the next run through the registry (see `Core::hand_over`).
 
 use std::collections::{BTreeSet, VecDeque};
-use std::io::Write;
 
 use serde_json::{Value, json};
 
@@ -72,19 +71,7 @@ pub struct Outbox {
 
 /// The serialized size of a JSON value, without building it.
 pub fn json_len(v: &Value) -> u64 {
-    struct Count(u64);
-    impl Write for Count {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0 += b.len() as u64;
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
+    crate::load::json_len(v) as u64
 }
 
 impl Effect {

@@ -143,16 +143,6 @@ pub fn desired_children(
                 });
                 continue;
             }
-            if ancestors.len() + 1 >= MAX_TREE_DEPTH {
-                skipped.push(Skipped {
-                    workflow_id: wid.chars().take(80).collect(),
-                    reason: format!(
-                        "the tree is {} workflows deep here, the most it may be",
-                        ancestors.len() + 1
-                    ),
-                });
-                continue;
-            }
             if wid.len() > MAX_WORKFLOW_ID_LEN {
                 let mut shown = wid.clone();
                 shown.truncate(80);

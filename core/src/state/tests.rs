@@ -302,6 +302,24 @@ fn api_settings_and_a_due_load_survive_continue_as_new() {
     assert_eq!(n.take_load().unwrap().0.reason, "continued");
 }
 
+/// A `User` with managed `listings`, started with no listings; `extra` adds input fields.
+fn user_core(extra: Value) -> Core {
+    let mut input = json!({"id": "u", "entityName": "User", "data": {"id": "u"}});
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        input[k] = v.clone();
+    }
+    let mut c = started_core("User:\n  listings: [Listing]\nListing: {}\n", &input, 1);
+    let _ = c.initial_effects();
+    c
+}
+
+/// An update that makes `ids` the user's listings, each a row of its own.
+fn listings_update(ids: &[String]) -> Value {
+    let rows: serde_json::Map<String, Value> =
+        ids.iter().map(|l| (l.clone(), json!({"id": l}))).collect();
+    json!({"updates": {"User": {"u": {"listings": ids}}, "Listing": rows}})
+}
+
 #[test]
 fn an_entity_whose_child_id_would_be_too_long_is_refused_and_its_siblings_start() {
     let schema = "User:\n  listings: [Listing]\nListing:\n  user: User\n";
@@ -364,13 +382,7 @@ fn a_rejection_never_echoes_an_oversized_input_at_full_length() {
 fn a_change_that_would_not_fit_in_the_next_runs_input_is_refused_and_the_workflow_keeps_its_state()
 {
     let schema = "User:\n  listings: [Listing]\nListing: {}\n";
-    let mut c = started_core(
-        schema,
-        &json!({"id": "u", "entityName": "User", "data": {"id": "u"},
-                "limits": {"maxPayloadBytes": 30_000}}),
-        1,
-    );
-    let _ = c.initial_effects();
+    let mut c = user_core(json!({"limits": {"maxPayloadBytes": 30_000}}));
     let text = "some words of a listing's description ".repeat(50);
     let mut refused = None;
     for i in 0..40 {
@@ -416,33 +428,16 @@ fn a_change_that_would_not_fit_in_the_next_runs_input_is_refused_and_the_workflo
 
 #[test]
 fn the_registry_records_of_new_children_count_in_the_size_guard() {
-    let schema = "User:\n  listings: [Listing]\nListing: {}\n";
-    let mut c = started_core(
-        schema,
-        &json!({"id": "u", "entityName": "User", "data": {"id": "u"},
-                "limits": {"maxPayloadBytes": 30_000}}),
-        1,
-    );
-    let _ = c.initial_effects();
+    let mut c = user_core(json!({"limits": {"maxPayloadBytes": 30_000}}));
     let ids: Vec<String> = (0..100).map(|i| format!("l{i}")).collect();
-    let rows: serde_json::Map<String, Value> =
-        ids.iter().map(|l| (l.clone(), json!({"id": l}))).collect();
-    // About 6 KB of payload, but a hundred children's records would not fit.
-    c.signal(
-        Signal::Update,
-        Ok(json!({"updates": {"User": {"u": {"listings": ids}}, "Listing": rows}})),
-    );
+    // A few KB of payload, but a hundred children's records would not fit.
+    c.signal(Signal::Update, Ok(listings_update(&ids)));
     let out = c.process(2);
     assert_eq!(out.rejected.len(), 1, "{:?}", out.effects.len());
     assert!(out.effects.is_empty());
     // Twenty fit.
     let ids: Vec<String> = (0..20).map(|i| format!("l{i}")).collect();
-    let rows: serde_json::Map<String, Value> =
-        ids.iter().map(|l| (l.clone(), json!({"id": l}))).collect();
-    c.signal(
-        Signal::Update,
-        Ok(json!({"updates": {"User": {"u": {"listings": ids}}, "Listing": rows}})),
-    );
+    c.signal(Signal::Update, Ok(listings_update(&ids)));
     let out = c.process(3);
     assert!(out.rejected.is_empty(), "{:?}", out.rejected);
     assert_eq!(out.effects.len(), 20);
@@ -456,22 +451,11 @@ fn the_registry_records_of_new_children_count_in_the_size_guard() {
 
 #[test]
 fn what_a_workflow_keeps_stays_bounded_however_long_it_runs() {
-    let schema = "User:\n  listings: [Listing]\nListing: {}\n";
-    let mut c = started_core(
-        schema,
-        &json!({"id": "u", "entityName": "User", "data": {"id": "u"}}),
-        1,
-    );
-    let _ = c.initial_effects();
+    let mut c = user_core(json!({}));
     // Children that come and go: the records of ended ones are kept up to a bound.
     let n = crate::tree::MAX_ENDED_CHILDREN + 200;
     let ids: Vec<String> = (0..n).map(|i| format!("l{i}")).collect();
-    let rows: serde_json::Map<String, Value> =
-        ids.iter().map(|l| (l.clone(), json!({"id": l}))).collect();
-    c.signal(
-        Signal::Update,
-        Ok(json!({"updates": {"User": {"u": {"listings": ids}}, "Listing": rows}})),
-    );
+    c.signal(Signal::Update, Ok(listings_update(&ids)));
     assert_eq!(c.process(2).effects.len(), n);
     // A registry too large to list whole lists its first records, and counts them all.
     let info = c.tree().children_info_within(10);
