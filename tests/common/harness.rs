@@ -23,7 +23,7 @@ use crate::{Env, TestFn, WorkerProc, client, dev_server, root, temporal_cli};
 /// Tests run at once, unless `--test-threads` says otherwise.
 pub const CONCURRENCY: usize = 6;
 /// The time limit of one test.
-pub const TIMEOUT: Duration = Duration::from_secs(300);
+pub const TIMEOUT: Duration = Duration::from_secs(600);
 /// The time limit of one final test.
 pub const FINAL_TIMEOUT: Duration = Duration::from_secs(120);
 
