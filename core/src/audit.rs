@@ -195,9 +195,13 @@ impl Audit {
         now: u64,
         version: u64,
         checksum: String,
+        children_wait: bool,
     ) -> Checkpoint {
         let reason = if std::mem::take(&mut self.checkpoint_requested) {
             "checkpoint"
+        } else if children_wait {
+            // The run had started as many children as it may: the next one starts the rest.
+            "children"
         } else {
             "history"
         };

@@ -30,8 +30,9 @@ impl Core {
     /// Records the checkpoint of this run's hand-over (call right before `carry_input`).
     pub fn checkpoint(&mut self, run_id: &str, now: u64) -> Checkpoint {
         let sum = checksum(self.store.entities());
+        let children_wait = !self.tree.queued().is_empty();
         self.audit
-            .checkpoint(run_id, now, self.store.version(), sum)
+            .checkpoint(run_id, now, self.store.version(), sum, children_wait)
     }
 
     /// The input of the next run (continue-as-new): the wire fields plus the carry-over.
