@@ -196,12 +196,15 @@ impl Audit {
         version: u64,
         checksum: String,
         children_wait: bool,
+        history_large: bool,
     ) -> Checkpoint {
         let reason = if std::mem::take(&mut self.checkpoint_requested) {
             "checkpoint"
         } else if children_wait {
             // The run had started as many children as it may: the next one starts the rest.
             "children"
+        } else if history_large {
+            "historySize"
         } else {
             "history"
         };

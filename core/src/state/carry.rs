@@ -31,8 +31,15 @@ impl Core {
     pub fn checkpoint(&mut self, run_id: &str, now: u64) -> Checkpoint {
         let sum = checksum(self.store.entities());
         let children_wait = !self.tree.queued().is_empty();
-        self.audit
-            .checkpoint(run_id, now, self.store.version(), sum, children_wait)
+        let history_large = self.history_bytes > super::MAX_HISTORY_BYTES;
+        self.audit.checkpoint(
+            run_id,
+            now,
+            self.store.version(),
+            sum,
+            children_wait,
+            history_large,
+        )
     }
 
     /// The input of the next run (continue-as-new): the wire fields plus the carry-over.

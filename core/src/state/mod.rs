@@ -84,7 +84,14 @@ pub struct Core {
     size: size::SizeGuard,
     /// A deferred hand-over is tried again once the history is this long.
     handover_after: u32,
+    /// Payload bytes this run received and sent (an estimate of its history's size, which the SDK
+    /// does not tell): past [`MAX_HISTORY_BYTES`] the run continues as new.
+    history_bytes: u64,
 }
+
+/// A run's payload bytes (received and sent) past which it continues as new: Temporal terminates a
+/// workflow whose history passes 50 MB, and warns at 10 MB.
+pub const MAX_HISTORY_BYTES: u64 = 20_000_000;
 
 /// A started core for tests: `schema` (YAML), `input` (a start input), workflow id
 /// `{entityName}-{id}`, workflow time `now`.

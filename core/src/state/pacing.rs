@@ -77,15 +77,19 @@ impl Core {
         let tree = &mut self.tree;
         self.outbox
             .retain_starts(|wid, generation| tree.is_startable(wid, generation));
-        self.outbox
+        let wave = self
+            .outbox
             .wave(&self.ident.limits, pending, task, |wid, generation| {
                 tree.start_effect_of(&me, wid, generation)
-            })
+            });
+        self.history_bytes += wave.iter().map(Effect::payload_bytes).sum::<u64>();
+        wave
     }
 
-    /// True when children wait to start and this run has as many as it may: continue as new.
+    /// True when this run should continue as new: children wait to start and it has as many as
+    /// it may, or its history holds some [`super::MAX_HISTORY_BYTES`] of payloads.
     pub fn wants_new_run(&self) -> bool {
-        self.outbox.run_full()
+        self.outbox.run_full() || self.history_bytes > super::MAX_HISTORY_BYTES
     }
 
     /// True when nothing but child starts waits in the outbox (a run may hand over).

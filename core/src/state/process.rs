@@ -63,6 +63,7 @@ impl Core {
             return Processed::default();
         };
         let incoming: u64 = self.inbox_bytes();
+        self.history_bytes += incoming;
         let overhead = self
             .size
             .near(&self.ident.limits, incoming)

@@ -508,3 +508,29 @@ fn a_tree_stops_growing_at_its_depth_limit() {
         "{skipped}"
     );
 }
+
+#[test]
+fn a_run_whose_history_holds_many_megabytes_of_payloads_continues_as_new() {
+    let mut c = user_core(json!({}));
+    let text = "x".repeat(1_000_000);
+    for i in 0..19 {
+        c.signal(
+            Signal::Update,
+            Ok(json!({"updates": {"User": {"u": {"text": text}}}})),
+        );
+        c.process(2 + i);
+        assert!(!c.wants_new_run(), "after {} MB", i + 1);
+    }
+    c.signal(
+        Signal::Update,
+        Ok(json!({"updates": {"User": {"u": {"text": text}}}})),
+    );
+    c.process(30);
+    c.signal(
+        Signal::Update,
+        Ok(json!({"updates": {"User": {"u": {"text": "y"}}}})),
+    );
+    c.process(31);
+    assert!(c.wants_new_run());
+    assert_eq!(c.checkpoint("r", 40).reason, "historySize");
+}
