@@ -1,5 +1,7 @@
 //! Cluster scenarios (S1–S10 and the raw-Temporal floor): a local dev server, the release `worker`
-//! binary, and the client. Run with `scripts/bench` (builds everything in release first).
+//! binary, and the client. Run with `scripts/bench` (builds everything in release first). The large
+//! scenarios of issue 13 (S11, the 1 + 10,000 tree; S12, the largest state carried over
+//! continue-as-new) are in `big.rs` and run alone (`BENCH_ONLY=s11`, `s12` or `s11-s12`).
 //!
 //! Method: times run from just before the start or signal call; each workflow's query is polled every
 //! 50 ms, at most 8 queries in flight; every figure is the median of several runs, with its spread.
@@ -16,6 +18,10 @@ use stateful_tests::{WorkerProc, client, dev_server, root, temporal_cli};
 use temporalio_client::{Client, WorkflowDescribeOptions};
 use tokio::sync::Semaphore;
 use worker::devserver::DevServer;
+
+mod big;
+mod evidence;
+mod s12;
 
 const POLL: Duration = Duration::from_millis(50);
 
@@ -656,6 +662,27 @@ async fn main() -> anyhow::Result<()> {
     };
     let c = client(&address).await?;
     let log_dir = root().join("target/bench");
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if matches!(only.as_str(), "s11" | "s12" | "s11-s12") {
+        // The large scenarios, each on a worker of its own: printed, BENCHMARKS.md left alone.
+        let tag = format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis()
+        );
+        let out = big::run(&only, &address, &c, &temporal_cli()?, &log_dir, &tag).await?;
+        for (a, b) in &out.rows {
+            println!("| {a} | {b} |");
+        }
+        if let Some(srv) = srv {
+            srv.stop().await;
+        }
+        if let Some(f) = out.failure {
+            bail!("a target was missed: {f}");
+        }
+        return Ok(());
+    }
     let tq = "bench".to_string();
     let w = WorkerProc::start_with(&address, &tq, &log_dir, "worker", &[], "release").await?;
     let pid = w.child.id().unwrap_or(0);
