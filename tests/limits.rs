@@ -2,95 +2,13 @@
 //! checks that the workflow keeps running with no failed workflow task in any of its runs, and that
 //! the data is right.
 
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use serde_json::{Value, json};
 use stateful_client::ops;
+use stateful_tests::history::no_failed_task;
 use stateful_tests::{Env, ensure_eq, eventually, query_until};
-
-fn temporal(env: &Env, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(&env.cli)
-        .args(args)
-        .args(["--address", &env.address, "--namespace", "default"])
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "temporal {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Failed workflow tasks and task attempts above 1 in every run of `wid` so far (each with its cause), and the
-/// number of runs.
-fn task_failures(env: &Env, wid: &str) -> anyhow::Result<(Vec<String>, usize)> {
-    let list = temporal(
-        env,
-        &[
-            "workflow",
-            "list",
-            "--query",
-            &format!("WorkflowId = '{wid}'"),
-            "--output",
-            "json",
-        ],
-    )?;
-    let runs: Vec<String> = serde_json::from_str::<Value>(&list)?
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["execution"]["runId"].as_str().map(str::to_string))
-        .collect();
-    if runs.is_empty() {
-        bail!("no run of {wid} is listed");
-    }
-    let mut failed = Vec::new();
-    for run in &runs {
-        let show = temporal(
-            env,
-            &["workflow", "show", "-w", wid, "-r", run, "--output", "json"],
-        )?;
-        let h: Value = serde_json::from_str(&show)?;
-        for e in h["events"].as_array().into_iter().flatten() {
-            let t = e["eventType"].as_str().unwrap_or_default().to_uppercase();
-            // A task retried after a failure (or a start-to-close timeout) is scheduled again with
-            // its attempt counted up; a sticky queue's schedule-to-start timeout (a busy worker)
-            // is not a failure and keeps attempt 1.
-            let attempt = e["workflowTaskScheduledEventAttributes"]["attempt"]
-                .as_u64()
-                .unwrap_or(1);
-            if t.contains("WORKFLOW_TASK_FAILED") || attempt > 1 {
-                let a = e
-                    .get("workflowTaskFailedEventAttributes")
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                let mut text = format!(
-                    "event {} {t} (attempt {attempt}): {} {}",
-                    e["eventId"], a["cause"], a["failure"]["message"]
-                );
-                text.truncate(600);
-                failed.push(text);
-            }
-        }
-    }
-    Ok((failed, runs.len()))
-}
-
-/// Checks that `wid` never failed a workflow task; returns its number of runs.
-fn no_failed_task(env: &Env, wid: &str) -> anyhow::Result<usize> {
-    let (failed, runs) = task_failures(env, wid)?;
-    if !failed.is_empty() {
-        bail!(
-            "{wid}: {} failed workflow tasks over {runs} runs:\n{}",
-            failed.len(),
-            failed.join("\n")
-        );
-    }
-    Ok(runs)
-}
 
 /// The children of `wid`: how many it knows, how many run, how many wait to start (the `children`
 /// query's counts: its list may be cut short).
@@ -228,7 +146,7 @@ pub async fn oversized_inputs_are_refused_and_the_workflow_still_continues_as_ne
             .err()
             .ok_or_else(|| anyhow!("a 1.2 MB update on a 1 MB state was accepted"))?
     );
-    if !reason.contains("more than the 2000000 bytes") {
+    if !reason.contains("more than the 1800000 bytes a state may take") {
         bail!("the refusal does not say why: {reason}");
     }
     ops::signal(

@@ -5,9 +5,12 @@
 //! Every `pub async fn NAME(env: &Env) -> anyhow::Result<()>` of the modules below is a test: `build.rs`
 //! collects them (see `common/collect.rs`), and [`stateful_tests::harness`] runs them.
 
+mod adoption; // a workflow found running under a child's id is adopted only when it is ours
 mod api; // loading from an entity API, token rotation, no token leaks
 mod cli; // the temporal CLI and the starter binary, as a user runs them
 mod durable; // checkpoints, validation, the payload codec, export and import
+mod hostile; // careless and hostile clients through the temporal CLI: refused, harmless, no failed task
+mod http_security; // the HTTP servers' limits, the codec server's token and CORS, secrets kept from children
 mod lifecycle; // batching and continue-as-new, with workers of their own
 mod limits; // big trees and big states: paced children, size budgets, long ids, deep data
 mod recovery; // SIGKILL of the worker mid-burst and mid-rotation; temporal workflow reset

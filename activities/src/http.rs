@@ -12,6 +12,7 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::breaker::Breaker;
 use crate::error::{HttpError, parse_retry_after};
+use crate::hosts::{GuardedResolver, HostPolicy, Lookup, refusal_in, system_lookup};
 use stateful_core::Secret;
 use stateful_core::load::{
     BatchInput, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_RESULT_BYTES, LoadInput, LoadOutput,
@@ -36,6 +37,10 @@ pub struct HttpConfig {
     pub breaker_cool_down: Duration,
     /// Concurrent requests of one batch load.
     pub batch_concurrency: usize,
+    /// The API hosts requests may go to (`host`, `host:port`, `*.example.com`, an IP address); empty:
+    /// any host. Link-local and cloud-metadata destinations are refused either way unless listed
+    /// exactly (see [`crate::hosts`]). An entry that does not parse allows nothing.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -47,6 +52,7 @@ impl Default for HttpConfig {
             breaker_threshold: 5,
             breaker_cool_down: Duration::from_secs(30),
             batch_concurrency: 8,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -98,30 +104,57 @@ pub struct HttpActivities {
     client: reqwest::Client,
     cfg: HttpConfig,
     breaker: Arc<Breaker>,
+    policy: Arc<HostPolicy>,
     metrics: Option<crate::Metrics>,
 }
 
 impl HttpActivities {
-    /// Builds them.
+    /// Builds them, resolving host names with the system's resolver.
     pub fn new(cfg: HttpConfig) -> HttpActivities {
+        HttpActivities::with_lookup(cfg, system_lookup())
+    }
+
+    /// Builds them, resolving host names with `lookup` (every resolved address is checked against
+    /// the host policy before a connection is made).
+    pub fn with_lookup(cfg: HttpConfig, lookup: Lookup) -> HttpActivities {
+        let (policy, errors) = HostPolicy::new(&cfg.allowed_hosts);
+        for e in errors {
+            tracing::warn!("{e}; this entry allows nothing");
+        }
+        let policy = Arc::new(policy);
         let client = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .user_agent(concat!("stateful-worker/", env!("CARGO_PKG_VERSION")))
+            .redirect(policy.redirect_policy())
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: policy.clone(),
+                lookup,
+            }))
             .build()
             .expect("a TLS backend is compiled in");
-        let breaker = Arc::new(Breaker::new(cfg.breaker_threshold, cfg.breaker_cool_down));
+        let breaker = Arc::new(
+            Breaker::new(cfg.breaker_threshold, cfg.breaker_cool_down)
+                .with_probe_lease(cfg.timeout + Duration::from_secs(1)),
+        );
         HttpActivities {
             client,
             cfg,
             breaker,
+            policy,
             metrics: None,
         }
     }
 
-    /// Records requests, latency and circuit state in these metrics.
+    /// Records requests, latency and circuit state in these metrics (which label at most
+    /// [`crate::MAX_TRACKED_HOSTS`] hosts by name, as many as the breaker tracks).
     pub fn with_metrics(mut self, metrics: crate::Metrics) -> HttpActivities {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// The API host policy (the allow-list, and what is always refused).
+    pub fn host_policy(&self) -> Arc<HostPolicy> {
+        self.policy.clone()
     }
 
     /// The circuit breaker (for metrics and status).
@@ -130,7 +163,9 @@ impl HttpActivities {
     }
 
     /// One request, classified: `Ok` for 2xx (with the body's JSON, null when empty) and 404 (as
-    /// `None`); every other outcome is an [`HttpError`].
+    /// `None`); every other outcome is an [`HttpError`]. Before anything is sent: the URL is checked
+    /// against the host policy (`Refused`), the token must fit a header (`MalformedToken`), and the
+    /// host's circuit must admit the call (`CircuitOpen`).
     pub async fn call(
         &self,
         method: &str,
@@ -143,18 +178,73 @@ impl HttpActivities {
         let parsed = reqwest::Url::parse(url)
             .map_err(|e| HttpError::BadInput(format!("`{url}` is not a URL: {e}")))?;
         let host = parsed.host_str().unwrap_or("").to_string();
-        if let Err(e) = self.breaker.check(&host) {
-            self.observe(&host, &Err(e.clone()), None);
-            return Err(e);
+        let req = self.prepare(&parsed, url, method, token, headers, body, timeout);
+        let req = match req {
+            Ok(r) => r,
+            Err(e) => {
+                self.observe(&host, &Err(e.clone()), None);
+                return Err(e);
+            }
+        };
+        let permit = match self.breaker.admit(&host) {
+            Ok(p) => p,
+            Err(e) => {
+                self.observe(&host, &Err(e.clone()), None);
+                return Err(e);
+            }
+        };
+        let t0 = std::time::Instant::now();
+        let res = self.send(req, url).await;
+        match &res {
+            Err(e) if e.counts_against_host() => permit.failure(),
+            // Refused or never built: the host was not asked (a probe's slot is freed).
+            Err(HttpError::Refused { .. } | HttpError::BadInput(_)) => drop(permit),
+            _ => permit.success(),
+        }
+        self.observe(&host, &res, Some(t0.elapsed()));
+        res
+    }
+
+    /// The request, once the URL, token, method and headers are known to be sendable.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare(
+        &self,
+        parsed: &reqwest::Url,
+        url: &str,
+        method: &str,
+        token: Option<&str>,
+        headers: &BTreeMap<String, String>,
+        body: Option<&Value>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::RequestBuilder, HttpError> {
+        self.policy
+            .check_url(parsed)
+            .map_err(|r| HttpError::Refused {
+                url: url.to_string(),
+                reason: r.reason,
+            })?;
+        if let Some(reason) = token.and_then(token_problem) {
+            return Err(HttpError::MalformedToken {
+                url: url.to_string(),
+                reason: reason.to_string(),
+            });
         }
         let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
             .map_err(|_| HttpError::BadInput(format!("`{method}` is not an HTTP method")))?;
-        let mut req = self.client.request(method, parsed);
+        let mut req = self.client.request(method, parsed.clone());
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
         for (k, v) in headers {
-            req = req.header(k, v);
+            let name = reqwest::header::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| HttpError::BadInput(format!("`{k}` is not a header name")))?;
+            // The value is not quoted: it may be a credential.
+            let value = reqwest::header::HeaderValue::from_str(v).map_err(|_| {
+                HttpError::BadInput(format!(
+                    "the value of header `{k}` cannot be sent (a control character)"
+                ))
+            })?;
+            req = req.header(name, value);
         }
         if let Some(b) = body {
             req = req.json(b);
@@ -162,16 +252,7 @@ impl HttpActivities {
         if let Some(t) = timeout {
             req = req.timeout(t);
         }
-        let t0 = std::time::Instant::now();
-        let res = self.send(req, url).await;
-        self.breaker.record(
-            &host,
-            !res.as_ref()
-                .err()
-                .is_some_and(HttpError::counts_against_host),
-        );
-        self.observe(&host, &res, Some(t0.elapsed()));
-        res
+        Ok(req)
     }
 
     fn observe(
@@ -192,6 +273,8 @@ impl HttpActivities {
             Err(HttpError::Network { .. }) => "network",
             Err(HttpError::BadBody { .. }) => "badBody",
             Err(HttpError::CircuitOpen { .. }) => "circuitOpen",
+            Err(HttpError::MalformedToken { .. }) => "malformedToken",
+            Err(HttpError::Refused { .. }) => "refused",
             Err(HttpError::BadInput(_)) => "badInput",
             Err(HttpError::ResultTooLarge { .. }) => "resultTooLarge",
         };
@@ -203,15 +286,7 @@ impl HttpActivities {
         req: reqwest::RequestBuilder,
         url: &str,
     ) -> Result<Option<(u16, Value)>, HttpError> {
-        let resp = req.send().await.map_err(|e| HttpError::Network {
-            url: url.to_string(),
-            // reqwest's message names the URL, never a header: the token stays out of it.
-            reason: if e.is_timeout() {
-                "timed out".into()
-            } else {
-                e.without_url().to_string()
-            },
-        })?;
+        let resp = req.send().await.map_err(|e| classify_send_error(e, url))?;
         let status = resp.status().as_u16();
         if status == 404 {
             return Ok(None);
@@ -345,6 +420,43 @@ impl HttpActivities {
             },
             Some((_, body)) => interpret(body),
         })
+    }
+}
+
+/// Why a token cannot be sent in an `Authorization` header (never quoting it), or `None`.
+fn token_problem(token: &str) -> Option<&'static str> {
+    if token.chars().any(|c| c.is_ascii_control()) {
+        Some("it holds a control character (a line break, a tab, ...)")
+    } else if !token.is_ascii() {
+        Some("it holds a non-ASCII character")
+    } else {
+        None
+    }
+}
+
+/// A failed send: a refusal by the host policy (a redirect elsewhere, a name resolving to a metadata
+/// address), a request that could not be built, or a network error (timeouts, connections).
+fn classify_send_error(e: reqwest::Error, url: &str) -> HttpError {
+    if let Some(r) = refusal_in(&e) {
+        return HttpError::Refused {
+            url: url.to_string(),
+            reason: r.reason.clone(),
+        };
+    }
+    // reqwest's messages name the URL, never a header: the token stays out of them.
+    if e.is_builder() {
+        return HttpError::BadInput(format!(
+            "the request to {url} cannot be built: {}",
+            e.without_url()
+        ));
+    }
+    HttpError::Network {
+        url: url.to_string(),
+        reason: if e.is_timeout() {
+            "timed out".into()
+        } else {
+            e.without_url().to_string()
+        },
     }
 }
 

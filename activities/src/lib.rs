@@ -2,7 +2,10 @@
 //! (for workflows that write back), load many entities in one call. Errors are classified once, here
 //! ([`error`]): what is worth retrying is retried by Temporal, what is not fails at once with a clear
 //! type. A per-host circuit breaker ([`breaker`]) makes a failing API fail fast instead of piling up
-//! retries from every workflow of a large tree. The API token is sent as a bearer header and never
+//! retries from every workflow of a large tree (one probe after the cool-down; only the host's own
+//! failures count; at most [`MAX_TRACKED_HOSTS`] hosts tracked). A host policy ([`hosts`]) refuses
+//! destinations outside the worker's allow-list and link-local or cloud-metadata ones before anything
+//! is sent, and redirects to another host. The API token is sent as a bearer header and never
 //! appears in an error, a log line or a result.
 //!
 //! `StatefulWorkflow` runs `loadData` at start, when its token or URL changes, on `refresh` and every
@@ -17,14 +20,16 @@
 
 pub mod breaker;
 pub mod error;
+pub mod hosts;
 // The SDK's `#[activities]` macro generates an undocumented constant per activity; the activities
 // themselves are documented.
 #[allow(missing_docs)]
 pub mod http;
 pub mod metrics;
 
-pub use breaker::Breaker;
-pub use error::HttpError;
+pub use breaker::{Breaker, Circuit, MAX_TRACKED_HOSTS};
+pub use error::{HttpError, MAX_RETRY_AFTER};
+pub use hosts::{HostPolicy, Lookup};
 pub use http::{HttpActivities, HttpConfig, RequestInput, RequestOutput};
 pub use metrics::Metrics;
 pub use stateful_core::Secret;

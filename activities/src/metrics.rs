@@ -1,16 +1,62 @@
 //! The activities' Prometheus metrics, on the worker's metrics endpoint (the SDK's meter):
 //! - `stateful_api_requests{host, outcome}`: requests by outcome (`ok`, `notFound`, `unauthorized`,
-//!   `transient`, `rejected`, `network`, `badBody`, `circuitOpen`, `badInput`);
+//!   `malformedToken`, `transient`, `rejected`, `network`, `badBody`, `circuitOpen`, `refused`,
+//!   `badInput`, `resultTooLarge`);
 //! - `stateful_api_request_latency{host}`: request latency (a histogram);
-//! - `stateful_api_circuit_open{host}`: 1 while the host's circuit is open, else 0 (updated at each
-//!   request to that host).
+//! - `stateful_api_circuit_open{host}`: 1 while the host's circuit is not closed (open, or half-open
+//!   with its probe in flight), else 0 (updated at each request to that host).
+//!
+//! The `host` label is bounded: the first [`MAX_TRACKED_HOSTS`] hosts seen are labelled by name, any
+//! other under [`OTHER_HOST`] (whose circuit gauge is not recorded: it would mix many hosts), so that
+//! URLs with ever new hosts cannot grow the metrics without end.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::breaker::MAX_TRACKED_HOSTS;
 
 use temporalio_common::telemetry::metrics::{
     CoreMeter, Counter, Gauge, HistogramDuration, MetricKeyValue, MetricParameters, NewAttributes,
 };
+
+/// The `host` label of hosts beyond the label cap.
+pub const OTHER_HOST: &str = "other";
+
+/// The hosts labelled by name: at most `cap`; the others are [`OTHER_HOST`].
+#[derive(Debug)]
+pub struct HostLabels {
+    cap: usize,
+    named: Mutex<HashSet<String>>,
+}
+
+impl HostLabels {
+    /// At most `cap` hosts named.
+    pub fn new(cap: usize) -> HostLabels {
+        HostLabels {
+            cap,
+            named: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The label of `host`: its name while there is room (and ever after), else [`OTHER_HOST`].
+    pub fn label(&self, host: &str) -> String {
+        let mut named = self.named.lock().unwrap_or_else(|p| p.into_inner());
+        if named.contains(host) {
+            return host.to_string();
+        }
+        if named.len() < self.cap && host != OTHER_HOST {
+            named.insert(host.to_string());
+            return host.to_string();
+        }
+        OTHER_HOST.to_string()
+    }
+
+    /// How many hosts are labelled by name.
+    pub fn named(&self) -> usize {
+        self.named.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
 
 /// The instruments.
 #[derive(Clone)]
@@ -19,6 +65,7 @@ pub struct Metrics {
     requests: Counter,
     latency: HistogramDuration,
     circuit: Gauge,
+    hosts: Arc<HostLabels>,
 }
 
 impl Metrics {
@@ -44,11 +91,20 @@ impl Metrics {
                 "1 while the circuit breaker of an API host is open",
             )),
             meter,
+            hosts: Arc::new(HostLabels::new(MAX_TRACKED_HOSTS)),
         }
+    }
+
+    /// Labels at most `cap` hosts by name (default [`MAX_TRACKED_HOSTS`]).
+    pub fn with_host_cap(mut self, cap: usize) -> Metrics {
+        self.hosts = Arc::new(HostLabels::new(cap));
+        self
     }
 
     /// Records one request.
     pub fn request(&self, host: &str, outcome: &str, took: Option<Duration>, circuit_open: bool) {
+        let host = self.hosts.label(host);
+        let host = host.as_str();
         let host_only = self
             .meter
             .new_attributes(NewAttributes::from([MetricKeyValue::new(
@@ -63,6 +119,27 @@ impl Metrics {
         if let Some(t) = took {
             self.latency.record(t, &host_only);
         }
-        self.circuit.record(u64::from(circuit_open), &host_only);
+        if host != OTHER_HOST {
+            self.circuit.record(u64::from(circuit_open), &host_only);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_labels_are_bounded() {
+        let l = HostLabels::new(3);
+        for i in 0..2_000 {
+            l.label(&format!("h{i}"));
+        }
+        assert_eq!(l.named(), 3);
+        assert_eq!(l.label("h1"), "h1");
+        assert_eq!(l.label("h1999"), OTHER_HOST);
+        let l = HostLabels::new(3);
+        assert_eq!(l.label(OTHER_HOST), OTHER_HOST);
+        assert_eq!(l.named(), 0);
     }
 }

@@ -92,14 +92,15 @@ fn update_id() -> String {
 ///
 /// The server aborts an update that was not yet accepted when the workflow task carrying it fails or is
 /// superseded (for example by a continue-as-new); such an update was not applied, and it is retried
-/// (a few times, with the same update id).
+/// (a few times, with the same update id). An update the workflow refuses while it hands over to a
+/// new run (a reason starting with `retry:`) is sent again, a few times.
 pub async fn update(
     client: &Client,
     workflow_id: &str,
     name: &str,
     input: &Value,
 ) -> anyhow::Result<Value> {
-    let id = update_id();
+    let mut id = update_id();
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -117,6 +118,13 @@ pub async fn update(
             Ok(raw) => {
                 return payload::decode(&raw)
                     .map_err(|e| anyhow!("the update answered something that is not JSON: {e}"));
+            }
+            // Refused while the run hands over (continue-as-new): the next run takes it.
+            Err(WorkflowUpdateError::Failed(f))
+                if attempt < 10 && f.message.starts_with("retry:") =>
+            {
+                id = update_id();
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
             }
             Err(WorkflowUpdateError::Failed(f)) => return Err(anyhow!("refused: {}", f.message)),
             Err(e) if attempt < 5 && e.to_string().contains("unexpected workflow task failure") => {

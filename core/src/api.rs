@@ -83,6 +83,10 @@ pub struct Api {
     /// Loads that failed, ever.
     #[serde(default)]
     pub failures: u64,
+    /// The hosts the token may be sent to (see [`crate::valid::allowed`]): fixed when the root
+    /// starts, handed down the tree and carried over. `None` in workflows of earlier releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<std::collections::BTreeSet<String>>,
 }
 
 /// A load to run: the URL, why, and the batch URLs of related entities loaded in the same activity.
@@ -160,13 +164,19 @@ impl Api {
         self.wanted = Some(reason.to_string());
     }
 
-    /// The load to start now, if one is due and none is running. `url` is the effective URL.
+    /// The load to start now, if one is due and none is running. `url` is the effective URL. A URL
+    /// outside the tree's API hosts is not loaded: the load fails with the reason.
     pub fn take_load(&mut self, url: Option<String>) -> Option<LoadRequest> {
         if self.in_flight {
             return None;
         }
         let reason = self.wanted.take()?;
         let url = url?;
+        if let Err(e) = crate::valid::allowed(&url, self.hosts.as_ref()) {
+            self.state = LoadState::Failed;
+            self.last_error = Some(crate::audit::clip(&e, crate::audit::MAX_REASON));
+            return None;
+        }
         self.in_flight = true;
         if self.state != LoadState::Unauthorized {
             self.state = LoadState::Loading;
@@ -196,7 +206,7 @@ impl Api {
             }
             Loaded::Error { kind, message } => {
                 self.failures += 1;
-                self.last_error = Some(message.clone());
+                self.last_error = Some(crate::audit::clip(message, crate::audit::MAX_REASON));
                 self.state = match kind {
                     // A newer token is already waiting: its load decides.
                     FailureKind::Unauthorized if self.wanted.is_some() => LoadState::Loading,
@@ -206,7 +216,7 @@ impl Api {
                 };
             }
         }
-        self.next_refresh_at = interval.map(|i| now + i);
+        self.next_refresh_at = interval.map(|i| now.saturating_add(i));
     }
 
     /// Carried into the next run: a load that was running there is due again.
@@ -234,6 +244,7 @@ impl Api {
             "failures": self.failures,
             "refreshInterval": interval,
             "nextRefreshAt": self.next_refresh_at,
+            "hosts": self.hosts,
             "token": token,
         })
     }
@@ -279,6 +290,7 @@ impl ApiState {
     /// Takes a URL from an `apiUrl` signal (ignored when a newer or equal message set the URL):
     /// true when it changed, which reloads.
     pub fn set_url(&mut self, url: &str, stamp: Option<&Stamp>) -> bool {
+        debug_assert!(crate::valid::allowed(url, self.loads.hosts.as_ref()).is_ok());
         if stamp.is_some_and(|s| !self.url_order.accept(s))
             || self.loads.url.as_deref() == Some(url)
         {

@@ -142,6 +142,31 @@ impl Audit {
         }
     }
 
+    /// What the next run inherits, its lists of rejections and of recent changes cut to their
+    /// newest records that take at most `budget` bytes each (so that, with a small payload limit,
+    /// the trail does not crowd the state out of the next run's input).
+    pub fn carry_within(&self, budget: u64) -> AuditCarry {
+        fn newest<T: Serialize + Clone>(q: &VecDeque<T>, budget: u64) -> Vec<T> {
+            let mut used = 0;
+            let mut kept: Vec<T> = q
+                .iter()
+                .rev()
+                .take_while(|x| {
+                    used += crate::load::json_len(*x) as u64 + 1;
+                    used <= budget
+                })
+                .cloned()
+                .collect();
+            kept.reverse();
+            kept
+        }
+        AuditCarry {
+            rejected: newest(&self.rejected, budget),
+            recent: newest(&self.recent, budget),
+            ..self.carry()
+        }
+    }
+
     /// Records a rejected input.
     pub fn reject(&mut self, mut r: Rejection) {
         self.rejected_total += 1;
@@ -268,5 +293,33 @@ impl Audit {
             "rejectedTotal": self.rejected_total,
             "checkpoints": self.checkpoints,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_carried_trail_keeps_its_newest_records_within_a_budget() {
+        let mut a = Audit::default();
+        for i in 0..MAX_REJECTED as u64 {
+            a.reject(Rejection {
+                signal: "update".into(),
+                reason: format!("{i} {}", "x".repeat(1_000)),
+                time: i,
+                version: 0,
+            });
+        }
+        assert_eq!(a.carry_within(u64::MAX).rejected.len(), MAX_REJECTED);
+        let kept = a.carry_within(2_000).rejected;
+        assert_eq!(kept.len(), 3, "three reasons of some 540 bytes each");
+        assert_eq!(
+            kept.iter().map(|r| r.time).collect::<Vec<_>>(),
+            [47, 48, 49],
+            "the newest, in order"
+        );
+        assert!(a.carry_within(10).rejected.is_empty());
+        assert_eq!(a.carry_within(10).rejected_total, MAX_REJECTED as u64);
     }
 }

@@ -82,6 +82,9 @@ pub struct StartInput {
     pub api_base: Option<String>,
     /// Ours: reload from the API this often (ms).
     pub refresh_ms: Option<u64>,
+    /// Ours: the hosts the token may be sent to (handed down the tree, carried over); `None` when
+    /// the input does not say (see [`crate::valid::allowed`]).
+    pub api_hosts: Option<std::collections::BTreeSet<String>>,
     /// Ours: the parent loads this entity in a batch (no load at start or on a new token).
     pub loaded_by_parent: bool,
     /// Subscriptions.
@@ -178,7 +181,8 @@ impl StartInput {
             ),
         };
         let nonempty = |key: &str| m.get(key).filter(|v| !v.is_null()).cloned();
-        Ok(StartInput {
+        let fresh = carry.is_none();
+        let input = StartInput {
             id,
             entity_name,
             data: nonempty("data"),
@@ -196,10 +200,16 @@ impl StartInput {
             loaded_by_parent: m.get("loadedByParent") == Some(&Value::Bool(true)),
             refresh_ms: match m.get("refreshInterval") {
                 None | Some(Value::Null) => None,
-                Some(v) => Some(
-                    stateful_engine::schema::parse_duration_ms(v)
-                        .map_err(|e| format!("`refreshInterval`: {e}"))?,
-                ),
+                Some(v) => match stateful_engine::schema::parse_duration_ms(v) {
+                    Ok(ms) => Some(ms),
+                    Err(e) if fresh => return Err(format!("`refreshInterval`: {e}")),
+                    // A run continued from an earlier release that took it: the entity's default.
+                    Err(_) => None,
+                },
+            },
+            api_hosts: match m.get("apiHosts") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(crate::valid::hosts(v)?),
             },
             subscriptions: list(m, "subscriptions")?,
             ancestor_workflow_ids,
@@ -207,7 +217,60 @@ impl StartInput {
             max_history,
             limits: crate::limits::Limits::parse(m.get("limits"))?,
             carry,
-        })
+        };
+        if fresh {
+            input.check()?;
+        }
+        Ok(input)
+    }
+
+    /// The checks of a first run's input (a client's or a parent's start): lengths, the token's and
+    /// the URLs' shape. A run continued from an earlier release is not refused for what that
+    /// release took.
+    fn check(&self) -> Result<(), String> {
+        use stateful_engine::plan::{MAX_TREE_DEPTH, MAX_WORKFLOW_ID_LEN};
+        let long = |what: &str, s: &str, max: usize| {
+            (s.len() > max).then(|| {
+                format!(
+                    "`{what}` takes {} bytes, more than the {max} taken",
+                    s.len()
+                )
+            })
+        };
+        if let Some(e) = long("id", &self.id, MAX_WORKFLOW_ID_LEN)
+            .or_else(|| long("entityName", &self.entity_name, crate::valid::MAX_NAME_LEN))
+        {
+            return Err(e);
+        }
+        if self.ancestor_workflow_ids.len() >= MAX_TREE_DEPTH {
+            return Err(format!(
+                "`ancestorWorkflowIds` holds {} ids: a tree is at most {MAX_TREE_DEPTH} levels deep",
+                self.ancestor_workflow_ids.len()
+            ));
+        }
+        if let Some(e) = self
+            .ancestor_workflow_ids
+            .iter()
+            .find_map(|a| long("ancestorWorkflowIds", a, MAX_WORKFLOW_ID_LEN))
+        {
+            return Err(e);
+        }
+        if self.subscriptions.len() > crate::tree::MAX_SUBSCRIPTIONS {
+            return Err(format!(
+                "`subscriptions` holds {}, more than the {} a workflow keeps",
+                self.subscriptions.len(),
+                crate::tree::MAX_SUBSCRIPTIONS
+            ));
+        }
+        if let Some(t) = &self.api_token {
+            crate::valid::token(t.expose()).map_err(|e| format!("`apiToken`: {e}"))?;
+        }
+        for (k, u) in [("apiUrl", &self.api_url), ("apiBase", &self.api_base)] {
+            if let Some(u) = u {
+                crate::valid::host_of(u).map_err(|e| format!("`{k}`: {e}"))?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@
 //! - [`input`]: the start input (wire protocol) and the continue-as-new carry-over; [`limits`]: what
 //!   a workflow keeps under; [`outbox`]: effects leave in waves within those limits.
 //! - [`secret`]: [`Secret`], the token type whose `Debug` shows only a fingerprint.
+//! - [`valid`]: checks of the fields messages bring (tokens, URLs and their hosts, subscriptions).
 #![deny(missing_docs)]
 
 pub mod answer;
@@ -30,6 +31,7 @@ pub mod secret;
 pub mod state;
 pub mod status;
 pub mod tree;
+pub mod valid;
 
 pub use limits::Limits;
 pub use load::{FailureKind, LoadOutput, LoadStatus, Loaded};
@@ -38,7 +40,7 @@ pub use outbox::Pending;
 pub use secret::Secret;
 pub use state::{Core, Processed};
 pub use status::Status;
-pub use tree::{ChildEvent, ChildEventKind, ChildOutcome, Effect};
+pub use tree::{ChildEvent, ChildEventKind, ChildOutcome, Described, Effect};
 
 /// The workflow type name on the wire.
 pub const WORKFLOW_TYPE: &str = "StatefulWorkflow";

@@ -147,6 +147,13 @@ impl Limits {
         zstd::bulk::compress(&bytes, ZSTD_LEVEL).map_or(bytes.len() as u64, |c| c.len() as u64)
     }
 
+    /// What the state (the whole next-run input) may take when a change is admitted: nine tenths
+    /// of a payload. The last tenth is kept for what grows without a change (children's records
+    /// as they start and end, the audit trail, what resolves as a run hands over).
+    pub fn state_budget(&self) -> u64 {
+        self.max_payload_bytes - self.max_payload_bytes / 10
+    }
+
     /// True when `v` fits in one payload.
     pub fn fits(&self, v: &Value) -> bool {
         self.measure(v) <= self.max_payload_bytes

@@ -23,18 +23,57 @@ use stateful_engine::Stamp;
 /// `unsubscribe` does not bring them back); the oldest are forgotten first.
 pub const MAX_UNSUBSCRIBED: usize = 2_000;
 
-/// The stamp in a payload object (`{"stamp": [time, origin]}`), if any; an error says what is wrong.
-pub fn stamp_in(v: &Value) -> Result<Option<Stamp>, String> {
-    stamp_in_key(v, "stamp")
+/// The most bytes (ids and origins) the removed subscriptions remembered may take, so that they
+/// never crowd the state out of the next run's input; the oldest are forgotten first.
+pub const MAX_UNSUBSCRIBED_BYTES: usize = 100_000;
+
+/// How far past the receiver's time a stamp from a message may be (ms). A later one is clamped to
+/// it: a message (a client's, or a forged one) cannot set something so far in the future that every
+/// later message about it is ignored. Workflows of one cluster share the server's clock; their hybrid
+/// clocks run ahead of it only by the stamps they made in a burst (1 ms each).
+pub const MAX_SKEW_MS: u64 = 60_000;
+
+/// The longest origin a stamp may name (a workflow id: Temporal's limit is 1,000 bytes).
+pub const MAX_ORIGIN_LEN: usize = 1_000;
+
+/// A stamp from a message, as this workflow takes it at workflow time `now`: its time clamped to
+/// `now` + [`MAX_SKEW_MS`]; refused when its origin is longer than [`MAX_ORIGIN_LEN`].
+pub fn admit(s: Stamp, now: u64) -> Result<Stamp, String> {
+    if s.origin.len() > MAX_ORIGIN_LEN {
+        return Err(format!(
+            "a stamp's origin takes {} bytes, more than the {MAX_ORIGIN_LEN} a workflow id may",
+            s.origin.len()
+        ));
+    }
+    let max = now.saturating_add(MAX_SKEW_MS);
+    if s.time > max {
+        return Ok(Stamp {
+            time: max,
+            origin: s.origin,
+        });
+    }
+    Ok(s)
 }
 
-/// The stamp under `key` in a payload object, if any.
-pub fn stamp_in_key(v: &Value, key: &str) -> Result<Option<Stamp>, String> {
+/// The stamp in a payload object (`{"stamp": [time, origin]}`), if any, admitted at `now` (see
+/// [`admit`]); an error says what is wrong.
+pub fn stamp_in(v: &Value, now: u64) -> Result<Option<Stamp>, String> {
+    stamp_in_key(v, "stamp", now)
+}
+
+/// The stamp under `key` in a payload object, if any, admitted at `now` (see [`admit`]).
+pub fn stamp_in_key(v: &Value, key: &str, now: u64) -> Result<Option<Stamp>, String> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(s) => serde_json::from_value(s.clone())
-            .map(Some)
-            .map_err(|_| format!("`{key}` must be [time, origin], found {s}")),
+            .map_err(|_| {
+                format!(
+                    "`{key}` must be [time, origin], found {}",
+                    crate::audit::clip(&s.to_string(), 100)
+                )
+            })
+            .and_then(|s| admit(s, now))
+            .map(Some),
     }
 }
 
@@ -96,8 +135,14 @@ impl SubscriptionOrder {
     }
 
     fn forget_oldest_removed(&mut self) {
-        let removed = self.latest.values().filter(|(_, alive)| !alive).count();
-        if removed <= MAX_UNSUBSCRIBED {
+        let (mut removed, mut bytes) = (0, 0);
+        for (k, (s, alive)) in &self.latest {
+            if !alive {
+                removed += 1;
+                bytes += k.len() + s.origin.len();
+            }
+        }
+        if removed <= MAX_UNSUBSCRIBED && bytes <= MAX_UNSUBSCRIBED_BYTES {
             return;
         }
         let mut dead: Vec<(Stamp, String)> = self
@@ -107,7 +152,12 @@ impl SubscriptionOrder {
             .map(|(k, (s, _))| (s.clone(), k.clone()))
             .collect();
         dead.sort();
-        for (_, k) in dead.into_iter().take(removed - MAX_UNSUBSCRIBED) {
+        for (s, k) in dead {
+            if removed <= MAX_UNSUBSCRIBED && bytes <= MAX_UNSUBSCRIBED_BYTES {
+                break;
+            }
+            removed -= 1;
+            bytes -= k.len() + s.origin.len();
             self.latest.remove(&k);
         }
     }
@@ -154,11 +204,31 @@ mod tests {
         assert!(!l.accept(&Stamp::new(5, "a")), "the same message twice");
         assert!(l.accept(&Stamp::new(5, "b")), "ties break on the origin");
         assert_eq!(
-            stamp_in(&json!({"stamp": [7, "x"]})).unwrap(),
+            stamp_in(&json!({"stamp": [7, "x"]}), 0).unwrap(),
             Some(Stamp::new(7, "x"))
         );
-        assert!(stamp_in(&json!({"stamp": "soon"})).is_err());
-        assert_eq!(stamp_in(&json!("plain")).unwrap(), None);
+        assert!(stamp_in(&json!({"stamp": "soon"}), 0).is_err());
+        assert_eq!(stamp_in(&json!("plain"), 0).unwrap(), None);
+    }
+
+    #[test]
+    fn a_stamp_from_the_future_is_clamped_and_a_long_origin_refused() {
+        let now = 1_000_000;
+        let far = stamp_in(&json!({"stamp": [u64::MAX, "x"]}), now).unwrap();
+        assert_eq!(far, Some(Stamp::new(now + MAX_SKEW_MS, "x")));
+        let near = stamp_in(&json!({"stamp": [now + 5, "x"]}), now).unwrap();
+        assert_eq!(
+            near,
+            Some(Stamp::new(now + 5, "x")),
+            "within the skew: kept"
+        );
+        let long = "o".repeat(MAX_ORIGIN_LEN + 1);
+        assert!(stamp_in(&json!({"stamp": [1, long]}), now).is_err());
+        // Even at the end of time, no overflow.
+        assert_eq!(
+            admit(Stamp::new(u64::MAX, "x"), u64::MAX).unwrap().time,
+            u64::MAX
+        );
     }
 
     #[test]

@@ -45,7 +45,8 @@ impl Queued {
             Queued::Start { workflow_id, .. } => workflow_id,
             Queued::Ready(Effect::Signal { workflow_id, .. })
             | Queued::Ready(Effect::Cancel { workflow_id })
-            | Queued::Ready(Effect::Start { workflow_id, .. }) => workflow_id,
+            | Queued::Ready(Effect::Start { workflow_id, .. })
+            | Queued::Ready(Effect::Verify { workflow_id, .. }) => workflow_id,
         }
     }
 
@@ -54,6 +55,8 @@ impl Queued {
             Queued::Start { .. } | Queued::Ready(Effect::Start { .. }) => 0,
             Queued::Ready(Effect::Signal { .. }) => 1,
             Queued::Ready(Effect::Cancel { .. }) => 2,
+            // A local activity: no limit of Temporal's counts it.
+            Queued::Ready(Effect::Verify { .. }) => 3,
         }
     }
 }
@@ -80,7 +83,7 @@ impl Effect {
         match self {
             Effect::Start { input, .. } => json_len(input),
             Effect::Signal { payload, .. } => payload.as_ref().map_or(0, json_len),
-            Effect::Cancel { .. } => 0,
+            Effect::Cancel { .. } | Effect::Verify { .. } => 0,
         }
     }
 }
@@ -233,9 +236,10 @@ impl Outbox {
             limits.max_children_per_run as usize,
             limits.max_pending_signals as usize,
             limits.max_pending_cancels as usize,
+            usize::MAX,
         ];
-        let mut counts = [pending.children, pending.signals, pending.cancels];
-        let mut held_kinds = [false; 3];
+        let mut counts = [pending.children, pending.signals, pending.cancels, 0];
+        let mut held_kinds = [false; 4];
         let mut held_targets: BTreeSet<String> = BTreeSet::new();
         let mut kept = VecDeque::new();
         let mut out = Vec::new();
@@ -314,6 +318,7 @@ mod tests {
                 Effect::Start { workflow_id, .. } => format!("start {workflow_id}"),
                 Effect::Signal { workflow_id, .. } => format!("signal {workflow_id}"),
                 Effect::Cancel { workflow_id } => format!("cancel {workflow_id}"),
+                Effect::Verify { workflow_id, .. } => format!("verify {workflow_id}"),
             })
             .collect()
     }

@@ -137,6 +137,43 @@ impl Writes {
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty() && self.deletes.is_empty()
     }
+
+    fn stamps_mut(&mut self) -> impl Iterator<Item = &mut Stamp> {
+        self.fields
+            .values_mut()
+            .flat_map(|f| f.values_mut().map(|w| &mut w.stamp))
+            .chain(self.deletes.values_mut())
+            // The id field's placeholder stamp (never stamped) stays as it is.
+            .filter(|s| s.time != 0 || !s.origin.is_empty())
+    }
+
+    /// Clamps every stamp's time to `max_time` (a stamp from another copy may not be set so far
+    /// ahead that every later write loses to it).
+    pub fn clamp(&mut self, max_time: u64) {
+        for s in self.stamps_mut() {
+            if s.time > max_time {
+                s.time = max_time;
+            }
+        }
+    }
+
+    /// Replaces every stamp by `stamp`: the writes of a sender whose stamps are not trusted are
+    /// ordered by their arrival, as unstamped ones are.
+    pub fn restamp(&mut self, stamp: &Stamp) {
+        for s in self.stamps_mut() {
+            *s = stamp.clone();
+        }
+    }
+
+    /// The longest origin its stamps name (bytes).
+    pub fn longest_origin(&self) -> usize {
+        self.fields
+            .values()
+            .flat_map(|f| f.values().map(|w| w.stamp.origin.len()))
+            .chain(self.deletes.values().map(|s| s.origin.len()))
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// A change asked of the store.

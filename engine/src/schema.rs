@@ -190,6 +190,9 @@ pub enum OnNotFound {
     Delete,
 }
 
+/// The longest refresh interval taken: 366 days (ms).
+pub const MAX_REFRESH_MS: u64 = 366 * 24 * 3_600_000;
+
 /// Parses a duration: a number of milliseconds, or a string such as `500ms`, `30s`, `5m`, `1h`.
 pub fn parse_duration_ms(v: &Value) -> std::result::Result<u64, String> {
     let bad = || format!("expected a duration (milliseconds, or e.g. \"30s\", \"5m\"), found {v}");
@@ -213,6 +216,11 @@ pub fn parse_duration_ms(v: &Value) -> std::result::Result<u64, String> {
     };
     if ms < 1_000 {
         return Err(format!("a refresh interval must be at least 1s, found {v}"));
+    }
+    if ms > MAX_REFRESH_MS {
+        return Err(format!(
+            "a refresh interval must be at most 366 days ({MAX_REFRESH_MS} ms), found {v}"
+        ));
     }
     Ok(ms)
 }

@@ -114,9 +114,10 @@ impl Store {
         self.meta.get(entity)?.get(id)
     }
 
-    /// The next stamp for a write made here: after every stamp seen, and not behind `now_ms`.
+    /// The next stamp for a write made here: after every stamp seen, and not behind `now_ms`. (A
+    /// clock at `u64::MAX`, which only a forged stamp can bring, stays there: no overflow.)
     pub fn next_stamp(&mut self, now_ms: u64, origin: &str) -> Stamp {
-        self.clock = now_ms.max(self.clock + 1);
+        self.clock = now_ms.max(self.clock.saturating_add(1));
         Stamp::new(self.clock, origin)
     }
 
@@ -155,7 +156,7 @@ impl Store {
             store: self,
             schema,
         }
-        .resolve(change, &Stamp::new(self.clock + 1, ""))
+        .resolve(change, &Stamp::new(self.clock.saturating_add(1), ""))
         .map(|_| ())
     }
 

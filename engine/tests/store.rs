@@ -528,6 +528,10 @@ fn hybrid_clock_never_goes_back() {
     let c = st.next_stamp(500, "w");
     assert!(a < b && b < c);
     assert_eq!(c.time, 500);
+    // A forged stamp at the end of time: the clock stays there (no overflow, no panic).
+    st.observe_time(u64::MAX);
+    assert_eq!(st.next_stamp(600, "w").time, u64::MAX);
+    assert_eq!(st.clock(), u64::MAX);
 }
 
 #[test]

@@ -78,6 +78,10 @@ pub struct StartArgs {
     /// Base URL for the schema's URL templates (`{apiBase}`); handed down to every descendant.
     #[arg(long)]
     pub api_base: Option<String>,
+    /// A host the tree's token may be sent to (repeat for more). Default: the hosts of --api-base,
+    /// --api-url and the schema's URL templates; an `apiUrl` signal naming another host is refused.
+    #[arg(long = "api-host", value_name = "HOST")]
+    pub api_hosts: Vec<String>,
     /// Reload from the API this often (e.g. 30s, 5m; default: the entity's `refreshInterval`).
     #[arg(long)]
     pub refresh_interval: Option<String>,

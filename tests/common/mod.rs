@@ -20,6 +20,7 @@ pub mod api;
 pub mod collect;
 pub mod floor;
 pub mod harness;
+pub mod history;
 pub mod recorder;
 
 /// What every test gets.

@@ -1,28 +1,105 @@
-//! The codec server: Temporal's codec-server endpoints, `POST /encode` and `POST /decode` with
-//! `{"payloads": [{"metadata": {k: base64}, "data": base64}]}` (Temporal's JSON form of payloads),
-//! answering the same shape, so that `temporal workflow show --codec-endpoint ...` and the Temporal UI
-//! can decode histories for authorised users; CORS for the UI. The codec itself is
+//! The codec server: Temporal's codec-server endpoints, `POST /encode` and `POST /decode` (also under a
+//! namespace, `POST /{namespace}/encode` and `/{namespace}/decode`, as the CLI's and the UI's endpoint
+//! templating call them) with `{"payloads": [{"metadata": {k: base64}, "data": base64}]}` (Temporal's
+//! JSON form of payloads), answering the same shape, so that `temporal workflow show --codec-endpoint
+//! ...` and the Temporal UI can decode histories for authorised users. The codec itself is
 //! [`stateful_client::codec::Codec`], the worker's: `/encode` compresses and/or encrypts as the worker
 //! does, `/decode` decrypts and decompresses whatever a payload carries.
+//!
+//! Secure by default:
+//! - it refuses to listen on an address that is not a loopback one without a token
+//!   ([`check_address`]);
+//! - browsers may call it only from the Temporal UI's usual origins ([`UI_ORIGINS`]) and the
+//!   configured ones (CORS; a request from any other origin is refused with `403`);
+//! - every request is within [`HttpLimits`] (rate, body size, time; see [`crate::auth::guard`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use anyhow::bail;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
 use stateful_client::codec::{Codec, payload_from_json as from_json};
 use temporalio_common::protos::temporal::api::common::v1::Payload;
 
-use crate::auth::{self, BearerToken};
+use crate::auth::{self, BearerToken, HttpLimits, error_response};
+
+/// The origins of the Temporal UI as the dev server serves it: always allowed to call the codec server
+/// from a browser.
+pub const UI_ORIGINS: &[&str] = &["http://localhost:8233", "http://127.0.0.1:8233"];
+
+/// The default body limit (4 MiB). A `/decode` request carries payloads as Temporal stored them, at
+/// most 2 MB each by Temporal's default payload limit; in JSON their bytes are base64 (4/3 larger:
+/// some 2.7 MiB), plus the envelope. An `/encode` of a decoded payload larger than about 3 MB (which
+/// compression can make fit Temporal's limit) needs a larger `--codec-server-max-body`.
+pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
+/// The default rate limit, requests per second. `temporal workflow show` asks one request per
+/// payload set, one after another, and the UI one per event: a long history makes thousands, which
+/// this paces (at most a second's wait each) rather than refuses.
+pub const DEFAULT_RATE_PER_SECOND: u32 = 1000;
+/// The default burst above the rate.
+pub const DEFAULT_BURST: u32 = 2000;
+
+/// How the codec server is run.
+#[derive(Clone)]
+pub struct Options {
+    /// The token callers must present (`Authorization`, with or without `Bearer `); `None`: no check,
+    /// allowed on a loopback address only.
+    pub token: Option<String>,
+    /// Origins allowed to call it from a browser, besides [`UI_ORIGINS`].
+    pub cors_origins: Vec<String>,
+    /// Rate, body and time limits.
+    pub limits: HttpLimits,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("token", &self.token.as_ref().map(|_| ".."))
+            .field("cors_origins", &self.cors_origins)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            token: None,
+            cors_origins: Vec::new(),
+            limits: HttpLimits {
+                max_body: DEFAULT_MAX_BODY,
+                timeout: std::time::Duration::from_secs(30),
+                rate_per_second: DEFAULT_RATE_PER_SECOND,
+                burst: DEFAULT_BURST,
+                max_wait: HttpLimits::DEFAULT_MAX_WAIT,
+            },
+        }
+    }
+}
+
+/// Refuses an address that is not a loopback one (`127.0.0.0/8`, `::1`) when no token is required:
+/// anyone who reaches the port could otherwise decode (decrypt) every payload.
+pub fn check_address(addr: SocketAddr, has_token: bool) -> anyhow::Result<()> {
+    if !has_token && !addr.ip().is_loopback() {
+        bail!(
+            "the codec server would listen on {addr}, which is not a loopback address, without a token: \
+             anyone reaching it could decrypt every payload. Set --codec-server-token-env VAR (with the \
+             token in the environment variable VAR; callers send it as `Authorization`), or listen on \
+             127.0.0.1"
+        );
+    }
+    Ok(())
+}
 
 struct Srv {
     codec: Codec,
     token: Option<BearerToken>,
-    origin: Option<String>,
 }
 
 fn b64() -> base64::engine::GeneralPurpose {
@@ -38,28 +115,6 @@ fn to_json(p: &Payload) -> Value {
     json!({"metadata": meta, "data": b64().encode(&p.data)})
 }
 
-fn cors(srv: &Srv, mut r: Response) -> Response {
-    if let Some(o) = &srv.origin
-        && let Ok(v) = HeaderValue::from_str(o)
-    {
-        let h = r.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("content-type, x-namespace, authorization"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("POST, OPTIONS"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-    }
-    r
-}
-
 async fn handle(
     srv: Arc<Srv>,
     method: Method,
@@ -68,19 +123,12 @@ async fn handle(
     encode: bool,
 ) -> Response {
     if method == Method::OPTIONS {
-        return cors(&srv, StatusCode::OK.into_response());
+        return StatusCode::OK.into_response();
     }
     if let Some(want) = &srv.token
         && !auth::bearer_or_bare(&h).is_some_and(|t| want.matches(t))
     {
-        return cors(
-            &srv,
-            (
-                StatusCode::UNAUTHORIZED,
-                axum::Json(json!({"error": "missing or wrong Authorization"})),
-            )
-                .into_response(),
-        );
+        return error_response(StatusCode::UNAUTHORIZED, "missing or wrong Authorization");
     }
     let out: Result<Vec<Value>, String> = serde_json::from_slice::<Value>(body)
         .map_err(|e| format!("not JSON: {e}"))
@@ -103,13 +151,10 @@ async fn handle(
                 })
                 .collect()
         });
-    cors(
-        &srv,
-        match out {
-            Ok(ps) => axum::Json(json!({"payloads": ps})).into_response(),
-            Err(e) => (StatusCode::BAD_REQUEST, axum::Json(json!({"error": e}))).into_response(),
-        },
-    )
+    match out {
+        Ok(ps) => axum::Json(json!({"payloads": ps})).into_response(),
+        Err(e) => error_response(StatusCode::BAD_REQUEST, &e),
+    }
 }
 
 /// `POST` (and the browser's `OPTIONS` preflight) of one direction.
@@ -122,27 +167,109 @@ fn endpoint(encode: bool) -> axum::routing::MethodRouter<Arc<Srv>> {
     )
 }
 
-/// The largest request body: `/encode` takes decoded payloads, which may be as large as the largest
-/// payload the codec decompresses, in base64 (axum's default, 2 MB, would refuse a large state).
-const MAX_BODY: usize = 2 * stateful_client::codec::compress::MAX_DECOMPRESSED;
+/// An origin as browsers send it: lower-case, without a trailing `/`.
+fn normalize_origin(o: &str) -> String {
+    o.trim().trim_end_matches('/').to_ascii_lowercase()
+}
 
-/// Serves the codec endpoints on `addr`; returns the bound address.
-pub async fn serve(
-    codec: Codec,
-    addr: SocketAddr,
-    token: Option<&str>,
-    cors_origin: Option<String>,
-) -> anyhow::Result<SocketAddr> {
+/// The origins allowed to call from a browser: [`UI_ORIGINS`] and `configured`.
+fn allowed_origins(configured: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = UI_ORIGINS
+        .iter()
+        .map(|o| o.to_string())
+        .chain(configured.iter().map(|o| normalize_origin(o)))
+        .filter(|o| !o.is_empty())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// CORS: a request without `Origin` (not from a browser) passes as it is; one from an allowed origin
+/// gets the CORS headers (its preflight is answered here); one from any other origin is refused.
+async fn cors(State(origins): State<Arc<Vec<String>>>, req: Request, next: Next) -> Response {
+    let Some(origin) = req.headers().get(header::ORIGIN).cloned() else {
+        return next.run(req).await;
+    };
+    let text = origin.to_str().unwrap_or_default();
+    if !origins.iter().any(|o| *o == normalize_origin(text)) {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "origin `{text}` may not call the codec server (allowed: {}; add one with --codec-cors-origin)",
+                origins.join(", ")
+            ),
+        );
+    }
+    let preflight = req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut r = if preflight {
+        StatusCode::OK.into_response()
+    } else {
+        next.run(req).await
+    };
+    let h = r.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    h.append(header::VARY, HeaderValue::from_static("origin"));
+    if preflight {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type, x-namespace, authorization"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    }
+    r
+}
+
+/// The codec server's routes, CORS and limits.
+fn router(codec: Codec, opts: &Options) -> Router {
     let srv = Arc::new(Srv {
         codec,
-        token: token.map(BearerToken::new),
-        origin: cors_origin,
+        token: opts.token.as_deref().map(BearerToken::new),
     });
-    let app = Router::new()
+    let routes = Router::new()
         .route("/encode", endpoint(true))
         .route("/decode", endpoint(false))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .route("/{namespace}/encode", endpoint(true))
+        .route("/{namespace}/decode", endpoint(false))
+        .fallback(|| async {
+            error_response(
+                StatusCode::NOT_FOUND,
+                "not found: POST /encode, /decode, /{namespace}/encode or /{namespace}/decode",
+            )
+        })
         .with_state(srv);
+    auth::guard(routes, opts.limits, "codec server").layer(axum::middleware::from_fn_with_state(
+        Arc::new(allowed_origins(&opts.cors_origins)),
+        cors,
+    ))
+}
+
+/// Serves the codec endpoints on `addr`; returns the bound address. Refuses (before binding) an
+/// address that is not a loopback one without a token.
+pub async fn serve(codec: Codec, addr: SocketAddr, opts: Options) -> anyhow::Result<SocketAddr> {
+    let opts = Options {
+        token: opts
+            .token
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty()),
+        ..opts
+    };
+    check_address(addr, opts.token.is_some())?;
+    let app = router(codec, &opts);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot serve the codec endpoints on {addr}: {e}"))?;
@@ -172,7 +299,6 @@ mod tests {
         Arc::new(Srv {
             codec,
             token: token.map(BearerToken::new),
-            origin: Some("http://localhost:8233".into()),
         })
     }
 
@@ -261,5 +387,227 @@ mod tests {
             v["error"].as_str().unwrap().contains("no codec keys"),
             "{v}"
         );
+    }
+
+    #[test]
+    fn a_non_loopback_address_needs_a_token() {
+        let any: SocketAddr = "0.0.0.0:8081".parse().unwrap();
+        let e = check_address(any, false).unwrap_err().to_string();
+        assert!(e.contains("--codec-server-token-env"), "{e}");
+        assert!(e.contains("0.0.0.0:8081"), "{e}");
+        assert!(check_address(any, true).is_ok());
+        assert!(check_address("192.168.1.5:8081".parse().unwrap(), false).is_err());
+        assert!(check_address("[::]:8081".parse().unwrap(), false).is_err());
+        for local in ["127.0.0.1:8081", "127.1.2.3:0", "[::1]:8081"] {
+            assert!(
+                check_address(local.parse().unwrap(), false).is_ok(),
+                "{local}"
+            );
+        }
+    }
+
+    fn zstd() -> Codec {
+        Codec {
+            compress: true,
+            aes: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn serve_refuses_an_open_address_without_a_token_and_allows_loopback() {
+        let open: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let e = serve(zstd(), open, Options::default()).await.unwrap_err();
+        assert!(e.to_string().contains("--codec-server-token-env"), "{e}");
+        // A blank token is no token.
+        let blank = Options {
+            token: Some("  ".into()),
+            ..Options::default()
+        };
+        assert!(serve(zstd(), open, blank).await.is_err());
+        let local = serve(zstd(), "127.0.0.1:0".parse().unwrap(), Options::default()).await;
+        assert!(local.unwrap().ip().is_loopback());
+        let with_token = Options {
+            token: Some("t0k".into()),
+            ..Options::default()
+        };
+        assert!(serve(zstd(), open, with_token).await.is_ok());
+    }
+
+    use crate::auth::tests::raw_request;
+    use std::time::Duration;
+
+    async fn started(opts: Options) -> SocketAddr {
+        serve(zstd(), "127.0.0.1:0".parse().unwrap(), opts)
+            .await
+            .unwrap()
+    }
+
+    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn preflight(path: &str, origin: &str) -> String {
+        format!(
+            "OPTIONS {path} HTTP/1.1\r\nHost: x\r\nOrigin: {origin}\r\nAccess-Control-Request-Method: POST\r\n\
+             Access-Control-Request-Headers: content-type, x-namespace"
+        )
+    }
+
+    async fn post(
+        a: SocketAddr,
+        path: &str,
+        extra: &str,
+        body: &str,
+    ) -> (u16, Vec<(String, String)>, String) {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}{extra}",
+            body.len()
+        );
+        raw_request(a, &head, body.as_bytes(), 1, Duration::ZERO).await
+    }
+
+    #[tokio::test]
+    async fn cors_allows_the_ui_and_configured_origins_and_refuses_others() {
+        let a = started(Options {
+            cors_origins: vec!["https://temporal.example.com/".into()],
+            ..Options::default()
+        })
+        .await;
+        for origin in [
+            "http://localhost:8233",
+            "http://127.0.0.1:8233",
+            "https://temporal.example.com",
+        ] {
+            for path in ["/decode", "/default/decode", "/my-ns/encode"] {
+                let (status, h, body) =
+                    raw_request(a, &preflight(path, origin), b"", 1, Duration::ZERO).await;
+                assert_eq!(status, 200, "{origin} {path}: {body}");
+                assert_eq!(header(&h, "access-control-allow-origin"), Some(origin));
+                assert_eq!(
+                    header(&h, "access-control-allow-methods"),
+                    Some("POST, OPTIONS")
+                );
+                let allowed = header(&h, "access-control-allow-headers").unwrap();
+                assert!(allowed.contains("x-namespace") && allowed.contains("authorization"));
+            }
+        }
+        // Another origin: refused, without any CORS header (the browser shows nothing of it).
+        let (status, h, body) = raw_request(
+            a,
+            &preflight("/decode", "http://evil.example"),
+            b"",
+            1,
+            Duration::ZERO,
+        )
+        .await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(header(&h, "access-control-allow-origin"), None);
+        assert!(body.contains("--codec-cors-origin"), "{body}");
+        let small = payloads("json/plain", "{}").to_string();
+        let (status, h, _) = post(a, "/decode", "\r\nOrigin: http://evil.example", &small).await;
+        assert_eq!(
+            (status, header(&h, "access-control-allow-origin")),
+            (403, None)
+        );
+        // The UI's own request gets its origin back; a client without Origin (the CLI) needs none.
+        let (status, h, body) =
+            post(a, "/decode", "\r\nOrigin: http://localhost:8233", &small).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            header(&h, "access-control-allow-origin"),
+            Some("http://localhost:8233")
+        );
+        let (status, h, _) = post(a, "/decode", "", &small).await;
+        assert_eq!(
+            (status, header(&h, "access-control-allow-origin")),
+            (200, None)
+        );
+    }
+
+    #[tokio::test]
+    async fn namespace_routes_decode_like_the_plain_ones() {
+        let a = started(Options {
+            token: Some("t0k".into()),
+            ..Options::default()
+        })
+        .await;
+        let big = format!("[{}]", vec!["\"the same words again\""; 500].join(","));
+        let plain = payloads("json/plain", &big);
+        let (status, _, enc) = post(
+            a,
+            "/default/encode",
+            "\r\nAuthorization: Bearer t0k",
+            &plain.to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{enc}");
+        let enc: Value = serde_json::from_str(&enc).unwrap();
+        assert_eq!(encoding_of(&enc), "binary/zstd");
+        for path in ["/default/decode", "/decode", "/other-namespace/decode"] {
+            let (status, _, dec) = post(a, path, "\r\nAuthorization: t0k", &enc.to_string()).await;
+            assert_eq!(status, 200, "{path}: {dec}");
+            assert_eq!(
+                serde_json::from_str::<Value>(&dec).unwrap(),
+                plain,
+                "{path}"
+            );
+        }
+        let (status, _, _) = post(a, "/default/decode", "", &enc.to_string()).await;
+        assert_eq!(status, 401);
+        let (status, _, body) = post(a, "/default/nope", "", "{}").await;
+        assert_eq!(status, 404, "{body}");
+        let (status, _, _) = post(a, "/a/b/decode", "", "{}").await;
+        assert_eq!(status, 404);
+        let (status, _, _) = raw_request(
+            a,
+            "GET /default/decode HTTP/1.1\r\nHost: x",
+            b"",
+            1,
+            Duration::ZERO,
+        )
+        .await;
+        assert_eq!(status, 405);
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_gets_413_and_a_flood_429() {
+        let defaults = Options::default();
+        assert_eq!(defaults.limits.max_body, 4 * 1024 * 1024);
+        let a = started(Options {
+            limits: HttpLimits {
+                max_body: 10_000,
+                rate_per_second: 1,
+                burst: 3,
+                max_wait: Duration::ZERO,
+                ..defaults.limits
+            },
+            ..defaults
+        })
+        .await;
+        let large = payloads("json/plain", &"x".repeat(10_000)).to_string();
+        let (status, h, body) = post(
+            a,
+            "/default/decode",
+            "\r\nOrigin: http://localhost:8233",
+            &large,
+        )
+        .await;
+        assert_eq!(status, 413, "{body}");
+        assert!(body.contains("10000 bytes"), "{body}");
+        // The browser can read the refusal: it carries the CORS headers.
+        assert_eq!(
+            header(&h, "access-control-allow-origin"),
+            Some("http://localhost:8233")
+        );
+        let small = payloads("json/plain", "{}").to_string();
+        for _ in 0..2 {
+            assert_eq!(post(a, "/decode", "", &small).await.0, 200);
+        }
+        let (status, h, body) = post(a, "/decode", "", &small).await;
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(header(&h, "retry-after"), Some("1"));
     }
 }

@@ -90,49 +90,122 @@ pub struct DevServerOptions {
 /// (p50, rounds 81–200 of S1) with the default, 1.8 ms with 1000. See BENCHMARKS.md.
 pub const LOW_LATENCY_DYNAMIC_CONFIG: &[&str] = &["history.transferProcessorMaxPollRPS=1000"];
 
+/// Environment variables the worker reads that hold secrets (or say where they are), which no child
+/// process it starts (the local dev server) may inherit; an entry ending in `*` is a prefix. Besides
+/// these, the variables named by `--ingress-token-env` and `--codec-server-token-env` are removed (see
+/// [`DevServer::start_without`]).
+///
+/// - `STATEFUL_CODEC_KEYS`, `STATEFUL_CODEC_KEYS_FILE`: the payload codec's keys, and their file;
+/// - `STATEFUL_INGRESS_TOKEN`: the ingress's token (the default of `--ingress-token-env`);
+/// - `TEMPORAL_API_KEY`, `TEMPORAL_TLS_CLIENT_KEY_DATA`, `TEMPORAL_TLS_CLIENT_KEY_PATH`,
+///   `TEMPORAL_TLS_CLIENT_CERT_DATA`, `TEMPORAL_TLS_CLIENT_CERT_PATH`, `TEMPORAL_GRPC_META_*` (gRPC
+///   headers, often an `authorization`): Temporal's client credentials;
+/// - `TEMPORAL_CODEC_AUTH`: the `temporal` CLI's codec-server credentials.
+pub const SECRET_ENV_VARS: &[&str] = &[
+    "STATEFUL_CODEC_KEYS",
+    "STATEFUL_CODEC_KEYS_FILE",
+    "STATEFUL_INGRESS_TOKEN",
+    "TEMPORAL_API_KEY",
+    "TEMPORAL_TLS_CLIENT_KEY_DATA",
+    "TEMPORAL_TLS_CLIENT_KEY_PATH",
+    "TEMPORAL_TLS_CLIENT_CERT_DATA",
+    "TEMPORAL_TLS_CLIENT_CERT_PATH",
+    "TEMPORAL_GRPC_META_*",
+    "TEMPORAL_CODEC_AUTH",
+];
+
+/// Removes from `cmd`'s environment every variable of [`SECRET_ENV_VARS`] (prefixes matched against the
+/// current environment) and every one named in `also`.
+pub fn remove_secret_env(cmd: &mut std::process::Command, also: &[&str]) {
+    let present: Vec<std::ffi::OsString> = std::env::vars_os().map(|(k, _)| k).collect();
+    remove_secret_env_in(cmd, also, &present);
+}
+
+/// [`remove_secret_env`], with the prefixes matched against the variable names `present`.
+fn remove_secret_env_in(
+    cmd: &mut std::process::Command,
+    also: &[&str],
+    present: &[std::ffi::OsString],
+) {
+    for name in SECRET_ENV_VARS.iter().copied().chain(also.iter().copied()) {
+        match name.strip_suffix('*') {
+            Some(prefix) => {
+                for k in present {
+                    if k.to_str().is_some_and(|k| k.starts_with(prefix)) {
+                        cmd.env_remove(k);
+                    }
+                }
+            }
+            None if !name.is_empty() => {
+                cmd.env_remove(name);
+            }
+            None => {}
+        }
+    }
+}
+
+/// The `temporal server start-dev` command for `opts` on `port`, with the secrets of the worker's
+/// environment removed ([`SECRET_ENV_VARS`] and the variables named in `also_remove`).
+pub fn command(cli: &Path, opts: &DevServerOptions, port: u16, also_remove: &[&str]) -> Command {
+    let mut cmd = Command::new(cli);
+    cmd.args(["server", "start-dev", "--ip", "127.0.0.1", "--port"])
+        .arg(port.to_string())
+        .args([
+            "--namespace",
+            if opts.namespace.is_empty() {
+                "default"
+            } else {
+                &opts.namespace
+            },
+        ])
+        .args(["--log-level", "warn"])
+        .args(
+            LOW_LATENCY_DYNAMIC_CONFIG
+                .iter()
+                .flat_map(|kv| ["--dynamic-config-value", kv]),
+        );
+    match opts.ui_port {
+        Some(u) => {
+            cmd.args(["--ui-port", &u.to_string()]);
+        }
+        None => {
+            cmd.arg("--headless");
+        }
+    }
+    if let Some(db) = &opts.db_file {
+        cmd.arg("--db-filename").arg(db);
+    }
+    cmd.args(&opts.extra_args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if !opts.show_output {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    }
+    remove_secret_env(cmd.as_std_mut(), also_remove);
+    cmd
+}
+
 impl DevServer {
-    /// Starts `temporal server start-dev` and waits until its frontend answers (up to 60 s).
+    /// Starts `temporal server start-dev` and waits until its frontend answers (up to 60 s). It does
+    /// not inherit the secrets of [`SECRET_ENV_VARS`].
     pub async fn start(cli: &Path, opts: &DevServerOptions) -> anyhow::Result<DevServer> {
+        Self::start_without(cli, opts, &[]).await
+    }
+
+    /// [`DevServer::start`], also removing the variables named in `also_remove` from the server's
+    /// environment (the worker's token variables, whose names are options).
+    pub async fn start_without(
+        cli: &Path,
+        opts: &DevServerOptions,
+        also_remove: &[&str],
+    ) -> anyhow::Result<DevServer> {
         let port = if opts.port == 0 {
             free_port()?
         } else {
             opts.port
         };
         let address = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(cli);
-        cmd.args(["server", "start-dev", "--ip", "127.0.0.1", "--port"])
-            .arg(port.to_string())
-            .args([
-                "--namespace",
-                if opts.namespace.is_empty() {
-                    "default"
-                } else {
-                    &opts.namespace
-                },
-            ])
-            .args(["--log-level", "warn"])
-            .args(
-                LOW_LATENCY_DYNAMIC_CONFIG
-                    .iter()
-                    .flat_map(|kv| ["--dynamic-config-value", kv]),
-            );
-        match opts.ui_port {
-            Some(u) => {
-                cmd.args(["--ui-port", &u.to_string()]);
-            }
-            None => {
-                cmd.arg("--headless");
-            }
-        }
-        if let Some(db) = &opts.db_file {
-            cmd.arg("--db-filename").arg(db);
-        }
-        cmd.args(&opts.extra_args)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        if !opts.show_output {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        }
+        let mut cmd = command(cli, opts, port, also_remove);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot run {}", cli.display()))?;
@@ -159,5 +232,63 @@ impl DevServer {
     /// Stops the server.
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn the_dev_server_inherits_no_secret() {
+        let opts = DevServerOptions {
+            ui_port: Some(8233),
+            namespace: "ns".into(),
+            ..Default::default()
+        };
+        let cmd = command(
+            Path::new("/bin/true"),
+            &opts,
+            7233,
+            &["MY_INGRESS_TOKEN", "MY_CODEC_TOKEN"],
+        );
+        let removed: Vec<&OsStr> = cmd
+            .as_std()
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k)
+            .collect();
+        for name in SECRET_ENV_VARS.iter().filter(|n| !n.ends_with('*')) {
+            assert!(removed.contains(&OsStr::new(name)), "{name} is inherited");
+        }
+        for name in ["MY_INGRESS_TOKEN", "MY_CODEC_TOKEN", "STATEFUL_CODEC_KEYS"] {
+            assert!(removed.contains(&OsStr::new(name)), "{name} is inherited");
+        }
+        // Nothing is set, only removed; the arguments are the dev server's.
+        assert!(cmd.as_std().get_envs().all(|(_, v)| v.is_none()));
+        let args: Vec<_> = cmd.as_std().get_args().collect();
+        assert_eq!(&args[..2], [OsStr::new("server"), OsStr::new("start-dev")]);
+        assert!(args.contains(&OsStr::new("--ui-port")));
+        assert!(args.contains(&OsStr::new("ns")));
+    }
+
+    #[test]
+    fn a_child_really_does_not_see_them() {
+        // Variables set on the command stand for inherited ones; the prefix is matched against the
+        // names given as the environment.
+        let mut cmd = std::process::Command::new("/bin/sh");
+        cmd.args(["-c", "env"])
+            .env("TEMPORAL_API_KEY", "k")
+            .env("TEMPORAL_GRPC_META_AUTHORIZATION", "Bearer x")
+            .env("MY_TOKEN", "t")
+            .env("KEEP_ME", "1");
+        let present = ["TEMPORAL_GRPC_META_AUTHORIZATION".into(), "KEEP_ME".into()];
+        remove_secret_env_in(&mut cmd, &["MY_TOKEN"], &present);
+        let out = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+        assert!(out.contains("KEEP_ME=1"), "{out}");
+        for gone in ["TEMPORAL_API_KEY=", "TEMPORAL_GRPC_META_", "MY_TOKEN="] {
+            assert!(!out.contains(gone), "{gone} in {out}");
+        }
     }
 }

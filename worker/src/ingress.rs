@@ -10,6 +10,11 @@
 //! Everything is checked against the worker's schema before anything is sent: bad JSON, an unknown
 //! entity, an id that does not match the body, or a missing token get a 4xx with a clear message and
 //! change nothing.
+//!
+//! Every request is within the ingress's [`HttpLimits`] (see [`crate::auth::guard`]): by default 100
+//! requests a second with bursts of 200 (`429` beyond, after up to a second's pacing), bodies up to
+//! [`DEFAULT_MAX_BODY`] (`413`), and 30 s per request (`408` for a body that does not arrive in time,
+//! `503` for an answer that does not).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +31,26 @@ use stateful_engine::{Schema, wire};
 use temporalio_client::Client;
 use tracing::{info, warn};
 
-use crate::auth::{self, BearerToken};
+use crate::auth::{self, BearerToken, HttpLimits};
+
+/// The default body limit (2 MiB): a body becomes one `update` signal, and Temporal refuses a payload
+/// over 2 MB by default (with `--compress`, a larger one may fit: raise `--ingress-max-body`).
+pub const DEFAULT_MAX_BODY: usize = 2 * 1024 * 1024;
+/// The default rate limit, requests per second: each request is a call to Temporal.
+pub const DEFAULT_RATE_PER_SECOND: u32 = 100;
+/// The default burst above the rate.
+pub const DEFAULT_BURST: u32 = 200;
+
+/// The ingress's default limits.
+pub fn default_limits() -> HttpLimits {
+    HttpLimits {
+        max_body: DEFAULT_MAX_BODY,
+        timeout: std::time::Duration::from_secs(30),
+        rate_per_second: DEFAULT_RATE_PER_SECOND,
+        burst: DEFAULT_BURST,
+        max_wait: HttpLimits::DEFAULT_MAX_WAIT,
+    }
+}
 
 /// What the ingress needs.
 pub struct Ingress {
@@ -38,6 +62,8 @@ pub struct Ingress {
     pub schema: Option<Arc<Schema>>,
     /// The bearer token callers must present (only its hash is kept).
     token: BearerToken,
+    /// Rate, body and time limits.
+    limits: HttpLimits,
 }
 
 impl Ingress {
@@ -53,12 +79,20 @@ impl Ingress {
             task_queue,
             schema,
             token: BearerToken::new(token),
+            limits: default_limits(),
         }
     }
 
-    /// The routes.
+    /// The same ingress with other limits.
+    pub fn with_limits(mut self, limits: HttpLimits) -> Ingress {
+        self.limits = limits;
+        self
+    }
+
+    /// The routes, within the limits.
     pub fn router(self) -> Router {
-        Router::new()
+        let limits = self.limits;
+        let routes = Router::new()
             .route(
                 "/v1/{entity}/{id}",
                 get(get_entity).post(post_entity).delete(delete_entity),
@@ -69,7 +103,8 @@ impl Ingress {
                     "not found: use /v1/{Entity}/{id} (POST, DELETE, GET)",
                 )
             })
-            .with_state(Arc::new(self))
+            .with_state(Arc::new(self));
+        auth::guard(routes, limits, "ingress")
     }
 
     /// Serves on `addr` until the process ends; returns the bound address.

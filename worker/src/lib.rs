@@ -17,7 +17,9 @@ use anyhow::{Context, anyhow, bail};
 use stateful_client::codec::Codec;
 use stateful_client::connect::{ConnectArgs, Resolved};
 use stateful_engine::Schema;
-use stateful_workflows::{DEFAULT_TASK_QUEUE, SchemaActivities, StatefulWorkflow};
+use stateful_workflows::{
+    DEFAULT_TASK_QUEUE, DescribeActivities, SchemaActivities, StatefulWorkflow,
+};
 use temporalio_client::{Client, WorkflowCountOptions};
 use temporalio_common::telemetry::{
     PrometheusExporterOptions, TelemetryOptions, start_prometheus_metric_exporter,
@@ -104,26 +106,96 @@ pub struct WorkerArgs {
     /// Concurrent requests of one `loadBatch` activity.
     #[arg(long, default_value_t = 8)]
     pub api_batch_concurrency: usize,
+    /// API hosts the HTTP activities may send requests (and the token) to: `host`, `host:port`,
+    /// `*.example.com` (subdomains) or an IP address; repeat the flag or separate with commas. Unset:
+    /// any host. Link-local and cloud-metadata destinations are refused unless listed exactly.
+    #[arg(long = "api-allow-host", env = "STATEFUL_API_ALLOW_HOST", value_delimiter = ',',
+          value_name = "HOST[:PORT]",
+          value_parser = |s: &str| stateful_activities::hosts::AllowedHost::parse(s).map(|_| s.trim().to_string()))]
+    pub api_allow_host: Vec<String>,
     /// Serve the HTTP ingress (POST/DELETE/GET /v1/{Entity}/{id}) on this address; off by default.
     #[arg(long, env = "STATEFUL_INGRESS", value_name = "HOST:PORT")]
     pub ingress: Option<String>,
     /// The environment variable holding the bearer token ingress callers must present.
     #[arg(long, default_value = "STATEFUL_INGRESS_TOKEN", value_name = "VAR")]
     pub ingress_token_env: String,
-    /// Serve Temporal's codec-server endpoints (`/encode`, `/decode`) on this address, for
-    /// `temporal workflow show --codec-endpoint` and the UI; needs the codec keys or `--compress`.
+    /// Largest request body the ingress accepts (413 beyond). The default fits one signal in
+    /// Temporal's 2 MB payload limit; raise it only with `--compress`.
+    #[arg(long, default_value_t = ingress::DEFAULT_MAX_BODY, value_name = "BYTES")]
+    pub ingress_max_body: usize,
+    /// Requests per second the ingress takes, sustained (a token bucket; more are held back up to a
+    /// second, then refused with 429); 0: no limit.
+    #[arg(long, default_value_t = ingress::DEFAULT_RATE_PER_SECOND, value_name = "N")]
+    pub ingress_rate_limit: u32,
+    /// Requests the ingress takes at once above its rate (the bucket's size).
+    #[arg(long, default_value_t = ingress::DEFAULT_BURST, value_name = "N")]
+    pub ingress_rate_burst: u32,
+    /// Serve Temporal's codec-server endpoints (`/encode`, `/decode`, `/{namespace}/encode`,
+    /// `/{namespace}/decode`) on this address, for `temporal workflow show --codec-endpoint` and the
+    /// UI; needs the codec keys or `--compress`. An address that is not a loopback one needs
+    /// `--codec-server-token-env`.
     #[arg(long, env = "STATEFUL_CODEC_SERVER", value_name = "HOST:PORT")]
     pub codec_server: Option<String>,
     /// The environment variable holding a token the codec server's callers must present
-    /// (`Authorization`); unset: no check (keep the address private).
+    /// (`Authorization`, with or without `Bearer `); unset: no check, allowed on a loopback address
+    /// only.
     #[arg(long, value_name = "VAR")]
     pub codec_server_token_env: Option<String>,
-    /// The origin allowed to call the codec server from a browser (the Temporal UI).
-    #[arg(long, default_value = "http://localhost:8233")]
-    pub codec_cors_origin: String,
+    /// More origins allowed to call the codec server from a browser (a Temporal UI elsewhere), besides
+    /// the UI's usual http://localhost:8233 and http://127.0.0.1:8233, always allowed; repeat the flag
+    /// or separate with commas.
+    #[arg(long, value_delimiter = ',', value_name = "ORIGIN")]
+    pub codec_cors_origin: Vec<String>,
+    /// Largest request body the codec server accepts (413 beyond). The default takes a payload of
+    /// Temporal's largest (2 MB) in JSON and base64.
+    #[arg(long, default_value_t = codec_server::DEFAULT_MAX_BODY, value_name = "BYTES")]
+    pub codec_server_max_body: usize,
+    /// Requests per second the codec server takes, sustained (more are held back up to a second, then
+    /// refused with 429); 0: no limit.
+    #[arg(long, default_value_t = codec_server::DEFAULT_RATE_PER_SECOND, value_name = "N")]
+    pub codec_server_rate_limit: u32,
+    /// Requests the codec server takes at once above its rate.
+    #[arg(long, default_value_t = codec_server::DEFAULT_BURST, value_name = "N")]
+    pub codec_server_rate_burst: u32,
+    /// Time limit of one request to the ingress or the codec server: a body not received within it
+    /// is answered 408, an answer not ready within it 503.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub http_request_timeout: u64,
 }
 
 impl WorkerArgs {
+    /// The ingress's limits (`--ingress-max-body`, `--ingress-rate-*`, `--http-request-timeout`).
+    pub fn ingress_limits(&self) -> auth::HttpLimits {
+        auth::HttpLimits {
+            max_body: self.ingress_max_body,
+            timeout: Duration::from_secs(self.http_request_timeout.max(1)),
+            rate_per_second: self.ingress_rate_limit,
+            burst: self.ingress_rate_burst,
+            max_wait: auth::HttpLimits::DEFAULT_MAX_WAIT,
+        }
+    }
+
+    /// The codec server's limits (`--codec-server-max-body`, `--codec-server-rate-*`,
+    /// `--http-request-timeout`).
+    pub fn codec_server_limits(&self) -> auth::HttpLimits {
+        auth::HttpLimits {
+            max_body: self.codec_server_max_body,
+            timeout: Duration::from_secs(self.http_request_timeout.max(1)),
+            rate_per_second: self.codec_server_rate_limit,
+            burst: self.codec_server_rate_burst,
+            max_wait: auth::HttpLimits::DEFAULT_MAX_WAIT,
+        }
+    }
+
+    /// The environment variables that hold the worker's HTTP tokens (`--ingress-token-env`,
+    /// `--codec-server-token-env`): removed, with [`devserver::SECRET_ENV_VARS`], from the dev
+    /// server's environment.
+    pub fn token_env_vars(&self) -> Vec<&str> {
+        std::iter::once(self.ingress_token_env.as_str())
+            .chain(self.codec_server_token_env.as_deref())
+            .collect()
+    }
+
     /// The HTTP activities' settings.
     pub fn http_config(&self) -> stateful_activities::HttpConfig {
         stateful_activities::HttpConfig {
@@ -133,6 +205,7 @@ impl WorkerArgs {
             breaker_threshold: self.api_breaker_threshold.max(1),
             breaker_cool_down: Duration::from_secs(self.api_breaker_cool_down),
             batch_concurrency: self.api_batch_concurrency.max(1),
+            allowed_hosts: self.api_allow_host.clone(),
         }
     }
 
@@ -192,7 +265,8 @@ pub async fn run(
             extra_args: Vec::new(),
             show_output: false,
         };
-        let srv = DevServer::start(&cli, &opts).await?;
+        // The dev server does not inherit the worker's secrets (codec keys, tokens, credentials).
+        let srv = DevServer::start_without(&cli, &opts, &args.token_env_vars()).await?;
         info!(
             address = %srv.address,
             ui = srv.ui.as_deref().unwrap_or("-"),
@@ -270,7 +344,7 @@ async fn run_with_client(
         .build()
         .map_err(|e| anyhow!(e))?;
     let runtime = Runtime::from_current_tokio(runtime_opts)?;
-    let options = worker_options(args, schema.as_ref(), http)?;
+    let options = worker_options(args, schema.as_ref(), http, &client)?;
     let codec_bound = serve_codec(args, &codec).await?;
     stateful_workflows::set_payload_compression(codec.compress);
     let ingress_bound = serve_ingress(args, &client, schema.as_ref()).await?;
@@ -323,16 +397,19 @@ fn serve_metrics(
     ))
 }
 
-/// The SDK worker's options: StatefulWorkflow, the schema and HTTP activities, pollers, cache,
-/// sticky timeout, graceful shutdown.
+/// The SDK worker's options: StatefulWorkflow, the schema, `workflowType` (with the worker's
+/// client) and HTTP activities, pollers, cache, sticky timeout, graceful shutdown.
 fn worker_options(
     args: &WorkerArgs,
     schema: Option<&Schema>,
     http: stateful_activities::HttpActivities,
+    client: &Client,
 ) -> anyhow::Result<WorkerOptions> {
     Ok(WorkerOptions::new(args.task_queue.clone())
         .register_workflow::<StatefulWorkflow>()?
         .register_activities(SchemaActivities::new(schema))
+        // `workflowType`: what runs under a child's id, before it is adopted.
+        .register_activities(DescribeActivities::new(client.clone()))
         .register_activities(http)
         .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(args.workflow_pollers.max(2)))
         .activity_task_poller_behavior(PollerBehavior::SimpleMaximum(args.activity_pollers.max(1)))
@@ -360,18 +437,20 @@ async fn serve_codec(args: &WorkerArgs, codec: &Codec) -> anyhow::Result<Option<
         .parse()
         .with_context(|| format!("--codec-server `{addr}` is not host:port"))?;
     let token = match &args.codec_server_token_env {
-        Some(var) => Some(std::env::var(var).map_err(|_| {
-            anyhow!("--codec-server-token-env: the environment variable {var} is not set")
-        })?),
+        Some(var) => match std::env::var(var) {
+            Ok(t) if !t.trim().is_empty() => Some(t),
+            _ => {
+                bail!("--codec-server-token-env: the environment variable {var} is unset or empty")
+            }
+        },
         None => None,
     };
-    let bound = codec_server::serve(
-        codec,
-        addr,
-        token.as_deref(),
-        Some(args.codec_cors_origin.clone()),
-    )
-    .await?;
+    let opts = codec_server::Options {
+        token,
+        cors_origins: args.codec_cors_origin.clone(),
+        limits: args.codec_server_limits(),
+    };
+    let bound = codec_server::serve(codec, addr, opts).await?;
     Ok(Some(bound))
 }
 
@@ -399,7 +478,8 @@ async fn serve_ingress(
         args.task_queue.clone(),
         schema.cloned().map(Arc::new),
         token.trim(),
-    );
+    )
+    .with_limits(args.ingress_limits());
     Ok(Some(ing.serve(addr).await?))
 }
 
@@ -466,6 +546,47 @@ pub async fn shutdown_signal() {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn the_http_servers_limits_default_and_parse() {
+        let args = WorkerArgs::parse_from(["worker"]);
+        let ing = args.ingress_limits();
+        assert_eq!(ing.max_body, 2 * 1024 * 1024);
+        assert_eq!((ing.rate_per_second, ing.burst), (100, 200));
+        assert_eq!(ing.timeout, Duration::from_secs(30));
+        let codec = args.codec_server_limits();
+        assert_eq!(codec.max_body, 4 * 1024 * 1024);
+        assert_eq!((codec.rate_per_second, codec.burst), (1000, 2000));
+        assert!(args.codec_cors_origin.is_empty());
+        assert_eq!(args.token_env_vars(), ["STATEFUL_INGRESS_TOKEN"]);
+        let set = WorkerArgs::parse_from([
+            "worker",
+            "--codec-cors-origin",
+            "https://a.example,https://b.example",
+            "--codec-cors-origin",
+            "https://c.example",
+            "--codec-server-token-env",
+            "CODEC_TOKEN",
+            "--ingress-rate-limit",
+            "0",
+            "--http-request-timeout",
+            "5",
+        ]);
+        assert_eq!(
+            set.codec_cors_origin,
+            [
+                "https://a.example",
+                "https://b.example",
+                "https://c.example"
+            ]
+        );
+        assert_eq!(
+            set.token_env_vars(),
+            ["STATEFUL_INGRESS_TOKEN", "CODEC_TOKEN"]
+        );
+        assert_eq!(set.ingress_limits().rate_per_second, 0);
+        assert_eq!(set.codec_server_limits().timeout, Duration::from_secs(5));
+    }
 
     #[test]
     fn the_api_limits_default_within_the_payload_limit_and_warn_when_raised_alone() {

@@ -17,6 +17,7 @@ use temporalio_sdk::{
 };
 
 use crate::StatefulWorkflow;
+use crate::describe::{DescribeActivities, describe_options};
 use crate::markers::{JsonSignal, JsonWorkflow};
 
 type Outcome = LocalBoxFuture<'static, Option<ChildEvent>>;
@@ -40,6 +41,9 @@ pub(crate) struct InFlight {
     acks: Vec<Outcome>,
     /// Cancellation requests: they resolve within a workflow task or two.
     cancels: Vec<Outcome>,
+    /// Descriptions of what runs under a child's id (the `workflowType` local activity), before
+    /// it is adopted: a run does not close before they are answered.
+    verifies: Vec<Outcome>,
     /// The running `loadData` activity.
     pub(crate) load: Option<LocalBoxFuture<'static, Loaded>>,
     /// The periodic refresh timer, with the workflow time it was armed for.
@@ -77,6 +81,47 @@ fn event(
     ChildEvent::new(wid, generation, kind, outcome, detail)
 }
 
+/// The last check before commands are issued: the effects whose command Temporal would accept
+/// (`Effect::check`). One it would refuse (which would fail the workflow task, again on every retry,
+/// or the workflow itself for a payload over the server's limit) is not issued: it is logged and
+/// counted (outside replay), and a child start is reported back as a failed start, so that the
+/// child does not stay "in flight" (it shows as failed). A signal is only dropped: a failed signal
+/// to a child means it is gone and would restart it, and the restart would be refused again. Nothing
+/// dropped here enters [`InFlight`], so what it counts stays what is really outstanding.
+///
+/// Replay: the core never plans such a command (this is a second line of defence), and one that an
+/// earlier release issued failed its workflow task, so no recorded history holds one.
+pub(crate) fn admit(ctx: &WorkflowContext<StatefulWorkflow>, effects: Vec<Effect>) -> Vec<Effect> {
+    let limits = ctx.state(|s| *s.core.limits());
+    let mut ok = Vec::with_capacity(effects.len());
+    for e in effects {
+        let Err(reason) = e.check(&limits) else {
+            ok.push(e);
+            continue;
+        };
+        if !ctx.is_replaying() {
+            crate::metrics::COMMANDS_NOT_ISSUED.add(1);
+            tracing::warn!(workflow_id = ctx.workflow_id(), %reason, "command not issued");
+        }
+        if let Effect::Start {
+            workflow_id,
+            generation,
+            ..
+        } = e
+        {
+            let ev = event(
+                &workflow_id,
+                generation,
+                ChildEventKind::StartFailed,
+                ChildOutcome::None,
+                reason,
+            );
+            ctx.state_mut(|s| s.core.push(Msg::Child(ev)));
+        }
+    }
+    ok
+}
+
 /// Runs effects: their commands are issued now; their outcomes arrive through `inflight`. Effects
 /// never inherit the workflow's own cancellation: a cancelled parent must still be able to cancel its
 /// children and tell its subscribers.
@@ -95,6 +140,10 @@ pub(crate) fn execute(
                 child_generation,
             } => signal(ctx, workflow_id, name, payload, child_generation, inflight),
             Effect::Cancel { workflow_id } => cancel(ctx, workflow_id, inflight),
+            Effect::Verify {
+                workflow_id,
+                generation,
+            } => verify(ctx, workflow_id, generation, inflight),
         }
     }
 }
@@ -246,6 +295,31 @@ fn cancel(ctx: &WorkflowContext<StatefulWorkflow>, workflow_id: String, inflight
     );
 }
 
+/// `Effect::Verify`: the `workflowType` local activity describes what runs under the child's id;
+/// its answer (or why there is none) goes back to the core, which adopts it or not.
+fn verify(
+    ctx: &WorkflowContext<StatefulWorkflow>,
+    workflow_id: String,
+    generation: u32,
+    inflight: &mut InFlight,
+) {
+    let c = ctx.clone();
+    inflight.verifies.push(
+        async move {
+            let answer = c
+                .execute_local_activity(
+                    DescribeActivities::workflow_type,
+                    workflow_id.clone(),
+                    describe_options(),
+                )
+                .await
+                .map_err(|e| e.to_string());
+            Some(ChildEvent::verified(&workflow_id, generation, answer))
+        }
+        .boxed_local(),
+    );
+}
+
 /// Polls every future of `set` once; removes the ones that are done and adds their outcomes to `out`
 /// (one pass: a set of a thousand children costs a thousand polls per wake-up, not per outcome).
 fn poll_all(set: &mut Vec<Outcome>, cx: &mut Context<'_>, out: &mut Vec<Option<ChildEvent>>) {
@@ -297,6 +371,7 @@ pub(crate) async fn next_outcomes(inflight: &mut InFlight) -> Vec<Wake> {
         for set in [
             &mut inflight.acks,
             &mut inflight.cancels,
+            &mut inflight.verifies,
             &mut inflight.watchers,
         ] {
             poll_all(set, cx, &mut events);
@@ -323,10 +398,11 @@ pub(crate) async fn next_outcomes(inflight: &mut InFlight) -> Vec<Wake> {
     .await
 }
 
-/// Before a run ends: every effect has been polled (so its command is out), and every start, signal
-/// and cancellation request is resolved. Returns the outcomes that resolved meanwhile (a child's
-/// start confirmed or refused, a child that already ended, a signal that could not be delivered):
-/// the continue-as-new hands them to the next run. Child watchers are dropped with the run; the
+/// Before a run ends: every effect has been polled (so its command is out), and every start,
+/// description, signal and cancellation request is resolved. Returns the outcomes that resolved
+/// meanwhile (a child's start confirmed or refused, what runs under a child's id, a child that
+/// already ended, a signal that could not be delivered): the continue-as-new hands them to the
+/// next run. Child watchers are dropped with the run; the
 /// children keep running (they are abandoned on close, and re-attached through the carried registry).
 pub(crate) async fn drain(inflight: &mut InFlight) -> Vec<ChildEvent> {
     let mut outcomes = Vec::new();
@@ -334,6 +410,19 @@ pub(crate) async fn drain(inflight: &mut InFlight) -> Vec<ChildEvent> {
         futures::future::poll_fn(|cx| {
             poll_starts(inflight, cx, &mut outcomes);
             if inflight.starts.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+    // Descriptions are answered (the next run gets the answers, and adopts or not).
+    while !inflight.verifies.is_empty() {
+        futures::future::poll_fn(|cx| {
+            let before = outcomes.len();
+            poll_all(&mut inflight.verifies, cx, &mut outcomes);
+            if outcomes.len() > before {
                 Poll::Ready(())
             } else {
                 Poll::Pending

@@ -5,11 +5,16 @@
 //!   the one place that turns a processed batch into metrics and log lines.
 //! - [`effects`]: one function per effect (start a child, signal, cancel) and the outcomes in flight.
 //! - [`loading`]: the `loadData` / `loadBatch` activities and the refresh timer.
+//! - [`describe`]: the `workflowType` local activity, which tells what runs under a child's id
+//!   before it is adopted.
 //! - [`payload`]: tolerant payload decoding.
 //! - [`markers`]: typed-by-name handles for clients and other workflows.
 //! - [`metrics`]: process-wide counters the worker exports to Prometheus.
 #![deny(missing_docs)]
 
+// The SDK's `#[activities]` macro generates an undocumented constant per method.
+#[allow(missing_docs)]
+pub mod describe;
 pub(crate) mod effects;
 pub(crate) mod loading;
 pub mod markers;
@@ -21,6 +26,7 @@ pub(crate) mod run;
 #[allow(missing_docs)]
 pub mod stateful;
 
+pub use describe::DescribeActivities;
 pub use stateful::{SchemaActivities, StatefulWorkflow};
 pub use stateful_core::WORKFLOW_TYPE;
 

@@ -2,7 +2,8 @@
 //! first time (never during replay), and exported by the worker as Prometheus counters
 //! (`stateful_changes_applied`, `stateful_entities_changed`, `stateful_rejected_inputs`,
 //! `stateful_children_started`, `stateful_children_restarted`, `stateful_children_cancelled`,
-//! `stateful_signals_sent`, `stateful_loads{outcome}`, `stateful_checkpoints`). Counting has no effect on
+//! `stateful_signals_sent`, `stateful_loads{outcome}`, `stateful_checkpoints`,
+//! `stateful_commands_not_issued`). Counting has no effect on
 //! what a workflow does, so it cannot break determinism.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +43,9 @@ pub static CHILDREN_CANCELLED: Count = Count::new();
 pub static SIGNALS_SENT: Count = Count::new();
 /// Checkpoints (continue-as-new).
 pub static CHECKPOINTS: Count = Count::new();
+/// Commands not issued because Temporal would refuse them (see `Effect::check`): the core should
+/// never produce one, so any count is a bug to look into.
+pub static COMMANDS_NOT_ISSUED: Count = Count::new();
 /// Loads by outcome: ok, notFound, unauthorized, circuitOpen, failed.
 pub static LOADS: [(&str, Count); 5] = [
     ("ok", Count::new()),
@@ -63,7 +67,7 @@ pub fn load(outcome: &str) {
 }
 
 /// Every plain counter, with its metric name and description.
-pub fn all() -> [(&'static str, &'static str, &'static Count); 8] {
+pub fn all() -> [(&'static str, &'static str, &'static Count); 9] {
     [
         (
             "stateful_changes_applied",
@@ -104,6 +108,11 @@ pub fn all() -> [(&'static str, &'static str, &'static Count); 8] {
             "stateful_checkpoints",
             "Checkpoints (continue-as-new)",
             &CHECKPOINTS,
+        ),
+        (
+            "stateful_commands_not_issued",
+            "Commands not issued because Temporal would refuse them",
+            &COMMANDS_NOT_ISSUED,
         ),
     ]
 }

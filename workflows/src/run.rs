@@ -16,7 +16,7 @@ use temporalio_sdk::{
 };
 use tracing::{info, warn};
 
-use crate::effects::{InFlight, Wake, drain, execute, next_outcomes};
+use crate::effects::{InFlight, Wake, admit, drain, execute, next_outcomes};
 use crate::loading::{arm_timer, start_load};
 use crate::{SchemaActivities, StatefulWorkflow, metrics, payload};
 
@@ -31,13 +31,30 @@ fn fail(message: String) -> WorkflowTermination {
     ApplicationFailure::non_retryable(message).into()
 }
 
+/// What an acknowledged update sent while a run hands over is told (retryable: send it again).
+pub const HANDING_OVER: &str =
+    "retry: the workflow is continuing as new; send this update again (the next run takes it)";
+
+/// What an acknowledged update sent to a workflow that ends is told.
+pub const ENDED: &str =
+    "refused: the workflow is ending (completed or cancelled) and takes no more changes";
+
 /// The patch under which the continue-as-new hand-over upserts the memo when its last batches
 /// changed the status (earlier releases did not: their histories replay without it).
 const PATCH_MEMO_ON_HANDOVER: &str = "memo-on-handover";
 
+/// The patch under which a workflow found running under a child's id (its start was refused) is
+/// adopted only once the `workflowType` local activity has verified that it is of the expected
+/// type; histories recorded before it adopt at once, as they ran. Asked when a batch first has
+/// such a refusal to handle (so that only histories with an adoption hold its marker).
+const PATCH_VERIFY_ADOPTION: &str = "verify-adoption";
+
 /// The patch under which control messages are stamped and ordered, and a child is not sent back
 /// what it added (histories recorded before it replay without it: see `stateful_core::order`).
 const PATCH_ORDERED_CONTROL: &str = "ordered-control-messages";
+
+/// The patch under which a workflow keeps the list of hosts its token may be sent to.
+const PATCH_API_HOSTS: &str = "api-host-allow-list";
 
 /// True when the input was written by this release or a later one (a parent's `incarnation`, a
 /// carry-over's `order`): a pure function of the recorded input, so replay decides the same.
@@ -59,6 +76,15 @@ pub(crate) async fn run(
     let input = payload::decode(&input);
     let legacy = !(written_by_this_release(&input) || ctx.patched(PATCH_ORDERED_CONTROL));
     ctx.state_mut(|s| s.core.set_legacy(legacy));
+    // The token goes only to the tree's API hosts: a parent or an earlier run of this release
+    // names them in the input; any other first run derives them (under a patch: histories recorded
+    // before allow-lists replay without one).
+    let hosts_given = input.as_ref().is_ok_and(|v| {
+        v.get("apiHosts").is_some_and(|h| !h.is_null())
+            || v.pointer("/carry/api/hosts").is_some_and(|h| !h.is_null())
+    });
+    let check_hosts = hosts_given || ctx.patched(PATCH_API_HOSTS);
+    ctx.state_mut(|s| s.core.set_check_hosts(check_hosts));
     start(ctx, input).await?;
     let mut inflight = InFlight::default();
     let first = ctx.state_mut(|s| s.core.initial_effects());
@@ -91,7 +117,8 @@ pub(crate) async fn run(
         }
         if ctx.state(|s| s.core.status().is_terminal()) {
             // Let accepted updates see their results, and the cascade's commands go out, before the
-            // run ends.
+            // run ends; no update is accepted any more.
+            ctx.state_mut(|s| s.core.set_draining(Some(ENDED)));
             let _ = ctx.wait_condition(|s| s.core.handlers_idle()).await;
             flush(ctx, &mut inflight).await;
             let _ = drain(&mut inflight).await;
@@ -190,13 +217,21 @@ async fn start(
 /// One batch: everything queued is applied, what it did is reported (metrics and logs, outside
 /// replay), and its effects become commands.
 fn run_batch(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) -> Processed {
+    if ctx.state(|s| s.core.adoption_mode_needed()) {
+        let verify = ctx.patched(PATCH_VERIFY_ADOPTION);
+        ctx.state_mut(|s| s.core.set_verify_adoption(verify));
+    }
     let now = now_ms(ctx.workflow_time());
     let mut out = ctx.state_mut(|s| s.core.process(now));
     let skipped = ctx.state_mut(|s| s.core.tree_mut().take_newly_skipped());
+    let conflicting = ctx.state_mut(|s| s.core.tree_mut().take_newly_conflicting());
     if !ctx.is_replaying() {
         report(ctx, &out);
         for s in skipped {
             info!(workflow_id = ctx.workflow_id(), child = %s.workflow_id, reason = %s.reason, "child not started");
+        }
+        for (child, reason) in conflicting {
+            warn!(workflow_id = ctx.workflow_id(), %child, %reason, "child conflicting: not adopted");
         }
     }
     send(ctx, std::mem::take(&mut out.effects), inflight);
@@ -215,6 +250,8 @@ fn release(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) {
     let task = u64::from(ctx.history_length());
     let pending = inflight.pending();
     let wave = ctx.state_mut(|s| s.core.release(pending, task));
+    // The last check: what Temporal would refuse is not issued.
+    let wave = admit(ctx, wave);
     if wave.is_empty() {
         return;
     }
@@ -277,6 +314,7 @@ fn report_effects(ctx: &WorkflowContext<StatefulWorkflow>, wave: &[Effect]) {
             Effect::Start { .. } => m::CHILDREN_STARTED.add(1),
             Effect::Cancel { .. } => m::CHILDREN_CANCELLED.add(1),
             Effect::Signal { .. } => m::SIGNALS_SENT.add(1),
+            Effect::Verify { .. } => {}
         }
         match e {
             Effect::Start {
@@ -286,6 +324,9 @@ fn report_effects(ctx: &WorkflowContext<StatefulWorkflow>, wave: &[Effect]) {
             } => info!(workflow_id = wid, child = %workflow_id, generation, "starting child"),
             Effect::Cancel { workflow_id } => {
                 info!(workflow_id = wid, child = %workflow_id, "cancelling child")
+            }
+            Effect::Verify { workflow_id, .. } => {
+                info!(workflow_id = wid, child = %workflow_id, "a workflow already runs under the child's id: verifying its type")
             }
             Effect::Signal { .. } => {}
         }
@@ -325,24 +366,36 @@ async fn continue_as_new(
     inflight: &mut InFlight,
 ) -> WorkflowResult<()> {
     let mut status_changed = false;
-    loop {
+    let mut memo_done = false;
+    let outcomes = loop {
         status_changed |= run_batch(ctx, inflight).status_changed;
         if ctx.state(|s| s.core.inbox_empty() && s.core.handlers_idle()) {
-            if ctx.state(|s| s.core.outbox_settled()) {
-                break;
+            if !ctx.state(|s| s.core.outbox_settled()) {
+                // Signals and cancellations still wait for room: issue them before handing over.
+                flush(ctx, inflight).await;
+                continue;
             }
-            // Signals and cancellations still wait for room: issue them before handing over.
-            flush(ctx, inflight).await;
+            // From here on an acknowledged update is refused (its sender retries it on the next
+            // run) rather than accepted and left unanswered when this run ends.
+            ctx.state_mut(|s| s.core.set_draining(Some(HANDING_OVER)));
+            if status_changed && !memo_done && ctx.patched(PATCH_MEMO_ON_HANDOVER) {
+                upsert_memo(ctx);
+                memo_done = true;
+            }
+            let outcomes = drain(inflight).await;
+            if ctx.state(|s| s.core.handlers_idle()) {
+                break outcomes;
+            }
+            // One was accepted as draining began: it is answered in this run, with what resolved.
+            for ev in outcomes {
+                ctx.state_mut(|s| s.core.push(Msg::Child(ev)));
+            }
             continue;
         }
         let _ = ctx
             .wait_condition(|s| !s.core.inbox_empty() || s.core.handlers_idle())
             .await;
-    }
-    if status_changed && ctx.patched(PATCH_MEMO_ON_HANDOVER) {
-        upsert_memo(ctx);
-    }
-    let outcomes = drain(inflight).await;
+    };
     // What resolved while draining (a start confirmed or refused: an adoption to make) is not lost:
     // the next run gets it in its inbox.
     ctx.state_mut(|s| s.core.hand_over(outcomes));
@@ -359,7 +412,10 @@ async fn continue_as_new(
                 "the next run's input is too large: continuing in this run"
             );
         }
-        ctx.state_mut(|s| s.core.defer_handover(history + 1_000));
+        ctx.state_mut(|s| {
+            s.core.defer_handover(history + 1_000);
+            s.core.set_draining(None);
+        });
         return Ok(());
     }
     let run_id = ctx.run_id().to_string();

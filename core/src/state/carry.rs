@@ -45,25 +45,43 @@ impl Core {
     /// The input of the next run (continue-as-new): the wire fields plus the carry-over.
     pub fn carry_input(&mut self) -> Value {
         let inbox = self.inbox.carry();
-        self.carry_value(inbox, self.store.clone())
+        self.carry_fitted(inbox).0
     }
 
     /// The size the next run's input would take as a payload now (nothing is taken from the
     /// inbox): the glue checks it before handing over.
     pub fn carry_size(&self) -> u64 {
-        let v = self.carry_value(self.inbox.peek_carry(), self.store.clone());
-        self.ident.limits.measure(&v)
+        self.carry_fitted(self.inbox.peek_carry()).1
+    }
+
+    /// The next run's input and its size: with the audit trail (at most a tenth of a payload), or,
+    /// when that would not fit, without it (the counts stay): the trail gives way to the state.
+    fn carry_fitted(&self, inbox: Vec<Msg>) -> (Value, u64) {
+        let max = self.ident.limits.max_payload_bytes;
+        let v = self.carry_value(inbox.clone(), self.store.clone(), max / 10);
+        let size = self.ident.limits.measure(&v);
+        if size <= max {
+            return (v, size);
+        }
+        let v = self.carry_value(inbox, self.store.clone(), 0);
+        let size = self.ident.limits.measure(&v);
+        (v, size)
     }
 
     /// The size of the next run's input without the store (the store's own size is measured
     /// apart, on a trial copy, by the size guard).
     pub(super) fn carry_overhead(&self) -> u64 {
-        let v = self.carry_value(self.inbox.peek_carry(), stateful_engine::Store::new());
+        let v = self.carry_value(
+            self.inbox.peek_carry(),
+            stateful_engine::Store::new(),
+            self.ident.limits.max_payload_bytes / 10,
+        );
         self.ident.limits.measure_part(&v)
     }
 
-    fn carry_value(&self, inbox: Vec<Msg>, store: stateful_engine::Store) -> Value {
-        let audit = self.audit.carry();
+    fn carry_value(&self, inbox: Vec<Msg>, store: stateful_engine::Store, trail: u64) -> Value {
+        // The audit trail takes at most `trail` bytes (all of it, with the default limits).
+        let audit = self.audit.carry_within(trail);
         let carry = Carry {
             store,
             token_rotations: self.api.token.rotations(),

@@ -24,6 +24,8 @@ use crate::tree::{Effect, Me, Tree};
 
 mod carry;
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod ordering_tests;
 mod pacing;
 mod process;
@@ -87,6 +89,11 @@ pub struct Core {
     /// Payload bytes this run received and sent (an estimate of its history's size, which the SDK
     /// does not tell): past [`MAX_HISTORY_BYTES`] the run continues as new.
     history_bytes: u64,
+    /// Derive the API hosts when the input does not name them (see [`Core::set_check_hosts`]).
+    check_hosts: bool,
+    /// The run is handing over or ending: acknowledged updates are refused (see
+    /// [`Core::set_draining`]).
+    draining: Option<&'static str>,
 }
 
 /// A run's payload bytes (received and sent) past which it continues as new: Temporal terminates a
@@ -139,6 +146,7 @@ fn me<'a>(
         ancestors: &ident.ancestors,
         api_token: api.token(),
         api_base: api.loads.base.as_deref(),
+        api_hosts: api.loads.hosts.as_ref(),
         loads: api_url(ident, &api.loads).is_some(),
         schema_json: &ident.schema_json,
         limits: &ident.limits,
@@ -222,6 +230,12 @@ impl Core {
             limits: input.limits,
         };
         self.started_at = now;
+        // Stamps a start input brings are taken as a message's are (clamped to a small skew past
+        // now): a start cannot freeze the token or the status.
+        let admit = |s: Option<Stamp>| s.map(|s| crate::order::admit(s, now)).transpose();
+        input.status_stamp = admit(input.status_stamp.take())?;
+        input.api_token_stamp = admit(input.api_token_stamp.take())?;
+        self.ident.incarnation = admit(self.ident.incarnation.take())?;
         self.status = input.status;
         self.status_order = Latest::new(input.status_stamp.take());
         self.api = ApiState {
@@ -244,26 +258,75 @@ impl Core {
             loaded_by_parent: input.loaded_by_parent,
             url_order: Latest::default(),
         };
+        for sub in &mut input.subscriptions {
+            // A subscriber's incarnation is a stamp like any other: clamped to a small skew.
+            if let Ok(Some(i)) = crate::order::stamp_in_key(sub, "incarnation", now) {
+                sub["incarnation"] = json!(i);
+            }
+        }
         let bad_subs = self.tree.set_subscriptions(&input.subscriptions);
-        if let Some(e) = bad_subs.into_iter().next() {
+        // A client's (or a parent's) start is refused with the reason; a run continued from an
+        // earlier release drops what it would no longer take, rather than fail its next run.
+        if let (Some(e), None) = (bad_subs.into_iter().next(), &carry) {
             return Err(format!("`subscriptions`: {e}"));
         }
         let fresh = carry.is_none();
+        let given_hosts = input.api_hosts.take();
         match carry {
             Some(c) => self.start_carried(c),
             None => self.start_fresh(input, now)?,
         }
-        let total = self.measure_state();
-        let max = self.ident.limits.max_payload_bytes;
+        let total = if fresh {
+            self.measure_state_with(self.registry_estimate())
+        } else {
+            self.measure_state()
+        };
+        let max = self.ident.limits.state_budget();
         if fresh && total > max {
             return Err(format!(
-                "the initial state would take {total} bytes, more than the {max} bytes one payload \
-                 may hold (the state must fit in the input of the next run)"
+                "the initial state would take {total} bytes, more than the {max} bytes a state may \
+                 take (nine tenths of one payload: the state must fit in the input of the next run)"
             ));
         }
+        self.set_hosts(given_hosts);
         self.started = true;
         self.rebuild_slices();
         Ok(())
+    }
+
+    /// The hosts the token may be sent to: carried over, or given by the input (a parent hands its
+    /// own down), or, for a root of this release, those of its `apiBase`, its `apiUrl` and the
+    /// schema's URL templates that name a host. A URL the input itself gives is always allowed (the
+    /// one who starts a workflow chooses its API).
+    fn set_hosts(&mut self, given: Option<std::collections::BTreeSet<String>>) {
+        let loads = &mut self.api.loads;
+        let mut hosts = match (loads.hosts.take(), given) {
+            (Some(h), _) | (None, Some(h)) => h,
+            (None, None) if self.check_hosts => {
+                let schema = self.ident.schema.as_deref();
+                schema
+                    .into_iter()
+                    .flat_map(|s| s.entities().values())
+                    .flat_map(|d| [d.api_url.as_deref(), d.batch_url.as_deref()])
+                    .flatten()
+                    .filter_map(crate::valid::template_host)
+                    .collect()
+            }
+            (None, None) => return,
+        };
+        for u in [&loads.base, &loads.url].into_iter().flatten() {
+            if let Ok(h) = crate::valid::host_of(u) {
+                hosts.insert(h);
+            }
+        }
+        loads.hosts = Some(hosts);
+    }
+
+    /// Set by the glue before [`Core::start`] for a workflow of this release whose input does not
+    /// name its API hosts: they are then derived (see [`Core::set_hosts`]); histories recorded
+    /// before allow-lists replay without one.
+    pub fn set_check_hosts(&mut self, on: bool) {
+        self.check_hosts = on;
     }
 
     /// A continued run: everything the previous run handed over.
@@ -341,7 +404,11 @@ impl Core {
                 None => wire::parse_state(&schema, state),
             }
             .map_err(|e| format!("`state`: {e}"))?;
-            initial.push(parsed.change);
+            let mut change = parsed.change;
+            if let (Change::Writes(w), false) = (&mut change, self.legacy) {
+                w.clamp(now.saturating_add(crate::order::MAX_SKEW_MS));
+            }
+            initial.push(change);
         }
         if let Some(data) = input.data {
             let data = own_data(&schema, &entity, &self.ident.id, data)?;
@@ -370,7 +437,7 @@ impl Core {
         if api_url(&self.ident, &self.api.loads).is_some() && !self.api.loaded_by_parent {
             self.api.loads.want("start");
         }
-        self.api.loads.next_refresh_at = self.refresh_interval().map(|i| now + i);
+        self.api.loads.next_refresh_at = self.refresh_interval().map(|i| now.saturating_add(i));
         // The children of the initial state are started by the first batch's plan.
         self.initial = Some(cs);
         Ok(())
@@ -380,6 +447,25 @@ impl Core {
     /// stamped: it then sends plain payloads and orders nothing, as that release did.
     pub fn set_legacy(&mut self, legacy: bool) {
         self.legacy = legacy;
+    }
+
+    /// True when the next batch would adopt a child whose start was refused because a workflow
+    /// with its id already runs, and this run has not decided yet whether such a workflow is
+    /// verified first: the glue then asks the `verify-adoption` patch (at this point of the
+    /// history, so that a history recorded before verification replays as it ran) and tells the
+    /// answer with [`Core::set_verify_adoption`].
+    pub fn adoption_mode_needed(&self) -> bool {
+        self.tree.verify_adoption().is_none()
+            && self.inbox.iter().any(|m| {
+                matches!(m, Msg::Child(ev) if ev.event == crate::tree::ChildEventKind::AlreadyRunning)
+            })
+    }
+
+    /// Whether, in this run, a workflow found running under a child's id is verified to be of
+    /// the expected type (a StatefulWorkflow, or the relation's `workflowType`) before it is
+    /// adopted; a workflow of another type is then recorded as conflicting, and sent nothing.
+    pub fn set_verify_adoption(&mut self, on: bool) {
+        self.tree.set_verify_adoption(on);
     }
 
     fn rebuild_slices(&mut self) {
@@ -434,6 +520,13 @@ impl Core {
         self.inbox.take_result(ticket)
     }
 
+    /// While the run hands over (continue-as-new) or ends, acknowledged updates are refused with
+    /// `why` (the validator's answer; a handover's says to send again), so that none is accepted
+    /// that the run could no longer answer. `None` takes them again.
+    pub fn set_draining(&mut self, why: Option<&'static str>) {
+        self.draining = why;
+    }
+
     /// True when every acknowledged update has taken its result: the run may end or continue as new.
     /// (Tracked here, in state that only changes through `state_mut`, so that waiting on it never misses
     /// a wakeup, unlike `all_handlers_finished()`, whose change wakes nobody.)
@@ -454,6 +547,9 @@ impl Core {
     /// Checks an update before it is accepted (the validator): decodable, well-formed, and applicable to
     /// the current state.
     pub fn validate(&self, signal: Signal, payload: &Result<Value, String>) -> Result<(), String> {
+        if let Some(why) = self.draining {
+            return Err(why.to_string());
+        }
         let v = payload.as_ref().map_err(|e| e.clone())?;
         let Some(schema) = &self.ident.schema else {
             return Ok(());

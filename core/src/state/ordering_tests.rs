@@ -151,8 +151,9 @@ fn children_of_ours_get_stamped_payloads_and_others_plain_ones() {
 
 #[test]
 fn a_child_that_adds_an_entity_is_not_sent_it_back() {
-    let (mut c, _) = tree_core(json!({"id": "u", "entityName": "User",
+    let (mut c, e) = tree_core(json!({"id": "u", "entityName": "User",
         "data": {"id": "u", "listings": [{"id": "l", "user": "u"}]}}));
+    let inc = crate::tree::tests::incarnation(&e, "Listing-l");
     c.push(Msg::Child(crate::tree::ChildEvent::new(
         "Listing-l",
         1,
@@ -165,7 +166,7 @@ fn a_child_that_adds_an_entity_is_not_sent_it_back() {
         Signal::Update,
         Ok(json!({"updates": {"Listing": {"l": {"photos": ["p"]}}, "Photo": {"p": {"id": "p", "listing": "l"}}},
                   "stamps": {"Listing": {"l": {"photos": [1500, "Listing-l"]}}, "Photo": {"p": {"id": [1500, "Listing-l"], "listing": [1500, "Listing-l"]}}},
-                  "changeOrigin": "Listing-l"})),
+                  "changeOrigin": "Listing-l", "incarnation": inc})),
     );
     let out = c.process(1600);
     assert_eq!(out.changes.len(), 2);

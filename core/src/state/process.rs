@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use stateful_engine::store::Batch;
-use stateful_engine::{ChangeKind, ChangeSet, EntityRef, Schema, wire};
+use stateful_engine::{Change, ChangeKind, ChangeSet, EntityRef, Schema, wire};
 
 use super::{Core, Ident, Ordering, api_url, me, size};
 use crate::answer::{loaded_change, related_change};
@@ -257,7 +257,7 @@ impl Step<'_> {
                 let given = payload
                     .as_ref()
                     .ok()
-                    .and_then(|v| stamp_in(v).ok().flatten());
+                    .and_then(|v| stamp_in(v, self.now).ok().flatten());
                 self.ordered_transition(batch, given, Status::Running, Status::Paused);
                 Ok(())
             }
@@ -265,7 +265,7 @@ impl Step<'_> {
                 let given = payload
                     .as_ref()
                     .ok()
-                    .and_then(|v| stamp_in(v).ok().flatten());
+                    .and_then(|v| stamp_in(v, self.now).ok().flatten());
                 self.ordered_transition(batch, given, Status::Paused, Status::Running);
                 Ok(())
             }
@@ -304,15 +304,38 @@ impl Step<'_> {
     ) -> Result<(), String> {
         let v = payload.as_ref().map_err(Clone::clone)?;
         let entity = &self.ident.entity;
-        let inc = match signal {
+        let mut inc = match signal {
             Signal::Update => wire::parse_update(self.schema, entity, v),
             Signal::Delete => wire::parse_delete(self.schema, entity, v),
             _ => wire::parse_state(self.schema, v),
         }
         .map_err(|e| e.to_string())?;
         super::check_ids(self.schema, batch.store(), self.ident, &inc.change)?;
+        if let Some(o) = &inc.origin
+            && o.len() > crate::order::MAX_ORIGIN_LEN
+        {
+            return Err(format!(
+                "`changeOrigin` takes {} bytes, more than the {} a workflow id may",
+                o.len(),
+                crate::order::MAX_ORIGIN_LEN
+            ));
+        }
         let stamp = batch.next_stamp(self.now, &self.ident.workflow_id);
         let source = self.source_of(inc.origin.as_deref(), v);
+        if let (Change::Writes(w), false) = (&mut inc.change, self.legacy) {
+            if source == "client" {
+                // A client's stamps are not trusted: its writes are ordered by their arrival.
+                w.restamp(&stamp);
+            } else {
+                if w.longest_origin() > crate::order::MAX_ORIGIN_LEN {
+                    return Err(format!(
+                        "a stamp's origin is longer than the {} bytes a workflow id may take",
+                        crate::order::MAX_ORIGIN_LEN
+                    ));
+                }
+                w.clamp(self.now.saturating_add(crate::order::MAX_SKEW_MS));
+            }
+        }
         let bytes = crate::outbox::json_len(v);
         self.size
             .admit(self.schema, batch, &inc.change, &stamp, &source, bytes)?;
@@ -328,6 +351,13 @@ impl Step<'_> {
             self.api
                 .loads
                 .want(if asked { "refresh" } else { "refreshInterval" });
+            if !asked && self.api.loads.hosts.is_some() {
+                // The next period starts now, whether or not the load can start now (one runs
+                // already, or the workflow is paused): the timer is never armed in the past, which
+                // would fire it again at once. (A workflow of an earlier release, which holds no
+                // host list, keeps its recorded timers.)
+                self.api.loads.next_refresh_at = self.interval.map(|i| self.now.saturating_add(i));
+            }
             return Ok(());
         }
         if asked {
@@ -336,7 +366,7 @@ impl Step<'_> {
                     .into(),
             );
         }
-        self.api.loads.next_refresh_at = self.interval.map(|i| self.now + i);
+        self.api.loads.next_refresh_at = self.interval.map(|i| self.now.saturating_add(i));
         Ok(())
     }
 

@@ -136,7 +136,10 @@ impl Core {
                 .and_then(|d| d.batch_url.as_deref())
             {
                 for url in batch_urls(t, self.api.loads.base.as_deref(), entity, &ids) {
-                    out.push((entity.to_string(), url));
+                    // The token goes only to the tree's API hosts.
+                    if crate::valid::allowed(&url, self.api.loads.hosts.as_ref()).is_ok() {
+                        out.push((entity.to_string(), url));
+                    }
                 }
             }
         }

@@ -59,7 +59,7 @@ impl SizeGuard {
     pub(super) fn near(&self, limits: &Limits, incoming: u64) -> bool {
         // A tiny entity of a child's type (`{"id": "l1"}`) brings a registry record of some
         // 400 bytes: hence the wider margin here than in `admit`.
-        self.measured + 4 * GROWTH_FACTOR * (self.growth + incoming) > limits.max_payload_bytes
+        self.measured + 4 * GROWTH_FACTOR * (self.growth + incoming) > limits.state_budget()
     }
 }
 
@@ -107,7 +107,7 @@ impl SizeStep<'_> {
         source: &str,
         bytes: u64,
     ) -> Result<(), String> {
-        let max = self.limits.max_payload_bytes;
+        let max = self.limits.state_budget();
         let targets = child_targets(schema, self.own_entity);
         // Each entity of a child's type may bring a registry record, whatever its own size.
         let bytes = bytes + possible_children(change, &targets) * CHILD_RECORD_BYTES;
@@ -137,8 +137,8 @@ impl SizeStep<'_> {
         if total > max {
             return Err(format!(
                 "refused: with this change the workflow's state would take {total} bytes{}, more \
-                 than the {max} bytes one payload may hold (the state must fit in the input of the \
-                 next run); the state is unchanged. Remove or split data{}",
+                 than the {max} bytes a state may take (nine tenths of one payload: the state must \
+                 fit in the input of the next run); the state is unchanged. Remove or split data{}",
                 if self.limits.compressed {
                     " compressed"
                 } else {
@@ -183,9 +183,30 @@ impl Core {
         self.inbox.iter().map(msg_bytes).sum()
     }
 
+    /// What the registry records of the children a first run's state brings will add to the
+    /// carry-over (they are registered by its first plan, after the start is measured).
+    pub(super) fn registry_estimate(&self) -> u64 {
+        let Some(schema) = self.ident.schema.as_deref() else {
+            return 0;
+        };
+        let targets = child_targets(schema, &self.ident.entity);
+        self.store
+            .entities()
+            .iter()
+            .filter(|(e, _)| targets.contains(&e.as_str()) && **e != self.ident.entity)
+            .flat_map(|(e, rows)| rows.keys().map(move |id| (e, id)))
+            .map(|(e, id)| CHILD_RECORD_BYTES + 2 * (e.len() + id.len()) as u64)
+            .sum()
+    }
+
     /// Measures the carry-over (at the start of a run, and when the guard needs a fresh figure).
     pub(super) fn measure_state(&mut self) -> u64 {
-        let total = self.carry_size();
+        self.measure_state_with(0)
+    }
+
+    /// [`Core::measure_state`], plus `more` bytes known to come (the registry of a first run).
+    pub(super) fn measure_state_with(&mut self, more: u64) -> u64 {
+        let total = self.carry_size() + more;
         self.size = SizeGuard {
             measured: total,
             growth: 0,

@@ -394,7 +394,10 @@ fn a_change_that_would_not_fit_in_the_next_runs_input_is_refused_and_the_workflo
         let out = c.process(2 + i);
         assert!(c.carry_size() <= 30_000, "{} after {i}", c.carry_size());
         if let Err(e) = c.take_result(ticket).unwrap() {
-            assert!(e.contains("more than the 30000 bytes"), "{e}");
+            assert!(
+                e.contains("more than the 27000 bytes a state may take"),
+                "{e}"
+            );
             assert_eq!(out.rejected.len(), 1);
             assert_eq!(
                 c.state(),

@@ -148,7 +148,7 @@ impl Core {
     }
 
     /// The children registry matches the managed relations (a warning while paused: the children
-    /// catch up on resume).
+    /// catch up on resume), and no child is a workflow of another type (conflicting).
     fn check_children(&self, schema: &Schema, findings: &mut Vec<Value>) {
         let own = EntityRef::new(self.ident.entity.clone(), self.ident.id.clone());
         let (desired, _) = plan::desired_children(
@@ -174,6 +174,18 @@ impl Core {
                     ),
                 ));
             }
+        }
+        for (wid, c) in self.tree.conflicting() {
+            findings.push(finding(
+                "error",
+                "children",
+                format!(
+                    "{} {} has no child workflow: {wid} is not ours ({})",
+                    c.entity,
+                    c.id,
+                    c.conflict.as_deref().unwrap_or("conflicting")
+                ),
+            ));
         }
         for (wid, c) in self.tree.running() {
             if !desired.iter().any(|d| &d.workflow_id == wid) {

@@ -10,14 +10,19 @@ use stateful_engine::{EntityRef, Schema, SliceIndex, Stamp, Store, plan};
 use crate::order::SubscriptionOrder;
 use crate::secret::Secret;
 
+pub mod check;
 mod lifecycle;
 pub mod planner;
 mod send;
 mod types;
 
+pub use check::{
+    MAX_SIGNAL_NAME_LEN, MAX_TASK_QUEUE_LEN, MAX_WORKFLOW_ID_LEN, MAX_WORKFLOW_TYPE_LEN,
+};
 pub use planner::Situation;
 pub use types::{
-    ChildEvent, ChildEventKind, ChildOutcome, ChildRec, ChildStatus, Effect, Subscription,
+    ChildEvent, ChildEventKind, ChildOutcome, ChildRec, ChildStatus, Described, Effect,
+    Subscription,
 };
 
 /// After this many restarts a child that keeps ending from outside is left alone (and shows as failed).
@@ -52,6 +57,13 @@ pub struct Tree {
     fresh: Vec<(String, String, Stamp)>,
     /// Managing parents that unsubscribed in this batch.
     let_go: Vec<String>,
+    /// Children found conflicting since the glue last looked (it logs each once): workflow id
+    /// and reason.
+    newly_conflicting: Vec<(String, String)>,
+    /// `Some(true)` when a workflow found running under a child's id is verified before it is
+    /// adopted (the glue decides it under the `verify-adoption` patch; not carried: each run
+    /// asks); `None` until decided.
+    verify_adoption: Option<bool>,
 }
 
 /// What a workflow knows about itself, for planning.
@@ -70,6 +82,8 @@ pub struct Me<'a> {
     pub api_token: Option<&'a Secret>,
     /// Its `apiBase` (for children's input).
     pub api_base: Option<&'a str>,
+    /// The hosts the token may be sent to (handed down in children's input).
+    pub api_hosts: Option<&'a std::collections::BTreeSet<String>>,
     /// True when it loads from an API (children whose entity has a `batchUrl` are then loaded by it).
     pub loads: bool,
     /// Its recorded schema (for children's input).
@@ -102,6 +116,18 @@ impl Tree {
     ) {
         self.children = children;
         self.sub_order = sub_order;
+    }
+
+    /// Whether a workflow found running under a child's id is verified (its type described)
+    /// before it is adopted, as decided for this run; `None` while undecided (it is then adopted
+    /// at once, as releases before verification did).
+    pub fn verify_adoption(&self) -> Option<bool> {
+        self.verify_adoption
+    }
+
+    /// Decides, for this run, whether adoptions are verified (see [`Tree::verify_adoption`]).
+    pub fn set_verify_adoption(&mut self, on: bool) {
+        self.verify_adoption = Some(on);
     }
 
     /// The subscriptions' order (carried over continue-as-new).
@@ -144,7 +170,10 @@ impl Tree {
     /// True when `generation` of a child is still to be started.
     pub fn is_startable(&self, workflow_id: &str, generation: u32) -> bool {
         self.children.get(workflow_id).is_some_and(|c| {
-            c.status == ChildStatus::Running && c.generation == generation && !c.confirmed
+            c.status == ChildStatus::Running
+                && c.generation == generation
+                && !c.confirmed
+                && !c.verifying
         })
     }
 
@@ -162,6 +191,19 @@ impl Tree {
             .filter(|(_, c)| c.status == ChildStatus::Running)
     }
 
+    /// The children found to be another workflow than ours (not adopted), by workflow id.
+    pub fn conflicting(&self) -> impl Iterator<Item = (&String, &ChildRec)> {
+        self.children
+            .iter()
+            .filter(|(_, c)| c.status == ChildStatus::Conflicting)
+    }
+
+    /// Children found conflicting since the last call (each is reported once): workflow id and
+    /// reason.
+    pub fn take_newly_conflicting(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.newly_conflicting)
+    }
+
     /// Children skipped since the last call (each is reported once).
     pub fn take_newly_skipped(&mut self) -> Vec<plan::Skipped> {
         std::mem::take(&mut self.newly_skipped)
@@ -171,11 +213,17 @@ impl Tree {
     pub fn set_subscriptions(&mut self, raw: &[Value]) -> Vec<String> {
         let mut errors = Vec::new();
         for v in raw {
-            match serde_json::from_value::<Subscription>(v.clone()) {
+            match serde_json::from_value::<Subscription>(v.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|s| crate::valid::subscription(&s).map(|_| s))
+            {
                 Ok(s) => {
                     self.subscribe(s);
                 }
-                Err(e) => errors.push(format!("bad subscription {v}: {e}")),
+                Err(e) => errors.push(format!(
+                    "bad subscription {}: {e}",
+                    crate::audit::clip(&v.to_string(), 200)
+                )),
             }
         }
         errors
@@ -295,8 +343,8 @@ impl Tree {
     }
 
     /// The `children` query: every child's record, the skipped ones, and counts by status
-    /// (`queued` apart). Past `max_records` records, the list holds the first ones and `truncated`
-    /// is set: the counts stay whole.
+    /// (`queued` and `verifying` apart). Past `max_records` records, the list holds the first
+    /// ones and `truncated` is set: the counts stay whole.
     pub fn children_info(&self) -> Value {
         self.children_info_within(usize::MAX)
     }
@@ -307,10 +355,12 @@ impl Tree {
         for c in self.children.values() {
             let k = match c.status {
                 _ if c.queued && c.status == ChildStatus::Running => "queued",
+                _ if c.verifying && c.status == ChildStatus::Running => "verifying",
                 ChildStatus::Running => "running",
                 ChildStatus::Completed => "completed",
                 ChildStatus::Failed => "failed",
                 ChildStatus::Removed => "removed",
+                ChildStatus::Conflicting => "conflicting",
             };
             *counts.entry(k).or_default() += 1;
         }
@@ -321,7 +371,8 @@ impl Tree {
             .map(|(w, c)| {
                 json!({"workflowId": w, "entityName": c.entity, "id": c.id, "field": c.field,
                        "workflowType": c.workflow_type, "status": c.status, "generation": c.generation,
-                       "versionSent": c.version_sent, "adopted": c.adopted, "queued": c.queued, "ended": c.ended})
+                       "versionSent": c.version_sent, "adopted": c.adopted, "queued": c.queued, "ended": c.ended,
+                       "verifying": c.verifying, "conflict": c.conflict})
             })
             .collect();
         let skipped: Vec<Value> = self
@@ -336,4 +387,4 @@ impl Tree {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -241,7 +241,8 @@ impl Tree {
 
     /// Children removed from their relation: a StatefulWorkflow is unsubscribed (it ends itself when
     /// its last managing parent lets go, so that a shared child keeps running for the others), any
-    /// other workflow is cancelled; `onRemove: keep` leaves it alone.
+    /// other workflow is cancelled; `onRemove: keep` leaves it alone. A workflow that was never
+    /// ours (conflicting, or still being verified) is told nothing.
     fn remove_gone(
         &mut self,
         me: &Me<'_>,
@@ -249,16 +250,24 @@ impl Tree {
         effects: &mut Vec<Effect>,
     ) {
         let gone: Vec<String> = self
-            .running()
-            .filter(|(w, _)| !desired.contains_key(*w))
+            .children
+            .iter()
+            .filter(|(w, c)| {
+                matches!(c.status, ChildStatus::Running | ChildStatus::Conflicting)
+                    && !desired.contains_key(*w)
+            })
             .map(|(w, _)| w.clone())
             .collect();
         for wid in gone {
             let c = self.children.get_mut(&wid).expect("listed above");
+            let ours = c.status == ChildStatus::Running && !std::mem::take(&mut c.verifying);
             c.status = ChildStatus::Removed;
             c.ended = Some("removed from the relation".into());
             self.slices
                 .remove(&EntityRef::new(c.entity.clone(), c.id.clone()));
+            if !ours {
+                continue;
+            }
             let keep = me
                 .schema
                 .get(&me.own.entity)
@@ -299,7 +308,10 @@ impl Tree {
             if known.is_some_and(|c| {
                 matches!(
                     c.status,
-                    ChildStatus::Running | ChildStatus::Completed | ChildStatus::Failed
+                    ChildStatus::Running
+                        | ChildStatus::Completed
+                        | ChildStatus::Failed
+                        | ChildStatus::Conflicting
                 )
             }) {
                 continue;
@@ -321,6 +333,8 @@ impl Tree {
                 token_sent: (!me.legacy).then(|| me.token_stamp.cloned()).flatten(),
                 status_sent: (!me.legacy).then(|| me.status_stamp.cloned()).flatten(),
                 incarnation: (!me.legacy).then(|| me.control_stamp.cloned()).flatten(),
+                verifying: false,
+                conflict: None,
             };
             self.slices.insert(
                 me.schema,
@@ -457,14 +471,16 @@ impl Tree {
         }
     }
 
-    /// Cancels every running child (the cascade of our own end).
+    /// Cancels every running child (the cascade of our own end); a workflow not verified to be
+    /// ours is left alone, and so is a conflicting one (it is not `Running`).
     fn cancel_all(&mut self) -> Vec<Effect> {
         let mut effects = Vec::new();
         for (wid, c) in self.children.iter_mut() {
             if c.status == ChildStatus::Running {
                 c.status = ChildStatus::Removed;
                 c.ended = Some("parent ended".into());
-                if !std::mem::take(&mut c.queued) {
+                let unverified = std::mem::take(&mut c.verifying);
+                if !std::mem::take(&mut c.queued) && !unverified {
                     effects.push(Effect::Cancel {
                         workflow_id: wid.clone(),
                     });
@@ -475,7 +491,8 @@ impl Tree {
     }
 
     /// After a pause: every running child gets its whole slice again, every subscriber our whole state
-    /// (stamped writes are idempotent, so this only fills in what they missed).
+    /// (stamped writes are idempotent, so this only fills in what they missed); a child not yet
+    /// verified to be ours is verified again instead.
     fn resync(&mut self, me: &Me<'_>) -> Vec<Effect> {
         self.dirty = false;
         let mut effects = Vec::new();
@@ -484,6 +501,15 @@ impl Tree {
             .iter_mut()
             .filter(|(_, c)| c.status == ChildStatus::Running && !c.queued)
         {
+            if c.verifying {
+                // Not ours until verified: asked again (a run that started paused after a
+                // continue-as-new asked nothing yet); a repeated answer is ignored.
+                effects.push(Effect::Verify {
+                    workflow_id: wid.clone(),
+                    generation: c.generation,
+                });
+                continue;
+            }
             c.confirmed = true;
             effects.extend(catch_up(me, &self.slices, wid, c, false));
         }

@@ -187,6 +187,9 @@ pub(super) fn child_input(
     if let Some(b) = me.api_base {
         input["apiBase"] = json!(b);
     }
+    if let (Some(h), true) = (me.api_hosts, ours) {
+        input["apiHosts"] = json!(h);
+    }
     if ours {
         // Always written (even the defaults): whether payloads are compressed is recorded.
         input["limits"] = me.limits.to_input();

@@ -41,6 +41,14 @@ pub enum Effect {
         /// Target.
         workflow_id: String,
     },
+    /// Find out which workflow runs under a child's id (the `workflowType` local activity), before
+    /// it is adopted: its answer comes back as a [`ChildEventKind::Verified`] event.
+    Verify {
+        /// The child's workflow id.
+        workflow_id: String,
+        /// Its generation, echoed in the answer.
+        generation: u32,
+    },
 }
 
 /// Payloads may hold the token (a child's input, an `apiToken` signal): `Debug` shows their size only.
@@ -77,6 +85,14 @@ impl std::fmt::Debug for Effect {
                 .debug_struct("Cancel")
                 .field("workflow_id", workflow_id)
                 .finish(),
+            Effect::Verify {
+                workflow_id,
+                generation,
+            } => f
+                .debug_struct("Verify")
+                .field("workflow_id", workflow_id)
+                .field("generation", generation)
+                .finish(),
         }
     }
 }
@@ -97,6 +113,10 @@ pub struct ChildEvent {
     /// Details (an error message).
     #[serde(default)]
     pub detail: String,
+    /// For `verified`: the type of the workflow that runs under the child's id (`None`: none runs,
+    /// or it could not be told).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_type: Option<String>,
 }
 
 impl ChildEvent {
@@ -114,8 +134,57 @@ impl ChildEvent {
             event,
             outcome,
             detail,
+            workflow_type: None,
         }
     }
+
+    /// The answer of the `workflowType` local activity about `workflow_id`'s `generation` (an
+    /// [`Effect::Verify`]): what runs under that id, or why it could not be told. Nothing running
+    /// (no workflow has that id, or its last run ended) is outcome `gone`.
+    pub fn verified(
+        workflow_id: &str,
+        generation: u32,
+        answer: Result<Described, String>,
+    ) -> ChildEvent {
+        let (outcome, detail, workflow_type) = match answer {
+            Ok(d) if d.running => (ChildOutcome::None, String::new(), d.workflow_type),
+            Ok(d) => (
+                ChildOutcome::Gone,
+                match &d.workflow_type {
+                    Some(t) => format!("its last run (a `{t}`) is {}", d.status),
+                    None => "no workflow has this id".into(),
+                },
+                d.workflow_type,
+            ),
+            Err(e) => (ChildOutcome::None, e, None),
+        };
+        ChildEvent {
+            workflow_type,
+            ..ChildEvent::new(
+                workflow_id,
+                generation,
+                ChildEventKind::Verified,
+                outcome,
+                detail,
+            )
+        }
+    }
+}
+
+/// What the `workflowType` local activity found under a workflow id (DescribeWorkflowExecution
+/// of its latest run).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Described {
+    /// The type of its latest run; `None` when no workflow has that id.
+    #[serde(default)]
+    pub workflow_type: Option<String>,
+    /// True when that run is running.
+    #[serde(default)]
+    pub running: bool,
+    /// Its status (`running`, `completed`, `terminated`, ...; `notFound`).
+    #[serde(default)]
+    pub status: String,
 }
 
 /// What happened to a child.
@@ -124,8 +193,13 @@ impl ChildEvent {
 pub enum ChildEventKind {
     /// Its start was confirmed.
     Started,
-    /// A workflow with its id already runs (another parent's): it is adopted.
+    /// A workflow with its id already runs (another parent's): it is adopted once it is verified
+    /// to be of the expected type (see `Verified`).
     AlreadyRunning,
+    /// What runs under its id was described (the answer to an [`Effect::Verify`]): `workflow_type`
+    /// tells its type; outcome `gone` when nothing runs; `detail` holds the error when it could not
+    /// be described.
+    Verified,
     /// The server refused to start it.
     StartFailed,
     /// It ended (its result arrived).
@@ -170,6 +244,9 @@ pub enum ChildStatus {
     Failed,
     /// Removed from the relation: cancelled (or left running with `onRemove: keep`).
     Removed,
+    /// A workflow of another type runs under its id: not adopted, sent nothing, never cancelled
+    /// nor restarted (the reason is in [`ChildRec::conflict`]).
+    Conflicting,
 }
 
 /// One managed child.
@@ -220,6 +297,13 @@ pub struct ChildRec {
     /// When we adopted it (the stamp of our `subscribe`): its answer tells its incarnation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopted_at: Option<Stamp>,
+    /// True while what runs under its id (its start was refused: it already runs) is being
+    /// verified ([`Effect::Verify`]): it is neither signalled nor cancelled until it is adopted.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub verifying: bool,
+    /// Why it is [`ChildStatus::Conflicting`]: the workflow found under its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict: Option<String>,
 }
 
 /// A subscription (chrono-forge's shape): send `signalName` to `workflowId` when what `selector` takes

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use stateful_core::input::StartInput;
-use stateful_core::{ChildEvent, ChildEventKind, ChildOutcome, Core, Effect, Msg, Pending, Signal};
+use stateful_core::{
+    ChildEvent, ChildEventKind, ChildOutcome, Core, Described, Effect, Msg, Pending, Signal,
+};
 use stateful_engine::Schema;
 
 use crate::{Rng, SCHEMA};
@@ -132,6 +134,9 @@ impl World {
         watcher: Option<(String, u64, u32)>,
     ) {
         let mut core = Core::default();
+        // A worker of this release: a workflow found running under a child's id is verified
+        // before it is adopted.
+        core.set_verify_adoption(true);
         let parsed = StartInput::parse(input).expect("a start input the core made");
         core.start(
             parsed,
@@ -275,6 +280,25 @@ impl World {
                     from: from.to_string(),
                     to: workflow_id,
                 }),
+                // The `workflowType` local activity describes what runs now; its answer travels
+                // like any outcome (the workflow may end before the answer is taken).
+                Effect::Verify {
+                    workflow_id,
+                    generation,
+                } => {
+                    let running = self.nodes.contains_key(&workflow_id);
+                    let answer = Described {
+                        workflow_type: running.then(|| "StatefulWorkflow".to_string()),
+                        running,
+                        status: if running { "running" } else { "notFound" }.into(),
+                    };
+                    let ev = ChildEvent::verified(&workflow_id, generation, Ok(answer));
+                    self.net.push(Envelope::Event {
+                        to: from.to_string(),
+                        run,
+                        ev,
+                    });
+                }
             }
         }
     }
@@ -438,6 +462,7 @@ impl World {
         }
         let input = node.core.carry_input();
         let mut core = Core::default();
+        core.set_verify_adoption(true);
         core.start(
             StartInput::parse(&input).expect("a carry-over the core made"),
             self.schema.clone(),

@@ -43,6 +43,11 @@ pub async fn start(ctx: &Ctx, a: StartArgs) -> anyhow::Result<()> {
     if let Some(b) = a.api_base {
         input["apiBase"] = json!(b);
     }
+    if !a.api_hosts.is_empty() {
+        let hosts = json!(a.api_hosts);
+        stateful_core::valid::hosts(&hosts).map_err(|e| anyhow!("--api-host: {e}"))?;
+        input["apiHosts"] = hosts;
+    }
     if let Some(r) = a.refresh_interval {
         input["refreshInterval"] = json!(r);
     }

@@ -29,6 +29,18 @@ impl Step<'_> {
         })
     }
 
+    /// True when every message of `workflow_id`'s current run carries its incarnation: a relative of
+    /// ours (a child of our type, or a parent that gave us its incarnation with its subscription)
+    /// whose run we know. A chrono-forge relative sends none.
+    fn speaks_incarnations(&self, workflow_id: &str) -> bool {
+        self.tree.incarnation_of(workflow_id).is_some()
+            && self
+                .tree
+                .children()
+                .get(workflow_id)
+                .is_none_or(|c| c.workflow_type == crate::WORKFLOW_TYPE)
+    }
+
     /// `pause` / `resume` / `status`: the transition, unless a newer message set the status.
     pub(super) fn ordered_transition(
         &mut self,
@@ -52,13 +64,19 @@ impl Step<'_> {
         let Some(origin) = origin else {
             return "client".into();
         };
-        let Ok(Some(sent)) = stamp_in_key(v, "incarnation") else {
-            return origin.to_string();
-        };
         if self.legacy {
             return origin.to_string();
         }
-        let answers = stamp_in_key(v, "answers").ok().flatten();
+        let Ok(Some(sent)) = stamp_in_key(v, "incarnation", self.now) else {
+            if self.speaks_incarnations(origin) {
+                // It names a relative whose run we know, but does not carry that run's incarnation,
+                // as every message of ours does: not from the tree (a client naming a relative). It
+                // counts as a client's change, so that it reaches that relative too.
+                return "client".into();
+            }
+            return origin.to_string();
+        };
+        let answers = stamp_in_key(v, "answers", self.now).ok().flatten();
         if self
             .tree
             .incarnation_of(origin)
@@ -81,7 +99,7 @@ impl Step<'_> {
         let (token, given) = match payload {
             Ok(Value::String(t)) => (t.as_str(), None),
             Ok(v @ Value::Object(m)) if m.contains_key("token") => match m.get("token") {
-                Some(Value::String(t)) => (t.as_str(), stamp_in(v)?),
+                Some(Value::String(t)) => (t.as_str(), stamp_in(v, self.now)?),
                 _ => return Err("`apiToken`'s `token` must be a JSON string".into()),
             },
             Ok(Value::Null) => return Ok(()),
@@ -95,6 +113,9 @@ impl Step<'_> {
         };
         if token.is_empty() {
             return Ok(());
+        }
+        if !self.legacy {
+            crate::valid::token(token).map_err(|e| format!("`apiToken`: {e}"))?;
         }
         let stamp = self.arrival(batch, given);
         if self.api.rotate(Secret::new(token), stamp.as_ref()) {
@@ -112,12 +133,17 @@ impl Step<'_> {
         let (url, given) = match payload {
             Ok(Value::String(u)) if !u.is_empty() => (u.as_str(), None),
             Ok(v @ Value::Object(m)) => match m.get("url") {
-                Some(Value::String(u)) if !u.is_empty() => (u.as_str(), stamp_in(v)?),
+                Some(Value::String(u)) if !u.is_empty() => (u.as_str(), stamp_in(v, self.now)?),
                 _ => return Err("`apiUrl` takes the URL as a non-empty JSON string".into()),
             },
             Ok(_) => return Err("`apiUrl` takes the URL as a non-empty JSON string".into()),
             Err(e) => return Err(e.clone()),
         };
+        if self.api.loads.hosts.is_some() {
+            // A workflow of this release: an http(s) URL on one of the tree's API hosts.
+            crate::valid::allowed(url, self.api.loads.hosts.as_ref())
+                .map_err(|e| format!("`apiUrl`: {e}"))?;
+        }
         let stamp = self.arrival(batch, given);
         if self.api.set_url(url, stamp.as_ref()) {
             self.url_changed = true;
@@ -136,7 +162,7 @@ impl Step<'_> {
             Some(Value::String(s)) => (Some(s.as_str()), None),
             Some(o @ Value::Object(m)) => (
                 m.get("status").and_then(Value::as_str),
-                stamp_in(o).ok().flatten(),
+                stamp_in(o, self.now).ok().flatten(),
             ),
             _ => (None, None),
         };
@@ -165,10 +191,11 @@ impl Step<'_> {
         payload: &Result<Value, String>,
     ) -> Result<(), String> {
         let v = payload.as_ref().map_err(Clone::clone)?;
-        let sub = serde_json::from_value::<Subscription>(v.clone())
+        let mut sub = serde_json::from_value::<Subscription>(v.clone())
             .map_err(|e| format!("not a subscription: {e}"))?;
-        if sub.workflow_id.is_empty() {
-            return Err("a subscription needs `workflowId`".into());
+        crate::valid::subscription(&sub)?;
+        if let Some(i) = sub.incarnation.take() {
+            sub.incarnation = Some(crate::order::admit(i, self.now)?);
         }
         let known =
             self.tree.subscriptions().iter().any(|x| {
@@ -180,7 +207,7 @@ impl Step<'_> {
                 crate::tree::MAX_SUBSCRIPTIONS
             ));
         }
-        let given = stamp_in(v)?;
+        let given = stamp_in(v, self.now)?;
         let stamp = self.arrival(batch, given);
         if let Some(s) = &stamp
             && !self
@@ -208,7 +235,12 @@ impl Step<'_> {
         let (Some(w), Some(sid)) = (field("workflowId"), field("subscriptionId")) else {
             return Err("`unsubscribe` takes {workflowId, subscriptionId}".into());
         };
-        let given = p.map(stamp_in).transpose()?.flatten();
+        if w.len() > stateful_engine::plan::MAX_WORKFLOW_ID_LEN
+            || sid.len() > crate::valid::MAX_NAME_LEN
+        {
+            return Err("`unsubscribe`: its `workflowId` or `subscriptionId` is too long".into());
+        }
+        let given = p.map(|v| stamp_in(v, self.now)).transpose()?.flatten();
         if let Some(s) = self.arrival(batch, given)
             && !self.tree.order_subscription(w, sid, &s, false)
         {
@@ -233,14 +265,22 @@ impl Step<'_> {
         let wid = text("workflowId");
         let reason = text("reason");
         if !self.legacy
-            && let Ok(Some(sent)) = stamp_in_key(v, "incarnation")
-            && self
-                .tree
-                .incarnation_of(&wid)
-                .is_some_and(|now| &sent < now)
+            && self.speaks_incarnations(&wid)
+            && let Some(known) = self.tree.incarnation_of(&wid)
         {
-            // An ended run of a child that was started again since.
-            return Ok(());
+            match stamp_in_key(v, "incarnation", self.now)? {
+                // An ended run of a child that was started again since.
+                Some(sent) if &sent < known => return Ok(()),
+                Some(_) => {}
+                // Every report of ours carries the run's incarnation: this one is not from the
+                // child's run (a client's). It does not detach the child.
+                None => {
+                    return Err(format!(
+                        "ignored: a `childEnded` about `{}` must come from its own run (with its                          incarnation); a client cannot end a child this way (cancel it instead)",
+                        crate::audit::clip(&wid, 200)
+                    ));
+                }
+            }
         }
         let generation = self.tree.children().get(&wid).map_or(0, |c| c.generation);
         let outcome = if reason == "cancelled" {
