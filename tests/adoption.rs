@@ -8,25 +8,11 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use serde_json::{Value, json};
 use stateful_client::ops;
+use stateful_tests::history::{RUNNING, status_of};
 use stateful_tests::history::{no_failed_task, temporal};
 use stateful_tests::{Env, ensure_eq, eventually, query_until};
 use stateful_workflows::markers::JsonWorkflow;
-use temporalio_client::{WorkflowCancelOptions, WorkflowDescribeOptions};
-
-const RUNNING: i32 = 1;
-
-async fn status_of(env: &Env, wid: &str) -> anyhow::Result<i32> {
-    let d = env
-        .client
-        .get_workflow_handle::<JsonWorkflow>(wid)
-        .describe(WorkflowDescribeOptions::default())
-        .await?;
-    Ok(d.raw()
-        .workflow_execution_info
-        .as_ref()
-        .map(|i| i.status)
-        .unwrap_or(0))
-}
+use temporalio_client::WorkflowCancelOptions;
 
 /// The events of `wid`'s latest run (the CLI's JSON), with their types normalized
 /// (`WORKFLOWEXECUTIONSIGNALED`, whatever the CLI's spelling).

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use serde_json::{Value, json};
 use stateful_client::ops;
+use stateful_tests::history::{RUNNING, status_of};
 use stateful_tests::{Env, ensure_eq, eventually, query_until};
 use stateful_workflows::markers::JsonWorkflow;
 use temporalio_client::{WorkflowCancelOptions, WorkflowDescribeOptions, WorkflowTerminateOptions};
@@ -52,21 +53,6 @@ async fn run_id(env: &Env, wid: &str) -> anyhow::Result<String> {
         .map(|e| e.run_id.clone())
         .unwrap_or_default())
 }
-
-async fn status_of(env: &Env, wid: &str) -> anyhow::Result<i32> {
-    let d = env
-        .client
-        .get_workflow_handle::<JsonWorkflow>(wid)
-        .describe(WorkflowDescribeOptions::default())
-        .await?;
-    Ok(d.raw()
-        .workflow_execution_info
-        .as_ref()
-        .map(|i| i.status)
-        .unwrap_or(0))
-}
-
-const RUNNING: i32 = 1;
 
 async fn ended(env: &Env, wid: &str) -> anyhow::Result<()> {
     eventually(Duration::from_secs(30), || async {

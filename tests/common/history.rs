@@ -6,7 +6,27 @@ use std::process::Command;
 use anyhow::bail;
 use serde_json::Value;
 
+use stateful_workflows::markers::JsonWorkflow;
+use temporalio_client::WorkflowDescribeOptions;
+
 use crate::Env;
+
+/// The status number of a running workflow execution (`WorkflowExecutionStatus::Running`).
+pub const RUNNING: i32 = 1;
+
+/// The status of `wid`'s latest run (see [`RUNNING`]).
+pub async fn status_of(env: &Env, wid: &str) -> anyhow::Result<i32> {
+    let d = env
+        .client
+        .get_workflow_handle::<JsonWorkflow>(wid)
+        .describe(WorkflowDescribeOptions::default())
+        .await?;
+    Ok(d.raw()
+        .workflow_execution_info
+        .as_ref()
+        .map(|i| i.status)
+        .unwrap_or(0))
+}
 
 /// Runs the `temporal` CLI against the tests' dev server (namespace `default`); its standard output.
 pub fn temporal(env: &Env, args: &[&str]) -> anyhow::Result<String> {
