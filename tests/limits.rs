@@ -305,3 +305,101 @@ pub async fn a_deep_chain_of_references_is_queried(env: &Env) -> anyhow::Result<
     no_failed_task(env, &wid)?;
     Ok(())
 }
+
+/// A fan-out longer than a run: 150 children, at most 20 signals in flight and a run ending past
+/// 200 history events. A rename of every listing and a token rotation leave the root in waves; each
+/// run issues what its history has room for and hands the rest to the next one (the carry-over's
+/// `outbox`), so no run comes near Temporal's history limit however many children there are. Then a
+/// Temporal cancellation of the root ends every child.
+pub async fn a_fan_out_longer_than_a_run_is_handed_from_run_to_run(
+    env: &Env,
+) -> anyhow::Result<()> {
+    let u = env.id("fan");
+    let root = format!("User-{u}");
+    let n: usize = 150;
+    let ids: Vec<String> = (0..n).map(|i| format!("{u}-l{i}")).collect();
+    let listings: Vec<Value> = ids
+        .iter()
+        .map(|l| json!({"id": l, "name": "first", "user": u}))
+        .collect();
+    ops::start(
+        &env.client,
+        &env.task_queue,
+        &root,
+        json!({"id": u, "entityName": "User", "apiToken": "fan-1", "maxHistoryLength": 200,
+               "limits": {"maxPendingSignals": 20},
+               "data": {"id": u, "name": "fan", "listings": listings}}),
+    )
+    .await?;
+    let kids: Vec<String> = ids.iter().map(|l| format!("Listing-{l}")).collect();
+    let all_children = |what: &'static str, pred: fn(&Value) -> bool, query: &'static str| {
+        let kids = kids.clone();
+        async move {
+            eventually(Duration::from_secs(240), || async {
+                let mut behind = 0;
+                for k in &kids {
+                    match ops::query(&env.client, k, query).await {
+                        Ok(v) if pred(&v) => {}
+                        _ => behind += 1,
+                    }
+                }
+                if behind == 0 {
+                    Ok(())
+                } else {
+                    bail!("{behind} of {n} children without {what}")
+                }
+            })
+            .await
+        }
+    };
+    all_children("their listing", |v| v["name"] == "first", "data").await?;
+    let renamed: serde_json::Map<String, Value> = ids
+        .iter()
+        .map(|l| (l.clone(), json!({"name": "renamed"})))
+        .collect();
+    ops::signal(
+        &env.client,
+        &root,
+        "update",
+        Some(&json!({"updates": {"Listing": renamed}})),
+    )
+    .await?;
+    all_children("the rename", |v| v["name"] == "renamed", "data").await?;
+    ops::signal(&env.client, &root, "apiToken", Some(&json!("fan-2"))).await?;
+    all_children(
+        "the new token",
+        |v| v["fingerprint"] == json!(stateful_engine::fingerprint("fan-2")),
+        "apiToken",
+    )
+    .await?;
+    let runs = no_failed_task(env, &root)?;
+    if runs < 4 {
+        bail!("the root took {runs} runs: a 200-event run cannot have sent 450 messages");
+    }
+    // Every run stayed short: the largest is far below Temporal's 51,200 events.
+    let longest = stateful_tests::history::longest_run(env, &root)?;
+    if longest > 2_000 {
+        bail!("a run of the root took {longest} events");
+    }
+    env.client
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(&root)
+        .cancel(temporalio_client::WorkflowCancelOptions::default())
+        .await?;
+    eventually(Duration::from_secs(240), || async {
+        let mut running = 0;
+        for k in &kids {
+            if stateful_tests::history::status_of(env, k).await? == stateful_tests::history::RUNNING
+            {
+                running += 1;
+            }
+        }
+        if running == 0 {
+            Ok(())
+        } else {
+            bail!("{running} of {n} children still run")
+        }
+    })
+    .await?;
+    no_failed_task(env, &root)?;
+    Ok(())
+}

@@ -119,15 +119,19 @@ pub async fn update(
                 return payload::decode(&raw)
                     .map_err(|e| anyhow!("the update answered something that is not JSON: {e}"));
             }
-            // Refused while the run hands over (continue-as-new): the next run takes it.
+            // Refused while the run hands over (continue-as-new): the next run takes it. A
+            // hand-over takes a workflow task or two: tried again for some 30 s.
             Err(WorkflowUpdateError::Failed(f))
-                if attempt < 10 && f.message.starts_with("retry:") =>
+                if attempt < 40 && f.message.starts_with("retry:") =>
             {
                 id = update_id();
-                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                tokio::time::sleep(std::time::Duration::from_millis((50 * attempt).min(1_000)))
+                    .await;
             }
             Err(WorkflowUpdateError::Failed(f)) => return Err(anyhow!("refused: {}", f.message)),
-            Err(e) if attempt < 5 && e.to_string().contains("unexpected workflow task failure") => {
+            Err(e)
+                if attempt < 10 && e.to_string().contains("unexpected workflow task failure") =>
+            {
                 tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
             }
             Err(e) => {
@@ -163,10 +167,19 @@ pub async fn walk(client: &Client, root: &str, name: &str) -> Vec<(String, anyho
     let mut seen = std::collections::BTreeSet::new();
     while !level.is_empty() {
         let nodes = futures::future::join_all(level.iter().map(|wid| async move {
-            let answer = query(client, wid, name).await;
-            let kids = match &answer {
-                Ok(_) => query(client, wid, "children").await.ok(),
-                Err(_) => None,
+            let (answer, kids) = match query(client, wid, name).await {
+                // A workflow whose children cannot be listed is reported as an error (its
+                // subtree is not walked): a caller never takes a part of the tree for the whole.
+                Ok(v) => match query(client, wid, "children").await {
+                    Ok(k) => (Ok(v), Some(k)),
+                    Err(e) => (
+                        Err(anyhow!(
+                            "its children could not be listed, so its subtree was not walked: {e:#}"
+                        )),
+                        None,
+                    ),
+                },
+                Err(e) => (Err(e), None),
             };
             (wid.clone(), answer, kids)
         }))

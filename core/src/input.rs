@@ -51,6 +51,10 @@ pub struct Carry {
     /// The stamps of what control messages set (token, status, URL, subscriptions).
     #[serde(default)]
     pub order: OrderCarry,
+    /// Signals and cancellation requests decided but not yet issued: the next run issues them
+    /// first (a run with a long history hands them over rather than issue them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<crate::outbox::Carried>,
 }
 
 /// A parsed start input.
@@ -85,6 +89,10 @@ pub struct StartInput {
     /// Ours: the hosts the token may be sent to (handed down the tree, carried over); `None` when
     /// the input does not say (see [`crate::valid::allowed`]).
     pub api_hosts: Option<std::collections::BTreeSet<String>>,
+    /// Ours: the task queue of the HTTP activities (`loadData`, `loadBatch`); `None`: the
+    /// workflow's own. Set by a root's first run from the worker's `--activity-task-queue`, handed
+    /// down the tree and carried over, so that a workflow replays with the queue it ran with.
+    pub activity_task_queue: Option<String>,
     /// Ours: the parent loads this entity in a batch (no load at start or on a new token).
     pub loaded_by_parent: bool,
     /// Subscriptions.
@@ -211,6 +219,7 @@ impl StartInput {
                 None | Some(Value::Null) => None,
                 Some(v) => Some(crate::valid::hosts(v)?),
             },
+            activity_task_queue: opt_str(m, "activityTaskQueue")?.filter(|q| !q.is_empty()),
             subscriptions: list(m, "subscriptions")?,
             ancestor_workflow_ids,
             schema: nonempty("schema"),
@@ -239,6 +248,10 @@ impl StartInput {
         };
         if let Some(e) = long("id", &self.id, MAX_WORKFLOW_ID_LEN)
             .or_else(|| long("entityName", &self.entity_name, crate::valid::MAX_NAME_LEN))
+            .or_else(|| {
+                let queue = self.activity_task_queue.as_deref().unwrap_or_default();
+                long("activityTaskQueue", queue, crate::valid::MAX_NAME_LEN)
+            })
         {
             return Err(e);
         }
@@ -305,6 +318,14 @@ mod tests {
             (
                 json!({"id": 1, "entityName": "User", "apiBase": 3}),
                 "`apiBase` must be a string",
+            ),
+            (
+                json!({"id": 1, "entityName": "User", "activityTaskQueue": 3}),
+                "`activityTaskQueue` must be a string",
+            ),
+            (
+                json!({"id": 1, "entityName": "User", "activityTaskQueue": "q".repeat(1001)}),
+                "`activityTaskQueue` takes 1001 bytes",
             ),
         ] {
             let e = StartInput::parse(&v).unwrap_err();

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::limits::Limits;
@@ -57,6 +58,65 @@ impl Queued {
             Queued::Ready(Effect::Cancel { .. }) => 2,
             // A local activity: no limit of Temporal's counts it.
             Queued::Ready(Effect::Verify { .. }) => 3,
+        }
+    }
+}
+
+/// A signal or a cancellation request a run hands to the next one (part of the carry-over).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Carried {
+    /// The target.
+    pub workflow_id: String,
+    /// The signal's name; none for a cancellation request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// The signal's argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    /// Set when the target is a child (a failed delivery means it is gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child_generation: Option<u32>,
+}
+
+impl From<Effect> for Carried {
+    fn from(e: Effect) -> Carried {
+        match e {
+            Effect::Signal {
+                workflow_id,
+                name,
+                payload,
+                child_generation,
+            } => Carried {
+                workflow_id,
+                signal: Some(name),
+                payload,
+                child_generation,
+            },
+            Effect::Cancel { workflow_id }
+            | Effect::Start { workflow_id, .. }
+            | Effect::Verify { workflow_id, .. } => Carried {
+                workflow_id,
+                signal: None,
+                payload: None,
+                child_generation: None,
+            },
+        }
+    }
+}
+
+impl From<Carried> for Effect {
+    fn from(c: Carried) -> Effect {
+        match c.signal {
+            Some(name) => Effect::Signal {
+                workflow_id: c.workflow_id,
+                name,
+                payload: c.payload,
+                child_generation: c.child_generation,
+            },
+            None => Effect::Cancel {
+                workflow_id: c.workflow_id,
+            },
         }
     }
 }
@@ -216,6 +276,47 @@ impl Outbox {
             _ => true,
         });
         out
+    }
+
+    /// The signals and cancellation requests that wait, in order (for a run that hands them to the
+    /// next one rather than issue them all before it ends).
+    pub(crate) fn peek_ready(&self) -> Vec<Carried> {
+        self.queue
+            .iter()
+            .filter_map(|q| match q {
+                Queued::Ready(e @ (Effect::Signal { .. } | Effect::Cancel { .. })) => {
+                    Some(Carried::from(e.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The effects an earlier run handed over: first in line (they were decided before anything
+    /// this run decides).
+    pub(crate) fn push_carried(&mut self, carried: Vec<Carried>) {
+        for c in carried.into_iter().rev() {
+            self.queue.push_front(Queued::Ready(c.into()));
+        }
+    }
+
+    /// A workflow that ends cancels its children: the signals still waiting for a workflow whose
+    /// cancellation waits too are dropped (they would only lengthen the last run's history).
+    pub(crate) fn drop_signals_to_cancelled(&mut self) {
+        let cancelled: BTreeSet<String> = self
+            .queue
+            .iter()
+            .filter_map(|q| match q {
+                Queued::Ready(Effect::Cancel { workflow_id }) => Some(workflow_id.clone()),
+                _ => None,
+            })
+            .collect();
+        if cancelled.is_empty() {
+            return;
+        }
+        self.queue.retain(|q| {
+            !matches!(q, Queued::Ready(Effect::Signal { workflow_id, .. }) if cancelled.contains(workflow_id))
+        });
     }
 
     /// The next wave: effects in order while they fit `limits` given what is `pending` and what

@@ -9,7 +9,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde_json::{Value, json};
+use stateful_client::ops;
+use temporalio_client::Client;
+
+use crate::eventually;
 
 /// A scripted answer.
 #[derive(Debug, Clone)]
@@ -124,4 +128,105 @@ impl FakeApi {
     pub fn all_requests(&self) -> Vec<(String, Option<String>)> {
         self.inner.lock().unwrap().log.clone()
     }
+
+    /// Polls until it got a request with `token` for every one of `paths` (cheaper than querying
+    /// every workflow of a tree while it starts).
+    pub async fn wait_loaded_with(
+        &self,
+        paths: &[String],
+        token: &str,
+        within: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        eventually(within, || async {
+            let missing = paths
+                .iter()
+                .filter(|p| !self.requests(p).iter().any(|t| t.as_deref() == Some(token)))
+                .count();
+            if missing == 0 {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "{missing} entities not loaded with the token yet"
+                ))
+            }
+        })
+        .await
+    }
+
+    /// Serves every entity of [`user_tree`]`(u, listings, photos)` at its URL in the test schema
+    /// (`/users/{u}`, `/listings/{l}`, `/photos/{p}`), each with a field of its own (`name`, `title`,
+    /// `caption`); returns those paths, the user's first.
+    pub fn serve_user_tree(&self, u: &str, listings: usize, photos: usize) -> Vec<String> {
+        let mut paths = vec![format!("/users/{u}")];
+        self.put(&paths[0], json!({"id": u, "name": format!("user {u}")}));
+        for (l, ps) in tree_ids(u, listings, photos) {
+            let path = format!("/listings/{l}");
+            self.put(&path, json!({"id": l, "title": format!("listing {l}")}));
+            paths.push(path);
+            for p in ps {
+                let path = format!("/photos/{p}");
+                self.put(&path, json!({"id": p, "caption": format!("photo {p}")}));
+                paths.push(path);
+            }
+        }
+        paths
+    }
+}
+
+/// The ids of a user's listings (`{u}-l{i}`), each with the ids of its photos (`{u}-l{i}-p{j}`).
+pub fn tree_ids(u: &str, listings: usize, photos: usize) -> Vec<(String, Vec<String>)> {
+    (0..listings)
+        .map(|i| {
+            let l = format!("{u}-l{i}");
+            let ps = (0..photos).map(|j| format!("{l}-p{j}")).collect();
+            (l, ps)
+        })
+        .collect()
+}
+
+/// A user `u` with `listings` listings of `photos` photos each (ids as [`tree_ids`] names them), as
+/// the nested `data` of its start input: `1 + listings * (1 + photos)` workflows once started with
+/// the test schema.
+pub fn user_tree(u: &str, listings: usize, photos: usize) -> Value {
+    let ls: Vec<Value> = tree_ids(u, listings, photos)
+        .into_iter()
+        .map(|(l, ps)| {
+            let photos: Vec<Value> = ps.iter().map(|p| json!({"id": p, "listing": l})).collect();
+            json!({"id": l, "user": u, "photos": photos})
+        })
+        .collect();
+    json!({"id": u, "listings": ls})
+}
+
+/// Polls until the tree under `root` has `workflows` workflows, every one on `token` (by its
+/// fingerprint), with a successful last load and none loading (what `starter token rotate` waits
+/// for, and its loads `ok`).
+pub async fn wait_tree_on_token(
+    client: &Client,
+    root: &str,
+    token: &str,
+    workflows: usize,
+    within: std::time::Duration,
+) -> anyhow::Result<()> {
+    let want = stateful_engine::fingerprint(token);
+    eventually(within, || async {
+        let states = ops::token_states(client, root).await;
+        let behind: Vec<String> = states
+            .iter()
+            .filter(|s| {
+                s.fingerprint.as_deref() != Some(want.as_str()) || s.load_state != "ok" || s.loading
+            })
+            .map(|s| format!("{} ({:?}, {:?})", s.workflow_id, s.error, s.load_state))
+            .take(5)
+            .collect();
+        if states.len() == workflows && behind.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(
+                "{} workflows found, not all on token {want} with a successful load: {behind:?}",
+                states.len()
+            ))
+        }
+    })
+    .await
 }

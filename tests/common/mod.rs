@@ -266,6 +266,30 @@ impl WorkerProc {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Sends it SIGTERM (a graceful stop: the worker finishes its in-flight tasks) and waits up to
+    /// `within` for it to exit; its exit status. (Its Temporal identity, `stateful-worker-{pid}@…`,
+    /// names its pid: take `child.id()` first when the history has to be read for it.)
+    pub async fn terminate(mut self, within: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| anyhow!("the worker ({}) has already exited", self.log.display()))?;
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        if !sent.success() {
+            bail!("kill -TERM {pid} failed ({sent})");
+        }
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => Ok(status?),
+            Err(_) => bail!(
+                "the worker {pid} did not exit within {within:?} of SIGTERM; its log: {}",
+                self.log.display()
+            ),
+        }
+    }
 }
 
 /// Runs an in-process worker with the options `build` makes, on a thread of its own (the SDK's worker

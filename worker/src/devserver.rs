@@ -88,7 +88,16 @@ pub struct DevServerOptions {
 /// (a signal's, a child start's) reaches matching: past a burst of ~20, each task waits ~40–50 ms for the
 /// next read. Measured on this machine: a signal's task waited 42 ms between scheduled and started
 /// (p50, rounds 81–200 of S1) with the default, 1.8 ms with 1000. See BENCHMARKS.md.
-pub const LOW_LATENCY_DYNAMIC_CONFIG: &[&str] = &["history.transferProcessorMaxPollRPS=1000"];
+///
+/// `frontend.enableCancelWorkerPollsOnShutdown` lets a worker that stops (SIGTERM) cancel its long
+/// polls on the server, so that the server hands it no task it will not run (the SDK then waits for
+/// polls to complete instead of abandoning them): measured with three workers restarted one after
+/// another (`tests/many_workers.rs`), tasks handed to a stopping worker and left to time out (10 s
+/// each) went from 10 runs in 12 to 2 in 6.
+pub const LOW_LATENCY_DYNAMIC_CONFIG: &[&str] = &[
+    "history.transferProcessorMaxPollRPS=1000",
+    "frontend.enableCancelWorkerPollsOnShutdown=true",
+];
 
 /// Environment variables the worker reads that hold secrets (or say where they are), which no child
 /// process it starts (the local dev server) may inherit; an entry ending in `*` is a prefix. Besides

@@ -1,11 +1,14 @@
 //! The worker: connects to Temporal (or starts a local dev server), registers `StatefulWorkflow` and
-//! the activities, serves Prometheus metrics, and shuts down gracefully.
+//! the activities (all of them, or the workflows or the HTTP activities only: `--mode`), serves
+//! Prometheus metrics and the health endpoints (`/healthz`, `/readyz`: see [`health`]), and shuts
+//! down gracefully.
 //!
 //! `main.rs` only parses flags; [`run`] does the work, so tests can drive it too.
 
 pub mod auth;
 pub mod codec_server;
 pub mod devserver;
+pub mod health;
 pub mod ingress;
 
 use std::net::SocketAddr;
@@ -29,6 +32,44 @@ use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::RuntimeOptions};
 use tracing::{info, warn};
 
 use crate::devserver::{DevServer, DevServerOptions, find_cli, reachable};
+use crate::health::{Health, Phase};
+
+/// What a worker runs (`--mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The workflows and the HTTP activities.
+    Both,
+    /// The workflows and the local activities they need (`workerSchema`, `workflowType`); the HTTP
+    /// activities run on `--activity-task-queue`, on other workers.
+    Workflows,
+    /// The HTTP activities only (no workflow).
+    Activities,
+}
+
+impl Mode {
+    /// Its flag value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Both => "both",
+            Mode::Workflows => "workflows",
+            Mode::Activities => "activities",
+        }
+    }
+}
+
+/// What a worker polls, from its flags ([`WorkerArgs::plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The queue it runs workflows from (the main task queue), unless it runs activities only.
+    pub workflows: Option<String>,
+    /// The queue its workflows' roots record for their HTTP activities (`None`: their own).
+    pub activity_queue: Option<String>,
+    /// The queues it runs HTTP activities from.
+    pub http: Vec<String>,
+}
+
+/// Temporal's longest task queue name, by default (`limit.maxIDLength`).
+const MAX_TASK_QUEUE_LEN: usize = 1_000;
 
 /// Worker flags.
 #[derive(Debug, Clone, clap::Parser)]
@@ -44,6 +85,23 @@ pub struct WorkerArgs {
     /// Task queue to poll.
     #[arg(long, env = "STATEFUL_TASK_QUEUE", default_value = DEFAULT_TASK_QUEUE)]
     pub task_queue: String,
+    /// What this worker runs: `both` (the workflows and the HTTP activities), `workflows` (the
+    /// workflows and the local activities they need; needs `--activity-task-queue`, where other
+    /// workers run the HTTP activities) or `activities` (the HTTP activities only, from
+    /// `--activity-task-queue`, or from `--task-queue` without it).
+    #[arg(long, env = "STATEFUL_MODE", value_enum, default_value_t = Mode::Both)]
+    pub mode: Mode,
+    /// A task queue of their own for the HTTP activities (`loadData`, `loadBatch`, `httpRequest`),
+    /// so that they scale, and are rate-limited, on workers of their own. A tree's root records it
+    /// when it first starts, and its whole tree schedules its loads there; trees started before
+    /// keep loading on the main queue. Unset: the main task queue.
+    #[arg(long, env = "STATEFUL_ACTIVITY_TASK_QUEUE", value_name = "NAME")]
+    pub activity_task_queue: Option<String>,
+    /// Activities per second the server hands out from each queue this worker runs HTTP activities
+    /// from, to all its workers together (Temporal's per-task-queue rate limit: give every worker
+    /// of a queue the same value, the last poller's wins). Unset: no limit.
+    #[arg(long, env = "STATEFUL_ACTIVITY_RATE_LIMIT", value_name = "PER_SECOND")]
+    pub activity_rate_limit: Option<f64>,
     /// Schema file (YAML or JSON) for workflows started without a `schema` in their input.
     #[arg(long, env = "STATEFUL_SCHEMA")]
     pub schema: Option<PathBuf>,
@@ -164,6 +222,66 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
+    /// What this worker polls, or why its flags cannot work together.
+    pub fn plan(&self) -> anyhow::Result<Plan> {
+        let main = self.task_queue.as_str();
+        if main.trim().is_empty() {
+            bail!("--task-queue is empty");
+        }
+        let queue = self
+            .activity_task_queue
+            .as_deref()
+            .map(str::trim)
+            .filter(|q| !q.is_empty());
+        if let Some(q) = queue
+            && q.len() > MAX_TASK_QUEUE_LEN
+        {
+            bail!(
+                "--activity-task-queue takes {} bytes: Temporal takes task queue names of at most {MAX_TASK_QUEUE_LEN}",
+                q.len()
+            );
+        }
+        if let Some(r) = self.activity_rate_limit
+            && !(r.is_finite() && r > 0.0)
+        {
+            bail!(
+                "--activity-rate-limit must be a number of activities per second above 0, not {r}"
+            );
+        }
+        // The main queue named again is no queue of their own.
+        let separate = queue.filter(|q| *q != main).map(str::to_string);
+        Ok(match self.mode {
+            Mode::Both => Plan {
+                workflows: Some(main.to_string()),
+                activity_queue: separate.clone(),
+                // The main queue too: trees started before the activity queue was set load there.
+                http: std::iter::once(main.to_string()).chain(separate).collect(),
+            },
+            Mode::Workflows => {
+                let Some(q) = separate else {
+                    bail!(
+                        "--mode workflows runs no HTTP activity: give it --activity-task-queue NAME, a queue other than --task-queue `{main}`, and run the HTTP activities there with --mode activities (a workflow worker also takes activity tasks from its own queue, so the HTTP activities cannot stay on it)"
+                    );
+                };
+                if self.activity_rate_limit.is_some() {
+                    bail!(
+                        "--activity-rate-limit is set on the workers that run the HTTP activities (--mode activities or both), not on --mode workflows"
+                    );
+                }
+                Plan {
+                    workflows: Some(main.to_string()),
+                    activity_queue: Some(q),
+                    http: Vec::new(),
+                }
+            }
+            Mode::Activities => Plan {
+                workflows: None,
+                activity_queue: None,
+                http: vec![separate.unwrap_or_else(|| main.to_string())],
+            },
+        })
+    }
+
     /// The ingress's limits (`--ingress-max-body`, `--ingress-rate-*`, `--http-request-timeout`).
     pub fn ingress_limits(&self) -> auth::HttpLimits {
         auth::HttpLimits {
@@ -237,17 +355,22 @@ pub async fn run(
     args: WorkerArgs,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let plan = args.plan()?;
     let schema = match &args.schema {
         Some(p) => {
             let s = Schema::from_file(p).map_err(|e| anyhow!("{e}"))?;
             info!(file = %p.display(), entities = s.entities().len(), "schema loaded");
             Some(s)
         }
-        None => {
+        None if plan.workflows.is_some() => {
             warn!("no --schema: only workflows that carry `schema` in their input can start");
             None
         }
+        None => None,
     };
+    // Metrics and health first: `/healthz` answers while the worker connects.
+    let health = Health::new();
+    let served = serve_metrics(&args.metrics_addr, health.clone()).await?;
     let mut resolved = args.connect.resolve()?;
     let mut dev_server = None;
     if !resolved.address_configured && !reachable("localhost:7233") {
@@ -278,16 +401,9 @@ pub async fn run(
     }
     let identity = format!("stateful-worker-{}@{}", std::process::id(), hostname());
     let client = connect_with_retry(&resolved, &identity).await?;
-    let result = run_with_client(
-        &args,
-        client,
-        resolved.codec.clone(),
-        schema,
-        &resolved.address(),
-        &resolved.namespace(),
-        shutdown,
-    )
-    .await;
+    health.set_phase(Phase::Starting);
+    let result = run_with_client(&args, &plan, client, &resolved, schema, served, shutdown).await;
+    health.set_phase(Phase::Stopped);
     if let Some(srv) = dev_server {
         srv.stop().await;
     }
@@ -320,105 +436,204 @@ async fn connect_with_retry(resolved: &Resolved, identity: &str) -> anyhow::Resu
     }
 }
 
+/// The metrics and health server, once it runs: the SDK's meter, the address it bound and the
+/// worker's health.
+struct Served {
+    meter: Option<Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>>,
+    bound: Option<SocketAddr>,
+    health: Arc<Health>,
+}
+
 async fn run_with_client(
     args: &WorkerArgs,
+    plan: &Plan,
     client: Client,
-    codec: Codec,
+    resolved: &Resolved,
     schema: Option<Schema>,
-    address: &str,
-    namespace: &str,
+    served: Served,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let codec = resolved.codec.clone();
     for w in args.api_limit_warnings(codec.compress) {
         warn!("{w}");
     }
-    let (meter, metrics_bound) = serve_metrics(&args.metrics_addr)?;
-    let mut http = stateful_activities::HttpActivities::new(args.http_config());
-    if let Some(m) = &meter {
-        http = http.with_metrics(stateful_activities::Metrics::new(m.clone()));
+    let Served {
+        meter,
+        bound: metrics_bound,
+        health,
+    } = served;
+    if let Some(m) = &meter
+        && plan.workflows.is_some()
+    {
         tokio::spawn(export_workflow_metrics(m.clone()));
     }
-    let telemetry = TelemetryOptions::builder().maybe_metrics(meter);
+    let telemetry = TelemetryOptions::builder().maybe_metrics(meter.clone());
     let runtime_opts = RuntimeOptions::builder()
         .telemetry_options(telemetry.build())
         .build()
         .map_err(|e| anyhow!(e))?;
     let runtime = Runtime::from_current_tokio(runtime_opts)?;
-    let options = worker_options(args, schema.as_ref(), http, &client)?;
+    let options = worker_options(args, plan, schema.as_ref(), meter.as_ref(), &client)?;
     let codec_bound = serve_codec(args, &codec).await?;
     stateful_workflows::set_payload_compression(codec.compress);
+    // The queue a tree's root records for its HTTP activities when it first starts.
+    stateful_workflows::set_activity_task_queue(plan.activity_queue.clone());
     let ingress_bound = serve_ingress(args, &client, schema.as_ref()).await?;
-    let mut worker = Worker::new(&runtime, client, options)?;
-    let stop = worker.shutdown_handle();
+    let mut workers = options
+        .into_iter()
+        .map(|o| Worker::new(&runtime, client.clone(), o))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stops: Vec<_> = workers.iter().map(|w| w.shutdown_handle()).collect();
+    let draining = health.clone();
     tokio::spawn(async move {
         shutdown.await;
+        // Not ready from now on: an orchestrator sends nothing new our way while we drain.
+        draining.set_phase(Phase::Draining);
         info!("shutting down: finishing in-flight tasks");
-        stop();
+        for stop in &stops {
+            stop();
+        }
     });
+    health.set_detail(serde_json::json!({
+        "mode": args.mode.as_str(),
+        "workflowTaskQueue": plan.workflows,
+        "activityTaskQueues": plan.http,
+    }));
+    let activity_queue = plan
+        .activity_queue
+        .clone()
+        .or_else(|| plan.http.last().cloned())
+        .unwrap_or_else(|| args.task_queue.clone());
     info!(
-        address,
-        namespace,
+        address = %resolved.address(),
+        namespace = %resolved.namespace(),
         task_queue = %args.task_queue,
+        mode = %args.mode.as_str(),
+        activity_task_queue = %activity_queue,
         metrics = %metrics_bound.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
+        health = %metrics_bound.map(|a| format!("http://{a}/readyz")).unwrap_or_else(|| "off".into()),
         ingress = %ingress_bound.map(|a| format!("http://{a}/v1")).unwrap_or_else(|| "off".into()),
         encryption = %codec.aes.as_ref().map(|c| format!("aes-256-gcm key {}", c.current_key())).unwrap_or_else(|| "off".into()),
         compression = %if codec.compress { "zstd" } else { "off" },
         codec_server = %codec_bound.map(|a| format!("http://{a}")).unwrap_or_else(|| "off".into()),
         "worker ready"
     );
-    worker.run().await?;
+    // The SDK starts polling as soon as `run` is polled (after its namespace check); from then on
+    // a probe checks every few seconds that Temporal answers.
+    health.set_phase(Phase::Polling);
+    tokio::spawn(health::probe(client.clone(), health.clone()));
+    // The futures of `run` are not `Send`: they run together on this task.
+    match workers.as_mut_slice() {
+        [w] => w.run().await?,
+        [a, b] => {
+            tokio::try_join!(a.run(), b.run())?;
+        }
+        _ => bail!("a worker runs one or two SDK workers"),
+    }
     info!("worker stopped");
     Ok(())
 }
 
-/// The Prometheus exporter on `addr` (`none`: off): its meter and the address it bound.
-#[allow(clippy::type_complexity)]
-fn serve_metrics(
-    addr: &str,
-) -> anyhow::Result<(
-    Option<Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>>,
-    Option<SocketAddr>,
-)> {
+/// The metrics and health server on `addr` (`none`: off): the SDK's Prometheus exporter on a
+/// loopback port of its own, and, on `addr`, `/metrics` (passed through from it), `/healthz` and
+/// `/readyz` (see [`health`]).
+async fn serve_metrics(addr: &str, health: Arc<Health>) -> anyhow::Result<Served> {
     if addr == "none" {
-        return Ok((None, None));
+        return Ok(Served {
+            meter: None,
+            bound: None,
+            health,
+        });
     }
     let addr: SocketAddr = addr
         .parse()
         .with_context(|| format!("--metrics-addr `{addr}` is not host:port"))?;
-    let srv = start_prometheus_metric_exporter(
+    // It serves `/metrics` only and keeps its registry to itself: it stays on loopback, behind
+    // the server below.
+    let exporter = start_prometheus_metric_exporter(
         PrometheusExporterOptions::builder()
-            .socket_addr(addr)
+            .socket_addr(SocketAddr::from(([127, 0, 0, 1], 0)))
             .build(),
     )
-    .with_context(|| format!("cannot serve metrics on {addr}"))?;
-    Ok((
-        Some(srv.meter as Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>),
-        Some(srv.bound_addr),
-    ))
+    .context("cannot start the SDK's metrics exporter on 127.0.0.1")?;
+    let bound = health::serve(addr, health.clone(), Some(exporter.bound_addr)).await?;
+    Ok(Served {
+        meter: Some(exporter.meter as Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>),
+        bound: Some(bound),
+        health,
+    })
 }
 
-/// The SDK worker's options: StatefulWorkflow, the schema, `workflowType` (with the worker's
-/// client) and HTTP activities, pollers, cache, sticky timeout, graceful shutdown.
+/// The SDK workers' options, one per task queue the worker polls: on the main queue,
+/// StatefulWorkflow, the schema and `workflowType` (with the worker's client) local activities,
+/// and the HTTP activities when it runs them there; on the activity queue, the HTTP activities.
+/// Pollers, cache, sticky timeout, the activity rate limit, graceful shutdown.
 fn worker_options(
     args: &WorkerArgs,
+    plan: &Plan,
     schema: Option<&Schema>,
-    http: stateful_activities::HttpActivities,
+    meter: Option<&Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>>,
     client: &Client,
-) -> anyhow::Result<WorkerOptions> {
-    Ok(WorkerOptions::new(args.task_queue.clone())
-        .register_workflow::<StatefulWorkflow>()?
-        .register_activities(SchemaActivities::new(schema))
-        // `workflowType`: what runs under a child's id, before it is adopted.
-        .register_activities(DescribeActivities::new(client.clone()))
-        .register_activities(http)
-        .workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(args.workflow_pollers.max(2)))
-        .activity_task_poller_behavior(PollerBehavior::SimpleMaximum(args.activity_pollers.max(1)))
-        .max_cached_workflows(args.max_cached_workflows)
-        .sticky_queue_schedule_to_start_timeout(Duration::from_millis(
-            args.sticky_timeout_ms.max(100),
-        ))
-        .graceful_shutdown_period(Duration::from_secs(args.shutdown_grace))
-        .build())
+) -> anyhow::Result<Vec<WorkerOptions>> {
+    // One instance per SDK worker: its connection pool and circuit breaker.
+    let http = || {
+        let h = stateful_activities::HttpActivities::new(args.http_config());
+        match meter {
+            Some(m) => h.with_metrics(stateful_activities::Metrics::new(m.clone())),
+            None => h,
+        }
+    };
+    let grace = Duration::from_secs(args.shutdown_grace);
+    let activity_pollers = PollerBehavior::SimpleMaximum(args.activity_pollers.max(1));
+    let mut out = Vec::new();
+    if let Some(queue) = &plan.workflows {
+        let mut o = WorkerOptions::new(queue.clone())
+            .register_workflow::<StatefulWorkflow>()?
+            .register_activities(SchemaActivities::new(schema))
+            // `workflowType`: what runs under a child's id, before it is adopted.
+            .register_activities(DescribeActivities::new(client.clone()));
+        let runs_http = plan.http.contains(queue);
+        if runs_http {
+            o = o.register_activities(http());
+        }
+        // Without the HTTP activities, the SDK still polls this queue for activity tasks (it does
+        // whenever activities, local ones included, are registered): one poller is enough.
+        let pollers = if runs_http {
+            activity_pollers
+        } else {
+            PollerBehavior::SimpleMaximum(1)
+        };
+        out.push(
+            o.workflow_task_poller_behavior(PollerBehavior::SimpleMaximum(
+                args.workflow_pollers.max(2),
+            ))
+            .activity_task_poller_behavior(pollers)
+            .max_cached_workflows(args.max_cached_workflows)
+            .sticky_queue_schedule_to_start_timeout(Duration::from_millis(
+                args.sticky_timeout_ms.max(100),
+            ))
+            .maybe_max_task_queue_activities_per_second(
+                args.activity_rate_limit.filter(|_| runs_http),
+            )
+            .graceful_shutdown_period(grace)
+            .build(),
+        );
+    }
+    for queue in plan
+        .http
+        .iter()
+        .filter(|q| plan.workflows.as_ref() != Some(*q))
+    {
+        out.push(
+            WorkerOptions::new(queue.clone())
+                .register_activities(http())
+                .activity_task_poller_behavior(activity_pollers)
+                .maybe_max_task_queue_activities_per_second(args.activity_rate_limit)
+                .graceful_shutdown_period(grace)
+                .build(),
+        );
+    }
+    Ok(out)
 }
 
 /// The codec server (`--codec-server`), if asked for: the address it bound. It needs something to
@@ -608,5 +823,70 @@ mod tests {
         assert!(both.api_limit_warnings(true).is_empty());
         let w = both.api_limit_warnings(false);
         assert!(w.len() == 1 && w[0].contains("--compress"), "{w:?}");
+    }
+
+    fn plan(args: &[&str]) -> anyhow::Result<Plan> {
+        WorkerArgs::parse_from(std::iter::once("worker").chain(args.iter().copied())).plan()
+    }
+
+    #[test]
+    fn the_modes_poll_what_they_run_and_refuse_what_cannot_work() {
+        let q = |s: &str| s.to_string();
+        // Default: everything on the main queue, as before.
+        let p = plan(&[]).unwrap();
+        assert_eq!(p.workflows, Some(q("stateful")));
+        assert_eq!((p.activity_queue, p.http), (None, vec![q("stateful")]));
+        // Both, with a queue of their own: the roots record it; the main queue's HTTP activities
+        // (trees started before) still run here.
+        let p = plan(&["--activity-task-queue", "http"]).unwrap();
+        assert_eq!(p.activity_queue, Some(q("http")));
+        assert_eq!(p.http, [q("stateful"), q("http")]);
+        // The main queue named again is no queue of their own.
+        let p = plan(&["--activity-task-queue", "stateful"]).unwrap();
+        assert_eq!((p.activity_queue, p.http), (None, vec![q("stateful")]));
+        // Workflows only: no HTTP activity, a queue of their own required.
+        let p = plan(&["--mode", "workflows", "--activity-task-queue", "http"]).unwrap();
+        assert_eq!(p.workflows, Some(q("stateful")));
+        assert_eq!(p.activity_queue, Some(q("http")));
+        assert!(p.http.is_empty());
+        for bad in [
+            &["--mode", "workflows"][..],
+            &["--mode", "workflows", "--activity-task-queue", "stateful"],
+            &["--mode", "workflows", "--activity-task-queue", "  "],
+        ] {
+            let e = plan(bad).unwrap_err().to_string();
+            assert!(e.contains("--activity-task-queue"), "{bad:?}: {e}");
+        }
+        let e = plan(&[
+            "--mode",
+            "workflows",
+            "--activity-task-queue",
+            "http",
+            "--activity-rate-limit",
+            "5",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--mode activities or both"), "{e}");
+        // Activities only: from their queue, or from the main one without it.
+        let p = plan(&["--mode", "activities", "--activity-task-queue", "http"]).unwrap();
+        assert_eq!((p.workflows, p.http), (None, vec![q("http")]));
+        let p = plan(&["--mode", "activities"]).unwrap();
+        assert_eq!(p.http, [q("stateful")]);
+        // Bounds.
+        for bad in ["0", "-1", "NaN", "inf"] {
+            let flag = format!("--activity-rate-limit={bad}");
+            let e = plan(&[&flag]).unwrap_err().to_string();
+            assert!(e.contains("above 0"), "{bad}: {e}");
+        }
+        let long = "q".repeat(1_001);
+        let e = plan(&["--activity-task-queue", &long])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 1000"), "{e}");
+        assert!(
+            WorkerArgs::try_parse_from(["worker", "--mode", "sometimes"]).is_err(),
+            "an unknown mode is a usage error"
+        );
     }
 }

@@ -48,3 +48,24 @@ pub fn set_payload_compression(on: bool) {
 pub(crate) fn payload_compression() -> bool {
     PAYLOAD_COMPRESSION.load(std::sync::atomic::Ordering::Relaxed)
 }
+
+static ACTIVITY_TASK_QUEUE: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
+
+/// Tells the workflows of this process on which task queue the HTTP activities (`loadData`,
+/// `loadBatch`) run (the worker's `--activity-task-queue`; `None`: each workflow's own). A tree's
+/// root reads it only when it first starts and records it in the inputs it writes
+/// (`activityTaskQueue`: its children's, its next run's), so that the tree keeps that queue
+/// whatever the worker that replays it is configured with.
+pub fn set_activity_task_queue(queue: Option<String>) {
+    *ACTIVITY_TASK_QUEUE
+        .write()
+        .unwrap_or_else(|p| p.into_inner()) = queue.filter(|q| !q.is_empty());
+}
+
+/// The HTTP activities' task queue of this process (read by a root's first run only).
+pub(crate) fn activity_task_queue() -> Option<String> {
+    ACTIVITY_TASK_QUEUE
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}

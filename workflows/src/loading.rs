@@ -20,9 +20,11 @@ use crate::run::now_ms;
 
 /// Loads retry transient failures (5xx, 408, 429 with `Retry-After`, timeouts, connection errors)
 /// with backoff, up to 6 attempts; the kinds retrying cannot fix are named once, by
-/// [`FailureKind::NON_RETRYABLE`].
-fn load_options() -> ActivityOptions {
+/// [`FailureKind::NON_RETRYABLE`]. They run on `task_queue`, the queue the workflow's input
+/// recorded (`activityTaskQueue`), or, without one, on the workflow's own.
+fn load_options(task_queue: Option<String>) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .maybe_task_queue(task_queue)
         .retry_policy(RetryPolicy {
             initial_interval: Some(Duration::from_millis(500).try_into().unwrap_or_default()),
             backoff_coefficient: 2.0,
@@ -51,8 +53,10 @@ pub(crate) fn start_load(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut
     if !ctx.is_replaying() {
         info!(workflow_id = ctx.workflow_id(), %url, %reason, batch = batch.len(), "loading from the API");
     }
+    // Recorded in the input (a root's first run took it from the worker): deterministic.
+    let queue = ctx.state(|s| s.core.activity_task_queue().map(str::to_string));
     let c = ctx.clone();
-    inflight.load = Some(load(c, url, token, batch).boxed_local());
+    inflight.load = Some(load(c, url, token, batch, queue).boxed_local());
 }
 
 async fn load(
@@ -60,6 +64,7 @@ async fn load(
     url: String,
     token: Option<Secret>,
     batch: Vec<(String, String)>,
+    queue: Option<String>,
 ) -> Loaded {
     let done = if batch.is_empty() {
         c.execute_activity(
@@ -69,12 +74,12 @@ async fn load(
                 token,
                 timeout_ms: None,
             },
-            load_options(),
+            load_options(queue),
         )
         .await
         .map(Loaded::Ok)
     } else {
-        load_batch(&c, BatchLoad::new(url, batch), token.as_ref()).await
+        load_batch(&c, BatchLoad::new(url, batch), token.as_ref(), queue).await
     };
     done.unwrap_or_else(|e| failure(&e))
 }
@@ -86,13 +91,14 @@ async fn load_batch(
     c: &WorkflowContext<StatefulWorkflow>,
     mut plan: BatchLoad,
     token: Option<&Secret>,
+    queue: Option<String>,
 ) -> Result<Loaded, ActivityExecutionError> {
     while let Some(input) = plan.next_input(token) {
         let answers = c
             .execute_activity(
                 stateful_activities::HttpActivities::load_batch,
                 input,
-                load_options(),
+                load_options(queue.clone()),
             )
             .await?;
         if let Err(message) = plan.take(answers) {

@@ -83,8 +83,13 @@ pub(crate) async fn run(
         v.get("apiHosts").is_some_and(|h| !h.is_null())
             || v.pointer("/carry/api/hosts").is_some_and(|h| !h.is_null())
     });
-    let check_hosts = hosts_given || ctx.patched(PATCH_API_HOSTS);
-    ctx.state_mut(|s| s.core.set_check_hosts(check_hosts));
+    let this_release = hosts_given || ctx.patched(PATCH_API_HOSTS);
+    ctx.state_mut(|s| {
+        s.core.set_check_hosts(this_release);
+        // Histories recorded before it issue every queued signal before a hand-over; runs of this
+        // release hand what waits to the next run (the same patch marks them).
+        s.core.set_carry_outbox(this_release);
+    });
     start(ctx, input).await?;
     let mut inflight = InFlight::default();
     let first = ctx.state_mut(|s| s.core.initial_effects());
@@ -105,6 +110,11 @@ pub(crate) async fn run(
                 if !take_outcomes(ctx, wakes, &mut inflight) {
                     // Only acknowledgements: room for what waits.
                     release(ctx, &mut inflight);
+                    if ctx.state(|s| s.core.carries_outbox()) {
+                        // A long fan-out lengthens the history wave by wave: past the limit, the
+                        // rest goes to the next run.
+                        maybe_continue_as_new(ctx, &mut inflight).await?;
+                    }
                     continue;
                 }
             }
@@ -118,22 +128,37 @@ pub(crate) async fn run(
         if ctx.state(|s| s.core.status().is_terminal()) {
             // Let accepted updates see their results, and the cascade's commands go out, before the
             // run ends; no update is accepted any more.
-            ctx.state_mut(|s| s.core.set_draining(Some(ENDED)));
+            ctx.state_mut(|s| {
+                s.core.set_draining(Some(ENDED));
+                if s.core.carries_outbox() {
+                    s.core.drop_signals_to_cancelled();
+                }
+            });
             let _ = ctx.wait_condition(|s| s.core.handlers_idle()).await;
             flush(ctx, &mut inflight).await;
             let _ = drain(&mut inflight).await;
             return Ok(ctx.state(|s| s.core.data()));
         }
-        let limit = ctx.state(|s| s.core.max_history());
-        let history = ctx.history_length();
-        if (ctx.continue_as_new_suggested()
-            || history >= limit
-            || ctx.state(|s| s.core.checkpoint_requested() || s.core.wants_new_run()))
-            && ctx.state(|s| s.core.handover_allowed(history))
-        {
-            continue_as_new(ctx, &mut inflight).await?;
-        }
+        maybe_continue_as_new(ctx, &mut inflight).await?;
     }
+}
+
+/// Continues as new when the history is long (or the server suggests it), a checkpoint was asked
+/// for, or the run is full of children or payloads.
+async fn maybe_continue_as_new(
+    ctx: &mut WorkflowContext<StatefulWorkflow>,
+    inflight: &mut InFlight,
+) -> WorkflowResult<()> {
+    let limit = ctx.state(|s| s.core.max_history());
+    let history = ctx.history_length();
+    if (ctx.continue_as_new_suggested()
+        || history >= limit
+        || ctx.state(|s| s.core.checkpoint_requested() || s.core.wants_new_run()))
+        && ctx.state(|s| s.core.handover_allowed(history))
+    {
+        continue_as_new(ctx, inflight).await?;
+    }
+    Ok(())
 }
 
 /// Puts what resolved into the inbox (a load's result, a child event, the refresh timer when it is
@@ -180,6 +205,12 @@ async fn start(
         // A root's first run: whether payloads are compressed is this worker's setting, recorded
         // from now on in the inputs it writes (children, continue-as-new).
         start.limits.compressed = crate::payload_compression();
+        // So is the HTTP activities' task queue, unless the input names one. Read here only: a
+        // read at each scheduling would follow whatever worker replays it. Unset, nothing is
+        // written, and the commands are what they always were.
+        if start.carry.is_none() && start.activity_task_queue.is_none() {
+            start.activity_task_queue = crate::activity_task_queue();
+        }
     }
     let schema_json = match start.schema.take() {
         Some(s) => s,
@@ -265,7 +296,16 @@ fn release(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) {
 /// next run takes over), wave by wave as acknowledgements make room. Outcomes that arrive meanwhile
 /// go into the inbox.
 async fn flush(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) {
-    while !ctx.state(|s| s.core.outbox_settled()) {
+    flush_until(ctx, inflight, |_| false).await
+}
+
+/// [`flush`], stopping early once `enough` holds (checked before each wave).
+async fn flush_until(
+    ctx: &WorkflowContext<StatefulWorkflow>,
+    inflight: &mut InFlight,
+    enough: impl Fn(&stateful_core::Core) -> bool,
+) {
+    while !ctx.state(|s| s.core.outbox_settled() || enough(&s.core)) {
         for m in next_outcomes(inflight)
             .await
             .into_iter()
@@ -275,6 +315,12 @@ async fn flush(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight)
         }
         release(ctx, inflight);
     }
+}
+
+/// True when the next run's input has room for what waits in the outbox (runs of this release
+/// hand it over; see `Core::set_carry_outbox`).
+fn next_run_takes_the_outbox(core: &stateful_core::Core) -> bool {
+    core.carries_outbox() && core.carry_size() <= core.limits().max_payload_bytes
 }
 
 /// What a batch did, as metrics and log lines (never the token: only its fingerprint).
@@ -370,9 +416,11 @@ async fn continue_as_new(
     let outcomes = loop {
         status_changed |= run_batch(ctx, inflight).status_changed;
         if ctx.state(|s| s.core.inbox_empty() && s.core.handlers_idle()) {
-            if !ctx.state(|s| s.core.outbox_settled()) {
-                // Signals and cancellations still wait for room: issue them before handing over.
-                flush(ctx, inflight).await;
+            if !ctx.state(|s| s.core.outbox_settled() || next_run_takes_the_outbox(&s.core)) {
+                // Signals and cancellations still wait for room: issue them before handing over
+                // (a run of this release issues only as many as the next run's input has no room
+                // for).
+                flush_until(ctx, inflight, next_run_takes_the_outbox).await;
                 continue;
             }
             // From here on an acknowledged update is refused (its sender retries it on the next

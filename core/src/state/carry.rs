@@ -56,14 +56,15 @@ impl Core {
 
     /// The next run's input and its size: with the audit trail (at most a tenth of a payload), or,
     /// when that would not fit, without it (the counts stay): the trail gives way to the state.
-    fn carry_fitted(&self, inbox: Vec<Msg>) -> (Value, u64) {
+    pub(super) fn carry_fitted(&self, inbox: Vec<Msg>) -> (Value, u64) {
         let max = self.ident.limits.max_payload_bytes;
-        let v = self.carry_value(inbox.clone(), self.store.clone(), max / 10);
+        let outbox = self.outbox_carried();
+        let v = self.carry_value(inbox.clone(), self.store.clone(), max / 10, outbox.clone());
         let size = self.ident.limits.measure(&v);
         if size <= max {
             return (v, size);
         }
-        let v = self.carry_value(inbox, self.store.clone(), 0);
+        let v = self.carry_value(inbox, self.store.clone(), 0, outbox);
         let size = self.ident.limits.measure(&v);
         (v, size)
     }
@@ -75,11 +76,18 @@ impl Core {
             self.inbox.peek_carry(),
             stateful_engine::Store::new(),
             self.ident.limits.max_payload_bytes / 10,
+            Vec::new(),
         );
         self.ident.limits.measure_part(&v)
     }
 
-    fn carry_value(&self, inbox: Vec<Msg>, store: stateful_engine::Store, trail: u64) -> Value {
+    fn carry_value(
+        &self,
+        inbox: Vec<Msg>,
+        store: stateful_engine::Store,
+        trail: u64,
+        outbox: Vec<crate::outbox::Carried>,
+    ) -> Value {
         // The audit trail takes at most `trail` bytes (all of it, with the default limits).
         let audit = self.audit.carry_within(trail);
         let carry = Carry {
@@ -100,6 +108,7 @@ impl Core {
                 url: self.api.url_order.clone(),
                 subscriptions: self.tree.sub_order().clone(),
             },
+            outbox,
         };
         let mut v = json!({
             "id": self.ident.id,
@@ -128,6 +137,9 @@ impl Core {
             v["checkpoint"] = json!(cp);
         }
         v["limits"] = self.ident.limits.to_input();
+        if let Some(q) = &self.ident.activity_task_queue {
+            v["activityTaskQueue"] = json!(q);
+        }
         if let Some(i) = &self.ident.incarnation {
             v["incarnation"] = json!(i);
         }

@@ -286,3 +286,84 @@ fn updates_are_refused_while_the_run_hands_over() {
     c.set_draining(None);
     assert!(c.validate(Signal::Update, &ok).is_ok());
 }
+
+/// A run of this release hands the signals that wait to the next run (when its input has room),
+/// which issues them first; a workflow that ends drops the signals to children it cancels.
+#[test]
+fn signals_that_wait_go_to_the_next_run_and_an_ending_drops_those_to_cancelled_children() {
+    let listings: Vec<Value> = (0..30)
+        .map(|i| json!({"id": format!("l{i}"), "user": "u"}))
+        .collect();
+    let mut c = core_of(
+        json!({"id": "u", "entityName": "User", "limits": {"maxPendingSignals": 5},
+        "data": {"id": "u", "listings": listings}}),
+    );
+    c.set_carry_outbox(true);
+    let starts = c.initial_effects();
+    assert_eq!(starts.len(), 30);
+    for i in 0..30 {
+        c.push(Msg::Child(ChildEvent::new(
+            &format!("Listing-l{i}"),
+            1,
+            ChildEventKind::Started,
+            ChildOutcome::None,
+            String::new(),
+        )));
+    }
+    c.process(1_100);
+    let renamed: serde_json::Map<String, Value> = (0..30)
+        .map(|i| (format!("l{i}"), json!({"name": "renamed"})))
+        .collect();
+    c.signal(Signal::Update, Ok(json!({"updates": {"Listing": renamed}})));
+    let out = c.process(1_200);
+    c.enqueue(out.effects);
+    let first = c.release(crate::Pending::default(), 1);
+    assert_eq!(first.len(), 5, "five signals in flight at most");
+    let waiting = c.outbox_len();
+    assert_eq!(waiting, 25);
+    // The hand-over: what waits is in the next run's input, and the next run issues it first.
+    c.hand_over(Vec::new());
+    c.checkpoint("r1", 1_300);
+    let input = c.carry_input();
+    assert_eq!(input["carry"]["outbox"].as_array().map(Vec::len), Some(25));
+    let mut next = Core::default();
+    next.set_check_hosts(true);
+    next.set_carry_outbox(true);
+    let s = Schema::parse(TREE, "t").unwrap();
+    let js = s.to_json();
+    next.start(
+        StartInput::parse(&input).unwrap(),
+        s,
+        js,
+        "User-u".into(),
+        1_400,
+    )
+    .unwrap();
+    assert_eq!(next.outbox_len(), 25);
+    let wave = next.release(crate::Pending::default(), 1);
+    assert_eq!(wave.len(), 5);
+    assert!(
+        wave.iter()
+            .all(|e| matches!(e, Effect::Signal { name, .. } if name == "update"))
+    );
+    // Cancelled: the signals to children whose cancellation waits are dropped.
+    next.signal(Signal::Cancel, Ok(Value::Null));
+    let out = next.process(1_500);
+    next.enqueue(out.effects);
+    next.drop_signals_to_cancelled();
+    assert_eq!(
+        next.outbox_len(),
+        30,
+        "thirty cancellations, no signal left: {}",
+        next.outbox_len()
+    );
+    // Without the mode (histories of earlier releases), nothing is carried.
+    let mut old = core_of(json!({"id": "u", "entityName": "User", "data": {"id": "u"}}));
+    old.enqueue(vec![Effect::Signal {
+        workflow_id: "Other-1".into(),
+        name: "update".into(),
+        payload: Some(json!({})),
+        child_generation: None,
+    }]);
+    assert!(old.carry_input()["carry"].get("outbox").is_none());
+}

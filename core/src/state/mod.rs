@@ -55,6 +55,8 @@ struct Ident {
     incarnation: Option<Stamp>,
     /// The limits it keeps under.
     limits: Limits,
+    /// The task queue of its HTTP activities (`None`: its own); handed down and carried over.
+    activity_task_queue: Option<String>,
 }
 
 /// The state of one StatefulWorkflow.
@@ -91,6 +93,9 @@ pub struct Core {
     history_bytes: u64,
     /// Derive the API hosts when the input does not name them (see [`Core::set_check_hosts`]).
     check_hosts: bool,
+    /// Hand the signals and cancellations that wait to the next run (see
+    /// [`Core::set_carry_outbox`]).
+    carry_outbox: bool,
     /// The run is handing over or ending: acknowledged updates are refused (see
     /// [`Core::set_draining`]).
     draining: Option<&'static str>,
@@ -150,6 +155,7 @@ fn me<'a>(
         loads: api_url(ident, &api.loads).is_some(),
         schema_json: &ident.schema_json,
         limits: &ident.limits,
+        activity_task_queue: ident.activity_task_queue.as_deref(),
     })
 }
 
@@ -228,6 +234,7 @@ impl Core {
             max_history: input.max_history.unwrap_or(DEFAULT_MAX_HISTORY),
             incarnation: input.incarnation.take(),
             limits: input.limits,
+            activity_task_queue: input.activity_task_queue.take(),
         };
         self.started_at = now;
         // Stamps a start input brings are taken as a message's are (clamped to a small skew past
@@ -360,6 +367,8 @@ impl Core {
         // run's first task (their handlers ran before the run loop) follow them.
         self.inbox.prepend(c.inbox);
         self.tree.carry_over(c.children, c.order.subscriptions);
+        // What the previous run decided and handed over goes first.
+        self.outbox.push_carried(c.outbox);
         // Children the previous run had no room to start: this run starts them.
         for (wid, generation) in self.tree.queued() {
             self.outbox.push_start(wid, generation);

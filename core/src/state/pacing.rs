@@ -92,6 +92,33 @@ impl Core {
         self.outbox.run_full() || self.history_bytes > super::MAX_HISTORY_BYTES
     }
 
+    /// Set by the glue for a run of this release: at a hand-over, the signals and cancellations
+    /// that wait go to the next run in the carry-over (when it has room for them) instead of being
+    /// issued first, so that a fan-out of thousands spreads over runs instead of passing Temporal's
+    /// history limit in one.
+    pub fn set_carry_outbox(&mut self, on: bool) {
+        self.carry_outbox = on;
+    }
+
+    /// True when this run hands what waits to the next run (see [`Core::set_carry_outbox`]).
+    pub fn carries_outbox(&self) -> bool {
+        self.carry_outbox
+    }
+
+    /// What waits, as the next run takes it over (nothing unless [`Core::set_carry_outbox`]).
+    pub(super) fn outbox_carried(&self) -> Vec<crate::outbox::Carried> {
+        if !self.carry_outbox {
+            return Vec::new();
+        }
+        self.outbox.peek_ready()
+    }
+
+    /// The workflow ends: signals that wait for children whose cancellation waits too are
+    /// dropped (see [`crate::outbox::Outbox`]).
+    pub fn drop_signals_to_cancelled(&mut self) {
+        self.outbox.drop_signals_to_cancelled();
+    }
+
     /// True when nothing but child starts waits in the outbox (a run may hand over).
     pub fn outbox_settled(&self) -> bool {
         self.outbox.only_starts()

@@ -53,6 +53,12 @@ impl Core {
         self.ident.max_history
     }
 
+    /// The task queue its HTTP activities are scheduled on (`None`: the workflow's own), as its
+    /// input recorded it.
+    pub fn activity_task_queue(&self) -> Option<&str> {
+        self.ident.activity_task_queue.as_deref()
+    }
+
     /// A `checkpoint` signal asked for a new run.
     pub fn checkpoint_requested(&self) -> bool {
         self.audit.checkpoint_requested()

@@ -204,9 +204,24 @@ impl Core {
         self.measure_state_with(0)
     }
 
-    /// [`Core::measure_state`], plus `more` bytes known to come (the registry of a first run).
+    /// [`Core::measure_state`], plus `more` bytes of plain JSON known to come (the registry of a
+    /// first run), counted at the carry-over's compression when payloads are compressed.
     pub(super) fn measure_state_with(&mut self, more: u64) -> u64 {
-        let total = self.carry_size() + more;
+        let (v, measured) = self.carry_fitted(self.inbox.peek_carry());
+        let total = if more > 0 && self.ident.limits.compressed {
+            // The whole as it will be measured once it is larger: compressed, the records about
+            // as well as the rest.
+            let plain = json_len(&v);
+            let packed = self.ident.limits.measure_part(&v);
+            let whole = plain + more;
+            if whole <= self.ident.limits.max_payload_bytes {
+                whole
+            } else {
+                packed + more * packed / plain.max(1)
+            }
+        } else {
+            measured + more
+        };
         self.size = SizeGuard {
             measured: total,
             growth: 0,

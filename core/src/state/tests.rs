@@ -537,3 +537,48 @@ fn a_run_whose_history_holds_many_megabytes_of_payloads_continues_as_new() {
     assert!(c.wants_new_run());
     assert_eq!(c.checkpoint("r", 40).reason, "historySize");
 }
+
+/// The child starts `c` releases now: (workflow id, input).
+fn released_starts(c: &mut Core) -> Vec<(String, Value)> {
+    c.release(crate::Pending::default(), 1)
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Start {
+                workflow_id, input, ..
+            } => Some((workflow_id, input)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_activity_task_queue_is_handed_down_and_carried_over_and_absent_when_unset() {
+    // Set: every child's input and the next run's input carry it.
+    let mut c = user_core(json!({"activityTaskQueue": "http-q"}));
+    assert_eq!(c.activity_task_queue(), Some("http-q"));
+    c.signal(Signal::Update, Ok(listings_update(&["l1".into()])));
+    let out = c.process(2);
+    c.enqueue(out.effects);
+    let starts = released_starts(&mut c);
+    assert_eq!(starts.len(), 1);
+    assert_eq!(starts[0].1["activityTaskQueue"], json!("http-q"));
+    let next = c.carry_input();
+    assert_eq!(next["activityTaskQueue"], json!("http-q"));
+    assert_eq!(
+        StartInput::parse(&next)
+            .unwrap()
+            .activity_task_queue
+            .as_deref(),
+        Some("http-q")
+    );
+    // Unset (every history recorded before it): nothing is written, so nothing changes.
+    let mut c = user_core(json!({}));
+    assert_eq!(c.activity_task_queue(), None);
+    c.signal(Signal::Update, Ok(listings_update(&["l1".into()])));
+    let out = c.process(2);
+    c.enqueue(out.effects);
+    let starts = released_starts(&mut c);
+    assert_eq!(starts.len(), 1);
+    assert!(starts[0].1.get("activityTaskQueue").is_none());
+    assert!(c.carry_input().get("activityTaskQueue").is_none());
+}

@@ -90,6 +90,8 @@ pub struct Me<'a> {
     pub schema_json: &'a Value,
     /// The limits it keeps under (handed down to children).
     pub limits: &'a crate::limits::Limits,
+    /// The task queue of its HTTP activities, when not its own (handed down to children).
+    pub activity_task_queue: Option<&'a str>,
     /// True while it replays a history recorded before control messages were stamped: it sends
     /// plain payloads and orders nothing (see [`crate::order`]).
     pub legacy: bool,

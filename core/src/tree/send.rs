@@ -194,6 +194,9 @@ pub(super) fn child_input(
         // Always written (even the defaults): whether payloads are compressed is recorded.
         input["limits"] = me.limits.to_input();
     }
+    if let (Some(q), true) = (me.activity_task_queue, ours) {
+        input["activityTaskQueue"] = json!(q);
+    }
     if me.loads
         && ours
         && me
