@@ -254,7 +254,7 @@ pub async fn three_workers_restarted_and_one_killed_during_a_burst_and_a_rotatio
     println!(
         "  {name}: tree of {WORKFLOWS} up in {:.1} s; burst, rotation and restarts {:.1} s \
          (rotation {:.1} s; {restart_times}); converged {:.1} s later; {excused} task timeouts \
-         excused by the SIGKILL; {:.1} s in all",
+         excused (held by the killed worker or a stopping one); {:.1} s in all",
         tree_up.as_secs_f64(),
         burst_took.as_secs_f64(),
         rotation_took.as_secs_f64(),
