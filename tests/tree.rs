@@ -5,10 +5,10 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use serde_json::{Value, json};
 use stateful_client::ops;
-use stateful_tests::history::{RUNNING, status_of};
+use stateful_tests::history::{RUNNING, run_id_of, status_of};
 use stateful_tests::{Env, ensure_eq, eventually, query_until};
 use stateful_workflows::markers::JsonWorkflow;
-use temporalio_client::{WorkflowCancelOptions, WorkflowDescribeOptions, WorkflowTerminateOptions};
+use temporalio_client::{WorkflowCancelOptions, WorkflowTerminateOptions};
 
 async fn start_user(env: &Env, id: &str, data: Value, extra: Value) -> anyhow::Result<String> {
     let mut input = json!({"id": id, "entityName": "User", "data": data});
@@ -38,20 +38,6 @@ async fn user_with_listings(
         query_until(env, &format!("Listing-{l}"), "status", |v| v == "running").await?;
     }
     Ok((root, u, ls))
-}
-
-async fn run_id(env: &Env, wid: &str) -> anyhow::Result<String> {
-    let d = env
-        .client
-        .get_workflow_handle::<JsonWorkflow>(wid)
-        .describe(WorkflowDescribeOptions::default())
-        .await?;
-    Ok(d.raw()
-        .workflow_execution_info
-        .as_ref()
-        .and_then(|i| i.execution.as_ref())
-        .map(|e| e.run_id.clone())
-        .unwrap_or_default())
 }
 
 async fn ended(env: &Env, wid: &str) -> anyhow::Result<()> {
@@ -382,13 +368,13 @@ pub async fn a_child_ended_from_outside_is_restarted_with_current_state_and_toke
     )
     .await?;
     // Cancelled from outside.
-    let before = run_id(env, &c1).await?;
+    let before = run_id_of(env, &c1).await?;
     env.client
         .get_workflow_handle::<JsonWorkflow>(&c1)
         .cancel(WorkflowCancelOptions::default())
         .await?;
     eventually(Duration::from_secs(30), || async {
-        let r = run_id(env, &c1).await?;
+        let r = run_id_of(env, &c1).await?;
         if r != before && status_of(env, &c1).await? == RUNNING {
             Ok(())
         } else {
@@ -402,13 +388,13 @@ pub async fn a_child_ended_from_outside_is_restarted_with_current_state_and_toke
         json!(stateful_engine::fingerprint("r-2"))
     );
     // Terminated from outside.
-    let before = run_id(env, &c2).await?;
+    let before = run_id_of(env, &c2).await?;
     env.client
         .get_workflow_handle::<JsonWorkflow>(&c2)
         .terminate(WorkflowTerminateOptions::builder().reason("test").build())
         .await?;
     eventually(Duration::from_secs(30), || async {
-        let r = run_id(env, &c2).await?;
+        let r = run_id_of(env, &c2).await?;
         if r != before && status_of(env, &c2).await? == RUNNING {
             Ok(())
         } else {
@@ -481,7 +467,7 @@ pub async fn continue_as_new_keeps_children_running(env: &Env) -> anyhow::Result
     let mut runs = Vec::new();
     for l in &ls {
         query_until(env, &format!("Listing-{l}"), "status", |v| v == "running").await?;
-        runs.push(run_id(env, &format!("Listing-{l}")).await?);
+        runs.push(run_id_of(env, &format!("Listing-{l}")).await?);
     }
     for i in 0..40 {
         ops::update(
@@ -497,7 +483,7 @@ pub async fn continue_as_new_keeps_children_running(env: &Env) -> anyhow::Result
         bail!("the root did not continue as new: {v}");
     }
     for (l, r) in ls.iter().zip(&runs) {
-        ensure_eq!(run_id(env, &format!("Listing-{l}")).await?, r.clone());
+        ensure_eq!(run_id_of(env, &format!("Listing-{l}")).await?, r.clone());
     }
     // Updates flow both ways after it.
     ops::signal(
@@ -555,7 +541,7 @@ pub async fn a_shared_entity_has_one_workflow_adopted_by_its_second_parent(
     let w1 = start(t1.clone()).await?;
     let mw = format!("Member-{m}");
     query_until(env, &mw, "status", |v| v == "running").await?;
-    let first_run = run_id(env, &mw).await?;
+    let first_run = run_id_of(env, &mw).await?;
     let w2 = start(t2.clone()).await?;
     // The second task adopts the running member: it subscribes to it.
     query_until(env, &mw, "subscriptions", |v| {
@@ -563,7 +549,7 @@ pub async fn a_shared_entity_has_one_workflow_adopted_by_its_second_parent(
             .is_some_and(|a| a.iter().any(|s| s["workflowId"] == json!(w2)))
     })
     .await?;
-    ensure_eq!(run_id(env, &mw).await?, first_run);
+    ensure_eq!(run_id_of(env, &mw).await?, first_run);
     query_until(env, &w2, "children", |v| {
         v["children"][0]["adopted"] == true
     })

@@ -14,18 +14,33 @@ use crate::Env;
 /// The status number of a running workflow execution (`WorkflowExecutionStatus::Running`).
 pub const RUNNING: i32 = 1;
 
-/// The status of `wid`'s latest run (see [`RUNNING`]).
-pub async fn status_of(env: &Env, wid: &str) -> anyhow::Result<i32> {
+/// What `describe` says of `wid`'s latest run.
+async fn execution_info(
+    env: &Env,
+    wid: &str,
+) -> anyhow::Result<
+    Option<temporalio_common::protos::temporal::api::workflow::v1::WorkflowExecutionInfo>,
+> {
     let d = env
         .client
         .get_workflow_handle::<JsonWorkflow>(wid)
         .describe(WorkflowDescribeOptions::default())
         .await?;
-    Ok(d.raw()
-        .workflow_execution_info
-        .as_ref()
-        .map(|i| i.status)
-        .unwrap_or(0))
+    Ok(d.raw().workflow_execution_info.clone())
+}
+
+/// The status of `wid`'s latest run (see [`RUNNING`]).
+pub async fn status_of(env: &Env, wid: &str) -> anyhow::Result<i32> {
+    Ok(execution_info(env, wid).await?.map_or(0, |i| i.status))
+}
+
+/// The run id of `wid`'s latest run.
+pub async fn run_id_of(env: &Env, wid: &str) -> anyhow::Result<String> {
+    Ok(execution_info(env, wid)
+        .await?
+        .and_then(|i| i.execution)
+        .map(|e| e.run_id)
+        .unwrap_or_default())
 }
 
 /// Runs the `temporal` CLI against the tests' dev server (namespace `default`); its standard output.
