@@ -129,10 +129,12 @@ pub async fn update(
                     .await;
             }
             Err(WorkflowUpdateError::Failed(f)) => return Err(anyhow!("refused: {}", f.message)),
-            Err(e)
-                if attempt < 10 && e.to_string().contains("unexpected workflow task failure") =>
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+            // Not accepted: the task carrying it failed, or the run was closing (its
+            // continue-as-new under way; the server answers RESOURCE_EXHAUSTED "workflow is
+            // closing"). Sent again with the same id; the next run takes it.
+            Err(e) if attempt < 40 && update_was_not_accepted(&e.to_string()) => {
+                tokio::time::sleep(std::time::Duration::from_millis((100 * attempt).min(1_000)))
+                    .await;
             }
             Err(e) => {
                 return Err(anyhow!("{e}"))
@@ -140,6 +142,12 @@ pub async fn update(
             }
         }
     }
+}
+
+/// True for the server's answers that say an update never reached the workflow, so that sending it
+/// again (same update id) cannot apply it twice.
+fn update_was_not_accepted(error: &str) -> bool {
+    error.contains("unexpected workflow task failure") || error.contains("workflow is closing")
 }
 
 /// One workflow's token and load state, as `starter token rotate` watches it.
@@ -255,4 +263,21 @@ pub async fn signal_with_start(
         .await
         .map_err(|e| anyhow!("cannot signal-with-start `{name}` to {workflow_id}: {e}"))?;
     Ok(h.run_id().unwrap_or_default().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::update_was_not_accepted;
+
+    #[test]
+    fn only_answers_that_never_reached_the_workflow_are_retried() {
+        assert!(update_was_not_accepted(
+            "Server error: code: 'Some resource has been exhausted', message: \"workflow operation can not be applied because workflow is closing\""
+        ));
+        assert!(update_was_not_accepted(
+            "update was aborted: unexpected workflow task failure"
+        ));
+        assert!(!update_was_not_accepted("workflow not found for ID: x"));
+        assert!(!update_was_not_accepted("deadline exceeded"));
+    }
 }
