@@ -607,7 +607,8 @@ pub async fn the_ingress_takes_webhook_changes_and_refuses_bad_ones(
     Ok(())
 }
 
-/// The worker's metrics show API requests by host and outcome, and the circuit state.
+/// The worker's metrics show API requests by host and outcome, and the circuit state; every series
+/// of ours is labelled with the worker's namespace and task queue.
 pub async fn api_requests_and_the_circuit_show_in_metrics(env: &Env) -> anyhow::Result<()> {
     let api = FakeApi::start(10).await?;
     let id = env.id("api-metrics");
@@ -677,6 +678,15 @@ pub async fn api_requests_and_the_circuit_show_in_metrics(env: &Env) -> anyhow::
         .unwrap_or_default();
     if !open.trim_end().ends_with(" 1") {
         bail!("the circuit gauge should be 1: {open}");
+    }
+    // Every series of ours carries the shared worker's namespace and task queue.
+    let scope = "namespace=\"default\"";
+    let queue = format!("task_queue=\"{}\"", env.task_queue);
+    let text = reqwest::get(&env.metrics).await?.text().await?;
+    for l in text.lines().filter(|l| l.starts_with("stateful_")) {
+        if !l.contains(scope) || !l.contains(&queue) {
+            bail!("a series without namespace and task_queue labels: {l}");
+        }
     }
     ops::signal(&env.client, &wid, "cancel", None).await?;
     Ok(())

@@ -14,6 +14,8 @@ mod http_security; // the HTTP servers' limits, the codec server's token and COR
 mod lifecycle; // batching and continue-as-new, with workers of their own
 mod limits; // big trees and big states: paced children, size budgets, long ids, deep data
 mod many_workers; // three workers of their own restarted and killed under a 111-workflow tree's burst and rotation
+mod mixed; // mixed fleets with chrono-forge peers (ForgeWorkflow): convergence and restarts both ways
+mod observability; // the JSON log, and our metrics' labels and Prometheus names
 mod recovery; // SIGKILL of the worker mid-burst and mid-rotation; temporal workflow reset
 mod replay; // recorded histories replay with the current code
 mod scale_out; // workflow-only and activity-only workers on queues of their own, /healthz and /readyz, the drain on SIGTERM

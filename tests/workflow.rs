@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
+use anyhow::{anyhow, bail, ensure};
 use serde_json::{Value, json};
 use stateful_client::ops;
 use stateful_engine::Schema;
@@ -303,7 +303,8 @@ pub async fn pause_resume_and_cancel(env: &Env) -> anyhow::Result<()> {
     ops::signal(&env.client, &wid, "cancel", None).await?;
     ensure_eq!(result(env, &wid).await?, json!({"id": id, "x": 1}));
 
-    // A Temporal cancellation request ends it cleanly too, returning its data.
+    // A Temporal cancellation request ends it CANCELED, as any Temporal workflow (a chrono-forge
+    // parent restarts a child only on that outcome); its memo says `cancelled`.
     let id2 = env.id("tcancel");
     let wid2 = start_user(env, &id2, json!({"data": {"id": id2, "y": 2}})).await?;
     query_until(env, &wid2, "data", |v| v["y"] == 2).await?;
@@ -311,7 +312,17 @@ pub async fn pause_resume_and_cancel(env: &Env) -> anyhow::Result<()> {
         .get_workflow_handle::<JsonWorkflow>(&wid2)
         .cancel(WorkflowCancelOptions::default())
         .await?;
-    ensure_eq!(result(env, &wid2).await?, json!({"id": id2, "y": 2}));
+    let got = result(env, &wid2).await;
+    ensure!(
+        got.as_ref()
+            .is_err_and(|e| e.to_string().contains("Cancel")),
+        "a Temporal cancellation ends the workflow CANCELED, got {got:?}"
+    );
+    ensure_eq!(
+        stateful_tests::history::status_of(env, &wid2).await?,
+        stateful_tests::history::CANCELED
+    );
+    ensure_eq!(memo_of(env, &wid2).await?["status"], json!("cancelled"));
     // `status` (chrono-forge's property signal) completes it.
     let id3 = env.id("complete");
     let wid3 = start_user(env, &id3, json!({"data": {"id": id3}})).await?;

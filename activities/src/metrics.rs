@@ -6,6 +6,8 @@
 //! - `stateful_api_circuit_open{host}`: 1 while the host's circuit is not closed (open, or half-open
 //!   with its probe in flight), else 0 (updated at each request to that host).
 //!
+//! Every series also carries `namespace` and `task_queue` ([`Metrics::with_scope`]: the worker's
+//! namespace and the task queue the activities are polled from; one pair per SDK worker, so bounded).
 //! The `host` label is bounded: the first [`MAX_TRACKED_HOSTS`] hosts seen are labelled by name, any
 //! other under [`OTHER_HOST`] (whose circuit gauge is not recorded: it would mix many hosts), so that
 //! URLs with ever new hosts cannot grow the metrics without end.
@@ -17,7 +19,8 @@ use std::time::Duration;
 use crate::breaker::MAX_TRACKED_HOSTS;
 
 use temporalio_common::telemetry::metrics::{
-    CoreMeter, Counter, Gauge, HistogramDuration, MetricKeyValue, MetricParameters, NewAttributes,
+    CoreMeter, Counter, Gauge, HistogramDuration, MetricAttributes, MetricKeyValue,
+    MetricParameters, NewAttributes,
 };
 
 /// The `host` label of hosts beyond the label cap.
@@ -66,6 +69,8 @@ pub struct Metrics {
     latency: HistogramDuration,
     circuit: Gauge,
     hosts: Arc<HostLabels>,
+    /// Labels on every series: `namespace` and `task_queue`, when set.
+    scope: Vec<(&'static str, String)>,
 }
 
 impl Metrics {
@@ -92,7 +97,32 @@ impl Metrics {
             )),
             meter,
             hosts: Arc::new(HostLabels::new(MAX_TRACKED_HOSTS)),
+            scope: Vec::new(),
         }
+    }
+
+    /// Labels every series with `namespace` and `task_queue` (those of the SDK worker that runs
+    /// these activities).
+    pub fn with_scope(mut self, namespace: &str, task_queue: &str) -> Metrics {
+        self.scope = vec![
+            ("namespace", namespace.to_string()),
+            ("task_queue", task_queue.to_string()),
+        ];
+        self
+    }
+
+    fn attributes(&self, labels: &[(&'static str, &str)]) -> MetricAttributes {
+        let kvs: Vec<MetricKeyValue> = self
+            .scope
+            .iter()
+            .map(|(k, v)| MetricKeyValue::new(*k, v.clone()))
+            .chain(
+                labels
+                    .iter()
+                    .map(|(k, v)| MetricKeyValue::new(*k, v.to_string())),
+            )
+            .collect();
+        self.meter.new_attributes(NewAttributes::from(kvs))
     }
 
     /// Labels at most `cap` hosts by name (default [`MAX_TRACKED_HOSTS`]).
@@ -105,16 +135,8 @@ impl Metrics {
     pub fn request(&self, host: &str, outcome: &str, took: Option<Duration>, circuit_open: bool) {
         let host = self.hosts.label(host);
         let host = host.as_str();
-        let host_only = self
-            .meter
-            .new_attributes(NewAttributes::from([MetricKeyValue::new(
-                "host",
-                host.to_string(),
-            )]));
-        let with_outcome = self.meter.new_attributes(NewAttributes::from([
-            MetricKeyValue::new("host", host.to_string()),
-            MetricKeyValue::new("outcome", outcome.to_string()),
-        ]));
+        let host_only = self.attributes(&[("host", host)]);
+        let with_outcome = self.attributes(&[("host", host), ("outcome", outcome)]);
         self.requests.add(1, &with_outcome);
         if let Some(t) = took {
             self.latency.record(t, &host_only);

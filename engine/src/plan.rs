@@ -395,6 +395,32 @@ fn full_row(
     }
 }
 
+/// What a peer that keeps no stamps (a chrono-forge workflow) is sent back after it wrote `touched`
+/// here: the whole current rows of those that exist (as `selector` allows), and the deletion (with
+/// its tombstone's stamp) of those that do not, unless the peer deleted them itself (`true`). From
+/// `origin`, this workflow. Such a peer applies whatever arrives last: answering each of its
+/// messages with the winning values makes both copies end equal (see the core's `echo`).
+pub fn echo(
+    store: &Store,
+    schema: &Schema,
+    touched: &BTreeMap<EntityRef, bool>,
+    selector: &Selector,
+    origin: &str,
+) -> Outgoing {
+    let mut b = Builder::default();
+    for (r, peer_deleted) in touched {
+        if store.get(&r.entity, &r.id).is_some() {
+            full_row(store, schema, r, selector, &|_, _| false, &mut b);
+        } else if !peer_deleted
+            && selector.matches_entity(r)
+            && let Some(tomb) = store.meta(&r.entity, &r.id).and_then(|m| m.tomb.as_ref())
+        {
+            b.delete(r, tomb);
+        }
+    }
+    b.finish(origin)
+}
+
 /// A stamped copy of some entities, as the `state` and `stateStamps` of a child's start input.
 pub fn stamped_slice(
     store: &Store,

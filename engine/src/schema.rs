@@ -281,9 +281,9 @@ impl Schema {
     /// Parses a schema from YAML or JSON text; `source` names it in errors.
     pub fn parse(text: &str, source: &str) -> Result<Schema> {
         let ctx = Ctx { source };
-        // Through serde_yaml's own Value first: it rejects duplicate keys, which a direct
+        // Through the YAML crate's own Value first: it rejects duplicate keys, which a direct
         // deserialization into a JSON map would silently merge.
-        let yaml: serde_yaml::Value = serde_yaml::from_str(text)
+        let yaml: serde_norway::Value = serde_norway::from_str(text)
             .map_err(|e| ctx.err(None, None, format!("not valid YAML or JSON: {e}")))?;
         let value: Value = serde_json::to_value(&yaml)
             .map_err(|e| ctx.err(None, None, format!("not a map of names: {e}")))?;

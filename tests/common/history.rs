@@ -13,6 +13,8 @@ use crate::Env;
 
 /// The status number of a running workflow execution (`WorkflowExecutionStatus::Running`).
 pub const RUNNING: i32 = 1;
+/// `WorkflowExecutionStatus::Canceled`.
+pub const CANCELED: i32 = 4;
 
 /// What `describe` says of `wid`'s latest run.
 async fn execution_info(

@@ -19,6 +19,7 @@ use worker::devserver::{DevServer, DevServerOptions};
 pub mod api;
 pub mod collect;
 pub mod floor;
+pub mod forge;
 pub mod harness;
 pub mod history;
 pub mod recorder;

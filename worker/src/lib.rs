@@ -57,6 +57,39 @@ impl Mode {
     }
 }
 
+/// How the worker writes its log (`--log-format`), to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event (`INFO message key=value ...`).
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `message`, the event's fields, `target`, and,
+    /// inside spans, `span` (the innermost) and `spans` (all, outermost first): in workflow code,
+    /// the `workflow` span's `namespace`, `task_queue`, `workflow_id`, `run_id`, `workflow_type`.
+    Json,
+}
+
+/// Starts the process's log subscriber: `format`, filtered by `RUST_LOG` (default: `info`, the
+/// SDK core's own lines from `warn`). Workflow code logs inside a span that names its workflow
+/// (see `stateful_workflows::logging`), shown before the message in text and under `spans` (and
+/// `span`, while it is the innermost) in JSON.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,temporalio_sdk_core=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+}
+
 /// What a worker polls, from its flags ([`WorkerArgs::plan`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -108,6 +141,23 @@ pub struct WorkerArgs {
     /// Prometheus metrics address (`none` to disable).
     #[arg(long, env = "STATEFUL_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
+    /// Name counters with Prometheus's `_total` suffix (`stateful_changes_applied_total`,
+    /// `temporal_workflow_completed_total`, ...). Off by default: the vendored Temporal dashboards
+    /// and ours query the names without it.
+    #[arg(long, env = "STATEFUL_METRICS_TOTAL_SUFFIX")]
+    pub metrics_total_suffix: bool,
+    /// Put the unit in histogram names (`stateful_api_request_latency_milliseconds_bucket`, or
+    /// `_seconds_bucket` with `--metrics-seconds`). Off by default, as the dashboards expect.
+    #[arg(long, env = "STATEFUL_METRICS_UNIT_SUFFIX")]
+    pub metrics_unit_suffix: bool,
+    /// Record durations in seconds (as floats) instead of milliseconds; with
+    /// `--metrics-unit-suffix`, Prometheus's own naming (`..._seconds_bucket`). Off by default, as
+    /// the dashboards expect.
+    #[arg(long, env = "STATEFUL_METRICS_SECONDS")]
+    pub metrics_seconds: bool,
+    /// The log's format: `text` (one line per event) or `json` (one JSON object per line).
+    #[arg(long, env = "STATEFUL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Concurrent workflow-task polls. Trees start many children at once: more pollers start them
     /// in parallel instead of one after another.
     #[arg(long, default_value_t = 10)]
@@ -370,7 +420,7 @@ pub async fn run(
     };
     // Metrics and health first: `/healthz` answers while the worker connects.
     let health = Health::new();
-    let served = serve_metrics(&args.metrics_addr, health.clone()).await?;
+    let served = serve_metrics(&args, health.clone()).await?;
     let mut resolved = args.connect.resolve()?;
     let mut dev_server = None;
     if !resolved.address_configured && !reachable("localhost:7233") {
@@ -462,10 +512,15 @@ async fn run_with_client(
         bound: metrics_bound,
         health,
     } = served;
+    let namespace = resolved.namespace();
     if let Some(m) = &meter
-        && plan.workflows.is_some()
+        && let Some(queue) = &plan.workflows
     {
-        tokio::spawn(export_workflow_metrics(m.clone()));
+        tokio::spawn(export_workflow_metrics(
+            m.clone(),
+            namespace.clone(),
+            queue.clone(),
+        ));
     }
     let telemetry = TelemetryOptions::builder().maybe_metrics(meter.clone());
     let runtime_opts = RuntimeOptions::builder()
@@ -473,7 +528,14 @@ async fn run_with_client(
         .build()
         .map_err(|e| anyhow!(e))?;
     let runtime = Runtime::from_current_tokio(runtime_opts)?;
-    let options = worker_options(args, plan, schema.as_ref(), meter.as_ref(), &client)?;
+    let options = worker_options(
+        args,
+        plan,
+        schema.as_ref(),
+        meter.as_ref(),
+        &client,
+        &namespace,
+    )?;
     let codec_bound = serve_codec(args, &codec).await?;
     stateful_workflows::set_payload_compression(codec.compress);
     // The queue a tree's root records for its HTTP activities when it first starts.
@@ -534,10 +596,11 @@ async fn run_with_client(
     Ok(())
 }
 
-/// The metrics and health server on `addr` (`none`: off): the SDK's Prometheus exporter on a
-/// loopback port of its own, and, on `addr`, `/metrics` (passed through from it), `/healthz` and
-/// `/readyz` (see [`health`]).
-async fn serve_metrics(addr: &str, health: Arc<Health>) -> anyhow::Result<Served> {
+/// The metrics and health server on `--metrics-addr` (`none`: off): the SDK's Prometheus exporter
+/// (with the `--metrics-*` naming options) on a loopback port of its own, and, on that address,
+/// `/metrics` (passed through from it), `/healthz` and `/readyz` (see [`health`]).
+async fn serve_metrics(args: &WorkerArgs, health: Arc<Health>) -> anyhow::Result<Served> {
+    let addr = args.metrics_addr.as_str();
     if addr == "none" {
         return Ok(Served {
             meter: None,
@@ -553,6 +616,9 @@ async fn serve_metrics(addr: &str, health: Arc<Health>) -> anyhow::Result<Served
     let exporter = start_prometheus_metric_exporter(
         PrometheusExporterOptions::builder()
             .socket_addr(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .counters_total_suffix(args.metrics_total_suffix)
+            .unit_suffix(args.metrics_unit_suffix)
+            .use_seconds_for_durations(args.metrics_seconds)
             .build(),
     )
     .context("cannot start the SDK's metrics exporter on 127.0.0.1")?;
@@ -574,12 +640,16 @@ fn worker_options(
     schema: Option<&Schema>,
     meter: Option<&Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>>,
     client: &Client,
+    namespace: &str,
 ) -> anyhow::Result<Vec<WorkerOptions>> {
-    // One instance per SDK worker: its connection pool and circuit breaker.
-    let http = || {
+    // One instance per SDK worker: its connection pool and circuit breaker, and its metrics labelled
+    // with the namespace and the queue it polls.
+    let http = |queue: &str| {
         let h = stateful_activities::HttpActivities::new(args.http_config());
         match meter {
-            Some(m) => h.with_metrics(stateful_activities::Metrics::new(m.clone())),
+            Some(m) => h.with_metrics(
+                stateful_activities::Metrics::new(m.clone()).with_scope(namespace, queue),
+            ),
             None => h,
         }
     };
@@ -594,7 +664,7 @@ fn worker_options(
             .register_activities(DescribeActivities::new(client.clone()));
         let runs_http = plan.http.contains(queue);
         if runs_http {
-            o = o.register_activities(http());
+            o = o.register_activities(http(queue));
         }
         // Without the HTTP activities, the SDK still polls this queue for activity tasks (it does
         // whenever activities, local ones included, are registered): one poller is enough.
@@ -626,7 +696,7 @@ fn worker_options(
     {
         out.push(
             WorkerOptions::new(queue.clone())
-                .register_activities(http())
+                .register_activities(http(queue))
                 .activity_task_poller_behavior(activity_pollers)
                 .maybe_max_task_queue_activities_per_second(args.activity_rate_limit)
                 .graceful_shutdown_period(grace)
@@ -698,8 +768,14 @@ async fn serve_ingress(
     Ok(Some(ing.serve(addr).await?))
 }
 
-/// Exports the workflows' process-wide counters (see `stateful_workflows::metrics`) every second.
-async fn export_workflow_metrics(meter: Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>) {
+/// Exports the workflows' process-wide counters (see `stateful_workflows::metrics`) every second,
+/// labelled with the namespace and the task queue the worker runs its workflows from (one pair per
+/// process: the label values are bounded).
+async fn export_workflow_metrics(
+    meter: Arc<dyn temporalio_common::telemetry::metrics::CoreMeter>,
+    namespace: String,
+    task_queue: String,
+) {
     use stateful_workflows::metrics as wm;
     use temporalio_common::telemetry::metrics::{MetricKeyValue, MetricParameters, NewAttributes};
     let p = |name: &'static str, description: &'static str| {
@@ -713,22 +789,28 @@ async fn export_workflow_metrics(meter: Arc<dyn temporalio_common::telemetry::me
         .map(|(name, description, count)| (meter.counter(p(name, description)), count, 0u64))
         .collect();
     let loads = meter.counter(p("stateful_loads", "Loads from entity APIs, by outcome"));
+    let scope = || {
+        [
+            MetricKeyValue::new("namespace", namespace.clone()),
+            MetricKeyValue::new("task_queue", task_queue.clone()),
+        ]
+    };
     let load_attrs: Vec<_> = wm::LOADS
         .iter()
         .map(|(k, c)| {
-            (
-                meter.new_attributes(NewAttributes::from([MetricKeyValue::new("outcome", *k)])),
-                c,
-            )
+            let kvs = scope()
+                .into_iter()
+                .chain([MetricKeyValue::new("outcome", *k)]);
+            (meter.new_attributes(NewAttributes::from(kvs)), c)
         })
         .collect();
-    let none = meter.new_attributes(NewAttributes::default());
+    let scoped = meter.new_attributes(NewAttributes::from(scope()));
     let mut plain = plain;
     let mut load_seen = vec![0u64; load_attrs.len()];
     loop {
         for (counter, count, seen) in plain.iter_mut() {
             let now = count.get();
-            counter.add(now - *seen, &none);
+            counter.add(now - *seen, &scoped);
             *seen = now;
         }
         for ((attrs, count), seen) in load_attrs.iter().zip(load_seen.iter_mut()) {
@@ -823,6 +905,24 @@ mod tests {
         assert!(both.api_limit_warnings(true).is_empty());
         let w = both.api_limit_warnings(false);
         assert!(w.len() == 1 && w[0].contains("--compress"), "{w:?}");
+    }
+
+    #[test]
+    fn the_log_format_and_the_metric_names_default_to_text_and_the_dashboards_names() {
+        let args = WorkerArgs::parse_from(["worker"]);
+        assert_eq!(args.log_format, LogFormat::Text);
+        assert!(!args.metrics_total_suffix && !args.metrics_unit_suffix && !args.metrics_seconds);
+        let set = WorkerArgs::parse_from([
+            "worker",
+            "--log-format",
+            "json",
+            "--metrics-total-suffix",
+            "--metrics-unit-suffix",
+            "--metrics-seconds",
+        ]);
+        assert_eq!(set.log_format, LogFormat::Json);
+        assert!(set.metrics_total_suffix && set.metrics_unit_suffix && set.metrics_seconds);
+        assert!(WorkerArgs::try_parse_from(["worker", "--log-format", "yaml"]).is_err());
     }
 
     fn plan(args: &[&str]) -> anyhow::Result<Plan> {

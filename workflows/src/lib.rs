@@ -9,6 +9,8 @@
 //!   before it is adopted.
 //! - [`payload`]: tolerant payload decoding.
 //! - [`markers`]: typed-by-name handles for clients and other workflows.
+//! - `logging`: the span every line of a run is logged in (namespace, task queue, workflow id, run
+//!   id, workflow type).
 //! - [`metrics`]: process-wide counters the worker exports to Prometheus.
 #![deny(missing_docs)]
 
@@ -17,6 +19,7 @@
 pub mod describe;
 pub(crate) mod effects;
 pub(crate) mod loading;
+pub(crate) mod logging;
 pub mod markers;
 pub mod metrics;
 pub mod payload;

@@ -3,8 +3,9 @@
 //! (`stateful_changes_applied`, `stateful_entities_changed`, `stateful_rejected_inputs`,
 //! `stateful_children_started`, `stateful_children_restarted`, `stateful_children_cancelled`,
 //! `stateful_signals_sent`, `stateful_loads{outcome}`, `stateful_checkpoints`,
-//! `stateful_commands_not_issued`). Counting has no effect on
-//! what a workflow does, so it cannot break determinism.
+//! `stateful_commands_not_issued`), each labelled with the worker's `namespace` and `task_queue`
+//! (one pair per process: a worker runs its workflows from one queue of one namespace). Counting
+//! has no effect on what a workflow does, so it cannot break determinism.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

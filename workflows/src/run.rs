@@ -56,6 +56,17 @@ const PATCH_ORDERED_CONTROL: &str = "ordered-control-messages";
 /// The patch under which a workflow keeps the list of hosts its token may be sent to.
 const PATCH_API_HOSTS: &str = "api-host-allow-list";
 
+/// The patch under which a change from a workflow that sends no stamps (chrono-forge) is answered
+/// with the winning values of what it touched, so that mixed trees converge. Asked when a batch
+/// first holds such a change (so that only histories with one hold its marker).
+const PATCH_ECHO_STAMPLESS: &str = "echo-stampless-peers";
+
+/// The patch under which a workflow that Temporal cancelled ends CANCELED, as any Temporal workflow
+/// does (a chrono-forge parent restarts a child only when its result is a cancellation); histories
+/// recorded before it completed. Asked only when such a run ends. (The `cancel` signal still ends
+/// the workflow COMPLETED, status `cancelled`: a decision of the tree, not a cancellation.)
+const PATCH_CANCELLED_OUTCOME: &str = "temporal-cancel-ends-cancelled";
+
 /// True when the input was written by this release or a later one (a parent's `incarnation`, a
 /// carry-over's `order`): a pure function of the recorded input, so replay decides the same.
 fn written_by_this_release(input: &Result<Value, String>) -> bool {
@@ -96,12 +107,14 @@ pub(crate) async fn run(
     send(ctx, first, &mut inflight);
     start_load(ctx, &mut inflight);
     arm_timer(ctx, &mut inflight);
+    let mut cancel_requested = false;
     loop {
         let wake = temporalio_sdk::workflows::select! {
             r = ctx.wait_condition(|s| s.core.has_work()).fuse() => Ok(r.is_err()),
             o = next_outcomes(&mut inflight).fuse() => Err(o),
         };
         let cancelled = matches!(wake, Ok(true));
+        cancel_requested |= cancelled;
         match wake {
             // Temporal asked us to cancel.
             Ok(true) => ctx.state_mut(|s| s.core.push(Msg::TemporalCancel)),
@@ -137,6 +150,9 @@ pub(crate) async fn run(
             let _ = ctx.wait_condition(|s| s.core.handlers_idle()).await;
             flush(ctx, &mut inflight).await;
             let _ = drain(&mut inflight).await;
+            if cancel_requested && ctx.patched(PATCH_CANCELLED_OUTCOME) {
+                return Err(WorkflowTermination::cancelled());
+            }
             return Ok(ctx.state(|s| s.core.data()));
         }
         maybe_continue_as_new(ctx, &mut inflight).await?;
@@ -251,6 +267,10 @@ fn run_batch(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) -
     if ctx.state(|s| s.core.adoption_mode_needed()) {
         let verify = ctx.patched(PATCH_VERIFY_ADOPTION);
         ctx.state_mut(|s| s.core.set_verify_adoption(verify));
+    }
+    if ctx.state(|s| s.core.echo_mode_needed()) {
+        let echo = ctx.patched(PATCH_ECHO_STAMPLESS);
+        ctx.state_mut(|s| s.core.set_echo_peers(echo));
     }
     let now = now_ms(ctx.workflow_time());
     let mut out = ctx.state_mut(|s| s.core.process(now));

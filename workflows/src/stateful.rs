@@ -63,7 +63,9 @@ impl StatefulWorkflow {
     /// The main loop.
     #[run(name = "StatefulWorkflow")]
     pub async fn run(ctx: &mut WorkflowContext<Self>, input: RawValue) -> WorkflowResult<Value> {
-        crate::run::run(ctx, input).await
+        // Every line the run logs names its workflow (see `crate::logging`).
+        let span = crate::logging::span(ctx);
+        tracing::Instrument::instrument(crate::run::run(ctx, input), span).await
     }
 
     /// `update`: `{data? | updates?, entityName?, strategy?, changeOrigin?, subscriptionId?}`.

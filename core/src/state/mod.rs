@@ -28,6 +28,8 @@ mod hostile_tests;
 #[cfg(test)]
 mod ordering_tests;
 mod pacing;
+#[cfg(test)]
+mod peer_tests;
 mod process;
 mod queries;
 mod size;
@@ -475,6 +477,33 @@ impl Core {
     /// adopted; a workflow of another type is then recorded as conflicting, and sent nothing.
     pub fn set_verify_adoption(&mut self, on: bool) {
         self.tree.set_verify_adoption(on);
+    }
+
+    /// True when the inbox holds a change from a workflow that sends no stamps (a `changeOrigin`,
+    /// no `stamps`: chrono-forge) and this run has not decided whether such peers are answered
+    /// (see [`crate::tree::Tree::note_stampless`]): the glue then asks the `echo-stampless-peers`
+    /// patch (at this point of the history, so that histories recorded before it replay as they
+    /// ran) and tells the answer with [`Core::set_echo_peers`].
+    pub fn echo_mode_needed(&self) -> bool {
+        !self.legacy
+            && self.tree.echo_peers().is_none()
+            && self.inbox.iter().any(|m| match m {
+                Msg::Wire {
+                    signal: crate::msg::Signal::Update | crate::msg::Signal::Delete,
+                    payload: Ok(v),
+                    ..
+                } => {
+                    v.get("changeOrigin").is_some_and(Value::is_string)
+                        && v.get("stamps").is_none_or(Value::is_null)
+                }
+                _ => false,
+            })
+    }
+
+    /// Whether, in this run, peers that send no stamps are answered with the winning values of
+    /// what they wrote.
+    pub fn set_echo_peers(&mut self, on: bool) {
+        self.tree.set_echo_peers(on);
     }
 
     fn rebuild_slices(&mut self) {

@@ -341,7 +341,30 @@ impl Step<'_> {
             .admit(self.schema, batch, &inc.change, &stamp, &source, bytes)?;
         batch
             .apply(&inc.change, &stamp, &source)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        // A workflow that sends no stamps (chrono-forge) is answered with what won here.
+        if !self.legacy && source != "client" && !source.ends_with("#ended") {
+            match &inc.change {
+                Change::Upsert { entities, .. } => {
+                    for (e, rows) in entities {
+                        for id in rows.keys() {
+                            self.tree.note_stampless(
+                                &source,
+                                EntityRef::new(e.clone(), id.clone()),
+                                false,
+                            );
+                        }
+                    }
+                }
+                Change::Delete { refs } => {
+                    for r in refs {
+                        self.tree.note_stampless(&source, r.clone(), true);
+                    }
+                }
+                Change::SetState { .. } | Change::Writes(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// `refresh` (asked) or the refresh timer: load now, when there is an API to load from.

@@ -64,6 +64,13 @@ pub struct Tree {
     /// adopted (the glue decides it under the `verify-adoption` patch; not carried: each run
     /// asks); `None` until decided.
     verify_adoption: Option<bool>,
+    /// `Some(true)` when a peer that sends no stamps (a chrono-forge workflow) is answered with the
+    /// winning values of what it wrote (the glue decides it under the `echo-stampless-peers`
+    /// patch; not carried: each run asks); `None` until decided.
+    echo_peers: Option<bool>,
+    /// What such peers wrote in this batch: per peer, the entities (and whether the peer deleted
+    /// them). Answered, or dropped, by the batch's plan.
+    echo: BTreeMap<String, BTreeMap<EntityRef, bool>>,
 }
 
 /// What a workflow knows about itself, for planning.
@@ -130,6 +137,32 @@ impl Tree {
     /// Decides, for this run, whether adoptions are verified (see [`Tree::verify_adoption`]).
     pub fn set_verify_adoption(&mut self, on: bool) {
         self.verify_adoption = Some(on);
+    }
+
+    /// Whether, in this run, peers that send no stamps are answered with the winning values of what
+    /// they wrote (see [`Tree::note_stampless`]); `None` while undecided (they are not).
+    pub fn echo_peers(&self) -> Option<bool> {
+        self.echo_peers
+    }
+
+    /// Decides, for this run, whether peers that send no stamps are answered.
+    pub fn set_echo_peers(&mut self, on: bool) {
+        self.echo_peers = Some(on);
+    }
+
+    /// A workflow that sends no stamps (`peer`, its `changeOrigin`) wrote (or deleted) `r` in this
+    /// batch. Such a peer (chrono-forge) applies whatever arrives last and never sends back what
+    /// came from us, while we order its writes by their arrival here: when both wrote at once, each
+    /// would keep the other's value. So the batch's plan answers it with our winning values of what
+    /// it touched, once (our answer carries our `changeOrigin`, which its echo guard does not send
+    /// on). Only a running child of ours or a subscriber is answered, with what it may see.
+    pub fn note_stampless(&mut self, peer: &str, r: EntityRef, deleted: bool) {
+        if self.echo_peers != Some(true) {
+            return;
+        }
+        let touched = self.echo.entry(peer.to_string()).or_default();
+        let was = touched.get(&r).copied().unwrap_or(deleted);
+        touched.insert(r, was && deleted);
     }
 
     /// The subscriptions' order (carried over continue-as-new).

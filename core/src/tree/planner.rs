@@ -103,6 +103,7 @@ impl Tree {
     ) -> Vec<Effect> {
         let ending = s.status.is_terminal();
         let mut effects = Vec::new();
+        let echo = std::mem::take(&mut self.echo);
         // The slices follow the state first (ordered mode): a child restarted by this batch's
         // events starts with what this batch brought, and while paused they keep up, so that the
         // resume's catch-ups hold what changed meanwhile.
@@ -150,9 +151,71 @@ impl Tree {
             }
             effects.extend(self.plan(me, cs, s.token_changed, deltas.take()));
             effects.extend(self.welcome(me));
+            // (Paused, the resume's resynchronization answers them.)
+            effects.extend(self.answer_stampless(me, echo));
         }
         self.let_go.clear();
         tag_incarnation(me, &mut effects);
+        effects
+    }
+
+    /// The answers to peers that sent no stamps (see [`Tree::note_stampless`]): to a running,
+    /// confirmed child, our rows of what it touched within its slice; to a subscriber, what its
+    /// `update` (and `delete`) subscription selects. Anyone else is told nothing: a message cannot
+    /// make us write to a workflow outside the tree.
+    fn answer_stampless(
+        &self,
+        me: &Me<'_>,
+        echo: BTreeMap<String, BTreeMap<EntityRef, bool>>,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for (peer, touched) in echo {
+            let child = self
+                .children
+                .get(&peer)
+                .filter(|c| c.status == ChildStatus::Running && c.confirmed);
+            if let Some(c) = child {
+                let root = EntityRef::new(c.entity.clone(), c.id.clone());
+                let Some(members) = self.slices.members(&root) else {
+                    continue;
+                };
+                let within: BTreeMap<EntityRef, bool> = touched
+                    .into_iter()
+                    .filter(|(r, _)| members.contains(r))
+                    .collect();
+                let out = plan::echo(
+                    me.store,
+                    me.schema,
+                    &within,
+                    &Selector::parse("*"),
+                    me.workflow_id,
+                );
+                push_outgoing(&mut effects, &peer, out, Some(c.generation));
+                continue;
+            }
+            for s in self.subscriptions.iter().filter(|s| s.workflow_id == peer) {
+                let out = plan::echo(
+                    me.store,
+                    me.schema,
+                    &touched,
+                    &Selector::parse(&s.selector),
+                    me.workflow_id,
+                );
+                let payload = match s.signal_name.as_str() {
+                    "delete" => out.delete,
+                    _ => out.update,
+                };
+                if let Some(mut p) = payload {
+                    p["subscriptionId"] = json!(s.subscription_id);
+                    effects.push(Effect::Signal {
+                        workflow_id: peer.clone(),
+                        name: s.signal_name.clone(),
+                        payload: Some(p),
+                        child_generation: None,
+                    });
+                }
+            }
+        }
         effects
     }
 

@@ -17,6 +17,7 @@
 
 mod actions;
 mod check;
+mod mixed;
 mod world;
 
 use world::World;
