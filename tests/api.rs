@@ -571,7 +571,8 @@ pub async fn the_ingress_takes_webhook_changes_and_refuses_bad_ones(
     if ops::query(&env.client, &wid, "status").await.is_ok() {
         bail!("a refused request started {wid}");
     }
-    // A POST for an entity without a workflow starts it (signal-with-start).
+    // A POST for an entity without a workflow starts it (update-with-start) and answers once the
+    // change is applied, with the new version.
     let (status, v) = send(
         Method::POST,
         url.clone(),
@@ -579,11 +580,42 @@ pub async fn the_ingress_takes_webhook_changes_and_refuses_bad_ones(
         Some(token),
     )
     .await?;
-    ensure_eq!((status, v["workflowId"].clone()), (202, json!(wid)));
-    query_until(env, &wid, "data", |v| v["name"] == "Webhook").await?;
-    // A second one updates it; GET answers the data and the state.
-    send(Method::POST, url.clone(), Some("{\"age\":7}"), Some(token)).await?;
-    query_until(env, &wid, "data", |v| v["age"] == 7).await?;
+    ensure_eq!((status, v["workflowId"].clone()), (200, json!(wid)));
+    let first = v["version"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no version in {v}"))?;
+    if first == 0 || v["changed"].as_u64().unwrap_or(0) == 0 {
+        bail!("the first POST should say what it changed: {v}");
+    }
+    ensure_eq!(
+        ops::query(&env.client, &wid, "data").await?["name"],
+        json!("Webhook")
+    );
+    // A second one updates it (the workflow runs: it is not started again).
+    let (status, v) = send(Method::POST, url.clone(), Some("{\"age\":7}"), Some(token)).await?;
+    ensure_eq!(status, 200);
+    if v["version"].as_u64().unwrap_or(0) <= first {
+        bail!("the second POST should answer a newer version than {first}: {v}");
+    }
+    ensure_eq!(
+        ops::query(&env.client, &wid, "data").await?["age"],
+        json!(7)
+    );
+    // A change the workflow refuses (a listing whose child workflow id would be too long: the
+    // ingress's schema check cannot tell) is answered 422 with the workflow's reason, and changes
+    // nothing.
+    let long = "x".repeat(1_000);
+    let body = json!({"listings": [{"id": long, "user": id}]}).to_string();
+    let (status, v) = send(Method::POST, url.clone(), Some(&body), Some(token)).await?;
+    if status != 422
+        || !v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("shorten its id")
+    {
+        bail!("a change the workflow refuses: expected 422 with its reason, got {status} {v}");
+    }
+    // GET answers the data and the state.
     let (status, data) = send(Method::GET, url.clone(), None, Some(token)).await?;
     ensure_eq!(status, 200);
     ensure_eq!(data, json!({"id": id, "name": "Webhook", "age": 7}));

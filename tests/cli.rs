@@ -383,3 +383,94 @@ pub async fn worker_binary_starts_a_dev_server_serves_metrics_and_stops_on_sigte
     .await?;
     Ok(())
 }
+
+/// `starter upsert`: update-with-start. It starts the entity's workflow (with its summary) and
+/// applies the change in one call, answering the new version; on a running workflow it only
+/// applies; a change the workflow refuses fails with the workflow's reason.
+pub async fn starter_upsert_starts_applies_and_tells_refusals(env: &Env) -> anyhow::Result<()> {
+    let id = env.id("upsert");
+    let wid = format!("User-{id}");
+    let first: Value = serde_json::from_str(&run(&mut starter(
+        env,
+        &[
+            "--json",
+            "upsert",
+            "--entity",
+            "User",
+            "--id",
+            &id,
+            "--data",
+            &json!({"id": id, "name": "Started"}).to_string(),
+            &json!({"data": {"id": id, "age": 3}}).to_string(),
+        ],
+    ))?)?;
+    ensure_eq!(first["workflowId"], json!(wid));
+    let v1 = first["version"].as_u64().unwrap_or(0);
+    if v1 == 0 || first["changed"].as_u64().unwrap_or(0) == 0 {
+        bail!("upsert should answer the version it made: {first}");
+    }
+    // Both the start's data and the change are there when it answers.
+    ensure_eq!(
+        ops::query(&env.client, &wid, "data").await?,
+        json!({"id": id, "name": "Started", "age": 3})
+    );
+    let run_id = stateful_tests::history::run_id_of(env, &wid).await?;
+    let described: Value = serde_json::from_str(&temporal(
+        env,
+        &["workflow", "describe", "-w", &wid, "--output", "json"],
+    )?)?;
+    ensure_eq!(
+        described["executionConfig"]["userMetadata"]["summary"],
+        json!(format!("User {id}"))
+    );
+    // Running: the change is applied to the same run.
+    let second = run(&mut starter(
+        env,
+        &[
+            "upsert",
+            "--entity",
+            "User",
+            "--id",
+            &id,
+            &json!({"data": {"id": id, "age": 4}}).to_string(),
+        ],
+    ))?;
+    if !second.contains(&format!("applied to {wid}: version")) {
+        bail!("upsert on a running workflow: {second}");
+    }
+    ensure_eq!(
+        ops::query(&env.client, &wid, "data").await?["age"],
+        json!(4)
+    );
+    ensure_eq!(stateful_tests::history::run_id_of(env, &wid).await?, run_id);
+    // Refused by the workflow (a listing whose child workflow id would be too long): exit code 1
+    // with its reason, and nothing changed.
+    let long = "y".repeat(1_000);
+    let out = starter(
+        env,
+        &[
+            "--json",
+            "upsert",
+            "--entity",
+            "User",
+            "--id",
+            &id,
+            &json!({"data": {"id": id, "listings": [{"id": long, "user": id}]}}).to_string(),
+        ],
+    )
+    .output()?;
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let error = said["error"].as_str().unwrap_or_default();
+    if out.status.success() || !error.starts_with("refused:") || !error.contains("shorten its id") {
+        bail!(
+            "a refused upsert: {} {said} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    ensure_eq!(
+        ops::query(&env.client, &wid, "data").await?,
+        json!({"id": id, "name": "Started", "age": 4})
+    );
+    Ok(())
+}

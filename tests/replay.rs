@@ -1,6 +1,8 @@
 //! Replay: recorded histories of representative runs must replay with the current code, so a change
-//! that would break running workflows fails CI. `record_histories` makes fresh ones on every run (and,
-//! with `E2E_RECORD_HISTORIES=1`, rewrites the committed fixtures in `tests/histories/`).
+//! that would break running workflows fails CI. `record_histories` makes fresh ones on every run;
+//! with `E2E_RECORD_HISTORIES_TO=DIR` (set by `scripts/record-histories`, which names a new
+//! release's directory `tests/histories/<version>/`) they are kept there too. Committed histories
+//! are never rewritten: `scripts/record-histories` refuses a version that has its set already.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -44,8 +46,22 @@ pub async fn save_from(
     std::fs::create_dir_all(fresh_dir())?;
     std::fs::write(fresh_dir().join(format!("{name}.json")), &json)?;
     if std::env::var_os("E2E_RECORD_HISTORIES").is_some() {
-        std::fs::create_dir_all(fixture_dir())?;
-        std::fs::write(fixture_dir().join(format!("{name}.json")), &json)?;
+        bail!(
+            "E2E_RECORD_HISTORIES rewrote the committed histories; they are never re-recorded now: \
+             record a new release's set with scripts/record-histories"
+        );
+    }
+    if let Some(dir) = std::env::var_os("E2E_RECORD_HISTORIES_TO") {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{name}.json"));
+        if path.exists() {
+            bail!(
+                "{} exists: a committed history is never re-recorded",
+                path.display()
+            );
+        }
+        std::fs::write(path, &json)?;
     }
     Ok(())
 }
@@ -180,19 +196,91 @@ pub async fn record_histories(env: &Env) -> anyhow::Result<()> {
     ops::signal(&env.client, &wid, "cancel", None).await?;
     crate::workflow::result(env, &wid).await?;
     save(env, &wid, "api-loads").await?;
-    tokio::time::sleep(Duration::from_millis(1)).await;
+
+    // 5. A tree: children started with their slices, a change down, a change up, a listing
+    //    removed (its child ends), a child cancelled from outside (restarted), and the root
+    //    cancelled by Temporal (the cascade). The root's and a child's histories are kept.
+    let u = env.id("rec5");
+    let (l1, l2) = (format!("{u}-l1"), format!("{u}-l2"));
+    let root_wid = ops::workflow_id("User", &u);
+    let (c1, c2) = (format!("Listing-{l1}"), format!("Listing-{l2}"));
+    ops::start(
+        &env.client,
+        &env.task_queue,
+        &root_wid,
+        json!({"id": u, "entityName": "User", "apiToken": "rec-tree",
+        "data": {"id": u, "listings": [{"id": l1, "user": u, "name": "a"}, {"id": l2, "user": u}]}}),
+    )
+    .await?;
+    query_until(env, &c1, "status", |v| v == "running").await?;
+    query_until(env, &c2, "status", |v| v == "running").await?;
+    ops::signal(
+        &env.client,
+        &root_wid,
+        "update",
+        Some(&json!({"updates": {"Listing": {l1.clone(): {"name": "down"}}}})),
+    )
+    .await?;
+    query_until(env, &c1, "data", |v| v["name"] == "down").await?;
+    ops::signal(
+        &env.client,
+        &c1,
+        "update",
+        Some(&json!({"updates": {"Listing": {l1.clone(): {"price": 7}}}})),
+    )
+    .await?;
+    query_until(env, &root_wid, "state", |v| v["Listing"][&l1]["price"] == 7).await?;
+    ops::signal(
+        &env.client,
+        &root_wid,
+        "update",
+        Some(&json!({"updates": {"User": {u.clone(): {"listings": [l1]}}}, "strategy": "$set"})),
+    )
+    .await?;
+    crate::workflow::result(env, &c2).await?;
+    let before = stateful_tests::history::run_id_of(env, &c1).await?;
+    env.client
+        .get_workflow_handle::<JsonWorkflow>(&c1)
+        .cancel(WorkflowCancelOptions::default())
+        .await?;
+    stateful_tests::eventually(Duration::from_secs(30), || async {
+        let r = stateful_tests::history::run_id_of(env, &c1).await?;
+        if r != before && ops::query(&env.client, &c1, "data").await?["name"] == "down" {
+            Ok(())
+        } else {
+            bail!("not restarted yet")
+        }
+    })
+    .await?;
+    env.client
+        .get_workflow_handle::<JsonWorkflow>(&root_wid)
+        .cancel(WorkflowCancelOptions::default())
+        .await?;
+    let _ = crate::workflow::result(env, &root_wid).await;
+    let _ = crate::workflow::result(env, &c1).await;
+    save(env, &root_wid, "tree-root").await?;
+    save(env, &c1, "tree-child").await?;
     Ok(())
 }
 
+/// The histories in `dir` and, for the committed fixtures, in each release's directory below it.
 fn histories_in(dir: &Path) -> anyhow::Result<Vec<(String, WorkflowHistory)>> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Ok(out);
     };
-    let mut paths: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for p in rd.filter_map(|e| e.ok().map(|e| e.path())) {
+        if p.is_dir() {
+            paths.extend(
+                std::fs::read_dir(&p)?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == "json")),
+            );
+        } else if p.extension().is_some_and(|e| e == "json") {
+            paths.push(p);
+        }
+    }
     paths.sort();
     for p in paths {
         let bytes = std::fs::read(&p)?;
@@ -208,7 +296,7 @@ pub async fn replay_all() -> anyhow::Result<usize> {
     let fixtures = histories_in(&fixture_dir())?;
     if fixtures.is_empty() {
         bail!(
-            "no history fixtures in {}: record them with `E2E_RECORD_HISTORIES=1 scripts/test`",
+            "no history fixtures in {}: record a release's set with `scripts/record-histories`",
             fixture_dir().display()
         );
     }

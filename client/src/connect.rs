@@ -122,8 +122,10 @@ impl Resolved {
         })?;
         // Always the codec, even with compression and encryption off: payloads written compressed
         // (while compression was on) must still read.
+        // With tracing on, the SDK's tracing plugin (workers created from this client get it too).
         let opts = ClientOptions::new(self.namespace())
             .data_converter(crate::codec::data_converter(self.codec.clone()))
+            .plugins(crate::telemetry::plugins())
             .build();
         Client::new(connection, opts).map_err(|e| anyhow!("cannot create the Temporal client: {e}"))
     }

@@ -4,11 +4,12 @@
 use anyhow::{Context, anyhow};
 use serde_json::Value;
 use stateful_workflows::markers::JsonWorkflow;
-use stateful_workflows::{WORKFLOW_TYPE, payload};
+use stateful_workflows::{WORKFLOW_TYPE, payload, ui};
 use temporalio_client::{
     Client, UntypedQuery, UntypedSignal, UntypedUpdate, UntypedWorkflow,
-    WorkflowExecuteUpdateOptions, WorkflowQueryOptions, WorkflowSignalOptions,
-    WorkflowStartOptions, errors::WorkflowUpdateError,
+    WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowQueryOptions,
+    WorkflowSignalOptions, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
+    errors::{WorkflowUpdateError, WorkflowUpdateWithStartError},
 };
 use temporalio_common::data_converters::RawValue;
 
@@ -17,18 +18,23 @@ pub fn workflow_id(entity: &str, id: &str) -> String {
     format!("{entity}-{id}")
 }
 
-/// Starts a StatefulWorkflow; returns its run id.
+/// Starts a StatefulWorkflow; returns its run id. Its static summary and details (what the Temporal
+/// UI shows: entity and id, place in the tree) are read from `input`, never its token.
 pub async fn start(
     client: &Client,
     task_queue: &str,
     workflow_id: &str,
     input: Value,
 ) -> anyhow::Result<String> {
+    let (summary, details) = ui::start_metadata(workflow_id, &input);
     let h = client
         .start_workflow(
             JsonWorkflow(WORKFLOW_TYPE.to_string()),
             input,
-            WorkflowStartOptions::new(task_queue, workflow_id).build(),
+            WorkflowStartOptions::new(task_queue, workflow_id)
+                .static_summary(summary)
+                .static_details(details)
+                .build(),
         )
         .await
         .map_err(|e| anyhow!("cannot start {workflow_id}: {e}"))?;
@@ -88,7 +94,65 @@ fn update_id() -> String {
     )
 }
 
-/// Runs an acknowledged update; `Err` carries the workflow's reason when it refused the change.
+/// A change the workflow refused, with its reason: the error of [`update`] and [`update_with_start`]
+/// when the workflow answered (`e.downcast_ref::<Refused>()` tells it from a failure to reach it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "refused: {}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// How one attempt of an acknowledged update did not succeed.
+enum Attempt {
+    /// The workflow answered with a failure (its validator or its batch refused the change).
+    Failed(String),
+    /// Anything else: the server, the connection, an update that was not accepted.
+    Error(String),
+}
+
+/// Runs `attempt` (given the update id to use) until the workflow answers: an update the workflow
+/// refuses while it hands over to a new run (a reason starting with `retry:`) is sent again with a
+/// new id, and one the server says never reached the workflow is sent again with the same id (a few
+/// times each, for some 30 s).
+async fn acknowledged<F, Fut>(what: impl Fn() -> String, mut attempt: F) -> anyhow::Result<Value>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<RawValue, Attempt>>,
+{
+    let mut id = update_id();
+    let mut n = 0;
+    loop {
+        n += 1;
+        match attempt(id.clone()).await {
+            Ok(raw) => {
+                return payload::decode(&raw)
+                    .map_err(|e| anyhow!("the update answered something that is not JSON: {e}"));
+            }
+            // Refused while the run hands over (continue-as-new): the next run takes it. A
+            // hand-over takes a workflow task or two: tried again for some 30 s.
+            Err(Attempt::Failed(m)) if n < 40 && m.starts_with("retry:") => {
+                id = update_id();
+                tokio::time::sleep(std::time::Duration::from_millis((50 * n).min(1_000))).await;
+            }
+            Err(Attempt::Failed(m)) => return Err(Refused(m).into()),
+            // Not accepted: the task carrying it failed, or the run was closing (its
+            // continue-as-new under way; the server answers RESOURCE_EXHAUSTED "workflow is
+            // closing"). Sent again with the same id; the next run takes it.
+            Err(Attempt::Error(e)) if n < 40 && update_was_not_accepted(&e) => {
+                tokio::time::sleep(std::time::Duration::from_millis((100 * n).min(1_000))).await;
+            }
+            Err(Attempt::Error(e)) => return Err(anyhow!("{e}")).with_context(what),
+        }
+    }
+}
+
+/// Runs an acknowledged update; `Err` carries the workflow's reason ([`Refused`]) when it refused
+/// the change.
 ///
 /// The server aborts an update that was not yet accepted when the workflow task carrying it fails or is
 /// superseded (for example by a continue-as-new); such an update was not applied, and it is retried
@@ -100,48 +164,77 @@ pub async fn update(
     name: &str,
     input: &Value,
 ) -> anyhow::Result<Value> {
-    let mut id = update_id();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let res = client
-            .get_workflow_handle::<UntypedWorkflow>(workflow_id)
-            .execute_update(
-                UntypedUpdate::new(name),
-                payload::encode(input),
-                WorkflowExecuteUpdateOptions::builder()
-                    .update_id(id.clone())
-                    .build(),
+    acknowledged(
+        || format!("update `{name}` on {workflow_id}"),
+        |id| async move {
+            client
+                .get_workflow_handle::<UntypedWorkflow>(workflow_id)
+                .execute_update(
+                    UntypedUpdate::new(name),
+                    payload::encode(input),
+                    WorkflowExecuteUpdateOptions::builder()
+                        .update_id(id)
+                        .build(),
+                )
+                .await
+                .map_err(|e| match e {
+                    WorkflowUpdateError::Failed(f) => Attempt::Failed(f.message.clone()),
+                    e => Attempt::Error(e.to_string()),
+                })
+        },
+    )
+    .await
+}
+
+/// Starts the workflow with `input` when it is not running and runs the acknowledged update `name`
+/// on it, in one call (Temporal's update-with-start, workflow id conflict policy `USE_EXISTING`);
+/// answers what the workflow answered (`{version, changed}` for `update`), or its reason
+/// ([`Refused`]). Retried as [`update`] is. The workflow starts with the static summary and details
+/// [`start`] gives it.
+///
+/// A workflow that this call started stays running when the workflow refuses the change (the start
+/// and the update are one request, not one transaction).
+pub async fn update_with_start(
+    client: &Client,
+    task_queue: &str,
+    workflow_id: &str,
+    input: &Value,
+    name: &str,
+    change: &Value,
+) -> anyhow::Result<Value> {
+    let (summary, details) = ui::start_metadata(workflow_id, input);
+    acknowledged(
+        || format!("update-with-start `{name}` on {workflow_id}"),
+        |id| {
+            let opts = WorkflowUpdateWithStartOptions::new(
+                task_queue,
+                workflow_id,
+                WorkflowIdConflictPolicy::UseExisting,
             )
-            .await;
-        match res {
-            Ok(raw) => {
-                return payload::decode(&raw)
-                    .map_err(|e| anyhow!("the update answered something that is not JSON: {e}"));
+            .static_summary(summary.clone())
+            .static_details(details.clone())
+            .update_id(id)
+            .build();
+            async move {
+                client
+                    .execute_update_with_start_workflow(
+                        UntypedWorkflow::new(WORKFLOW_TYPE),
+                        payload::encode(input),
+                        UntypedUpdate::<UntypedWorkflow>::new(name),
+                        payload::encode(change),
+                        opts,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        WorkflowUpdateWithStartError::Update(WorkflowUpdateError::Failed(f)) => {
+                            Attempt::Failed(f.message.clone())
+                        }
+                        e => Attempt::Error(e.to_string()),
+                    })
             }
-            // Refused while the run hands over (continue-as-new): the next run takes it. A
-            // hand-over takes a workflow task or two: tried again for some 30 s.
-            Err(WorkflowUpdateError::Failed(f))
-                if attempt < 40 && f.message.starts_with("retry:") =>
-            {
-                id = update_id();
-                tokio::time::sleep(std::time::Duration::from_millis((50 * attempt).min(1_000)))
-                    .await;
-            }
-            Err(WorkflowUpdateError::Failed(f)) => return Err(anyhow!("refused: {}", f.message)),
-            // Not accepted: the task carrying it failed, or the run was closing (its
-            // continue-as-new under way; the server answers RESOURCE_EXHAUSTED "workflow is
-            // closing"). Sent again with the same id; the next run takes it.
-            Err(e) if attempt < 40 && update_was_not_accepted(&e.to_string()) => {
-                tokio::time::sleep(std::time::Duration::from_millis((100 * attempt).min(1_000)))
-                    .await;
-            }
-            Err(e) => {
-                return Err(anyhow!("{e}"))
-                    .with_context(|| format!("update `{name}` on {workflow_id}"));
-            }
-        }
-    }
+        },
+    )
+    .await
 }
 
 /// True for the server's answers that say an update never reached the workflow, so that sending it
@@ -243,7 +336,8 @@ pub async fn token_states(client: &Client, root: &str) -> Vec<TokenState> {
 }
 
 /// Sends a signal, starting the workflow with `input` first when it is not running (signal-with-start);
-/// returns the run id that got the signal.
+/// returns the run id that got the signal. A workflow it starts gets the summary and details
+/// [`start`] gives.
 pub async fn signal_with_start(
     client: &Client,
     task_queue: &str,
@@ -252,13 +346,17 @@ pub async fn signal_with_start(
     name: &str,
     payload: &Value,
 ) -> anyhow::Result<String> {
+    let (summary, details) = ui::start_metadata(workflow_id, &input);
     let h = client
         .signal_with_start_workflow(
             JsonWorkflow(WORKFLOW_TYPE.to_string()),
             input,
             stateful_workflows::markers::JsonSignal::<JsonWorkflow>::new(name),
             payload.clone(),
-            WorkflowStartOptions::new(task_queue, workflow_id).build(),
+            WorkflowStartOptions::new(task_queue, workflow_id)
+                .static_summary(summary)
+                .static_details(details)
+                .build(),
         )
         .await
         .map_err(|e| anyhow!("cannot signal-with-start `{name}` to {workflow_id}: {e}"))?;

@@ -203,6 +203,11 @@ impl Audit {
         push_bounded(&mut self.recent, rec, MAX_RECENT);
     }
 
+    /// The last applied batch, if this workflow (or a run before it) applied one.
+    pub fn last_change(&self) -> Option<&ChangeRecord> {
+        self.recent.back()
+    }
+
     /// Asks for a checkpoint (the `checkpoint` signal).
     pub fn request_checkpoint(&mut self) {
         self.checkpoint_requested = true;

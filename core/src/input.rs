@@ -11,11 +11,23 @@ use crate::secret::Secret;
 use crate::status::Status;
 use crate::tree::ChildRec;
 
+/// The version of [`Carry`]'s shape this release writes. 0 (no `version`) is every release before
+/// versions: their carries decode (each field added since has a default; the replay test
+/// `carried_inputs_of_every_release_decode` reads the ones in the committed histories). Bump it with
+/// any change of shape, keep the older ones decoding, and say what changed here:
+/// - 1: `version` itself (the shape of the releases before, plus `outbox`).
+pub const CARRY_VERSION: u32 = 1;
+
 /// What a continued-as-new run inherits besides the wire fields: the store with its stamps, counters and
 /// logs, and anything still queued.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Carry {
+    /// The shape's version ([`CARRY_VERSION`] when written by this release; 0 when absent). A
+    /// carry of a later version (a worker rolled back past a change of shape) is taken for what
+    /// this release knows of it: its newer fields are lost (see README "Upgrading").
+    #[serde(default)]
+    pub version: u32,
     /// The store, stamps included.
     pub store: Store,
     /// How many times the token was rotated.

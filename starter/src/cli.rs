@@ -34,6 +34,9 @@ pub enum Command {
     Query(QueryArgs),
     /// Print the hierarchy under a workflow (entity, id, status, version, token fingerprint).
     Tree(TreeArgs),
+    /// List workflows through Temporal's visibility by their search attributes (entity, status,
+    /// tree root): a table, or one JSON array with --json.
+    List(ListArgs),
     /// Check a workflow's state (checksum, schema, references, children registry); `--tree` checks every
     /// workflow under it. Exit code 1 when a check finds an error.
     Validate(ValidateArgs),
@@ -50,6 +53,10 @@ pub enum Command {
     },
     /// Apply a change and wait for the new state version (update, delete or state).
     Update(UpdateArgs),
+    /// Start the workflow of an entity when it is not running (with the `start` flags) and apply an
+    /// `update` to it, in one call (Temporal's update-with-start); prints the new state version, or
+    /// the reason the workflow refused the change (exit code 1).
+    Upsert(UpsertArgs),
 }
 
 #[derive(Args)]
@@ -136,6 +143,29 @@ pub struct TreeArgs {
 }
 
 #[derive(Args)]
+pub struct ListArgs {
+    /// Only this entity (`StatefulEntity`), e.g. User.
+    #[arg(long)]
+    pub entity: Option<String>,
+    /// Only this entity id (`StatefulId`).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Only this status (`StatefulStatus`): running, paused, unauthorized, cancelled, completed.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only the workflows of the tree under this root workflow id (`StatefulRoot`), the root
+    /// included.
+    #[arg(long, value_name = "WORKFLOW_ID")]
+    pub root: Option<String>,
+    /// Only workflows still running (closed ones are listed too otherwise).
+    #[arg(long)]
+    pub open: bool,
+    /// List at most this many (and say when more match).
+    #[arg(long, default_value_t = 1_000)]
+    pub limit: usize,
+}
+
+#[derive(Args)]
 pub struct ValidateArgs {
     /// Workflow id.
     pub workflow_id: String,
@@ -177,6 +207,16 @@ pub struct UpdateArgs {
     /// Which change: update, delete or state.
     #[arg(long, default_value = "update")]
     pub name: String,
+}
+
+#[derive(Args)]
+pub struct UpsertArgs {
+    /// The `update` to apply: inline JSON, `@FILE`, or `-` (e.g. `{"data": {"id": "u1", "name":
+    /// "Ann"}}` or `{"updates": {"User": {"u1": {"name": "Ann"}}}}`).
+    pub payload: String,
+    /// How the workflow is started when it is not running (entity, id, data, token, ...).
+    #[command(flatten)]
+    pub start: StartArgs,
 }
 
 #[derive(Subcommand)]

@@ -123,7 +123,7 @@ pub fn runs_of(env: &Env, wid: &str) -> anyhow::Result<Vec<String>> {
             "workflow",
             "list",
             "--query",
-            &format!("WorkflowId = '{wid}'"),
+            &format!("WorkflowId = {}", stateful_client::visibility::quote(wid)),
             "--output",
             "json",
         ],

@@ -109,7 +109,9 @@ pub const LOW_LATENCY_DYNAMIC_CONFIG: &[&str] = &[
 /// - `TEMPORAL_API_KEY`, `TEMPORAL_TLS_CLIENT_KEY_DATA`, `TEMPORAL_TLS_CLIENT_KEY_PATH`,
 ///   `TEMPORAL_TLS_CLIENT_CERT_DATA`, `TEMPORAL_TLS_CLIENT_CERT_PATH`, `TEMPORAL_GRPC_META_*` (gRPC
 ///   headers, often an `authorization`): Temporal's client credentials;
-/// - `TEMPORAL_CODEC_AUTH`: the `temporal` CLI's codec-server credentials.
+/// - `TEMPORAL_CODEC_AUTH`: the `temporal` CLI's codec-server credentials;
+/// - `OTEL_EXPORTER_OTLP_*`: the trace exporter's settings (`_HEADERS` often hold a collector's API
+///   key; and the dev server has no business exporting to the worker's collector).
 pub const SECRET_ENV_VARS: &[&str] = &[
     "STATEFUL_CODEC_KEYS",
     "STATEFUL_CODEC_KEYS_FILE",
@@ -121,6 +123,7 @@ pub const SECRET_ENV_VARS: &[&str] = &[
     "TEMPORAL_TLS_CLIENT_CERT_PATH",
     "TEMPORAL_GRPC_META_*",
     "TEMPORAL_CODEC_AUTH",
+    "OTEL_EXPORTER_OTLP_*",
 ];
 
 /// Removes from `cmd`'s environment every variable of [`SECRET_ENV_VARS`] (prefixes matched against the
@@ -168,6 +171,12 @@ pub fn command(cli: &Path, opts: &DevServerOptions, port: u16, also_remove: &[&s
             },
         ])
         .args(["--log-level", "warn"])
+        // The search attributes StatefulWorkflows set, in every namespace it creates.
+        .args(
+            stateful_workflows::visibility::NAMES
+                .iter()
+                .flat_map(|n| ["--search-attribute".to_string(), format!("{n}=Keyword")]),
+        )
         .args(
             LOW_LATENCY_DYNAMIC_CONFIG
                 .iter()
@@ -280,6 +289,7 @@ mod tests {
         assert_eq!(&args[..2], [OsStr::new("server"), OsStr::new("start-dev")]);
         assert!(args.contains(&OsStr::new("--ui-port")));
         assert!(args.contains(&OsStr::new("ns")));
+        assert!(args.contains(&OsStr::new("StatefulRoot=Keyword")));
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //! client. Off by default; `--ingress ADDR` turns it on, and callers must present the bearer token
 //! read from `--ingress-token-env` (default `STATEFUL_INGRESS_TOKEN`).
 //!
-//! - `POST /v1/{Entity}/{id}` with the entity's JSON data: an `update` (`?strategy=$replace` etc.);
-//!   when the entity's workflow is not running it is started (signal-with-start).
+//! - `POST /v1/{Entity}/{id}` with the entity's JSON data: an acknowledged `update`
+//!   (`?strategy=$replace` etc.), sent with Temporal's update-with-start (the entity's workflow is
+//!   started when it is not running; conflict policy `USE_EXISTING`). The answer is the workflow's:
+//!   `200 {workflowId, version, changed}` once the change is applied, or `422 {error}` with the
+//!   reason the workflow refused it (`409` when the workflow is ending, `503` when it was handing
+//!   over to a new run for longer than the retries last).
 //! - `DELETE /v1/{Entity}/{id}`: a `delete` of the entity (its workflow then completes).
 //! - `GET /v1/{Entity}/{id}`: the `data` query (`?view=state` for the normalized `state`).
 //!
@@ -33,7 +37,7 @@ use tracing::{info, warn};
 
 use crate::auth::{self, BearerToken, HttpLimits};
 
-/// The default body limit (2 MiB): a body becomes one `update` signal, and Temporal refuses a payload
+/// The default body limit (2 MiB): a body becomes one `update`, and Temporal refuses a payload
 /// over 2 MB by default (with `--compress`, a larger one may fit: raise `--ingress-max-body`).
 pub const DEFAULT_MAX_BODY: usize = 2 * 1024 * 1024;
 /// The default rate limit, requests per second: each request is a call to Temporal.
@@ -56,7 +60,7 @@ pub fn default_limits() -> HttpLimits {
 pub struct Ingress {
     /// The Temporal client.
     pub client: Client,
-    /// The worker's task queue (signal-with-start starts workflows there).
+    /// The worker's task queue (update-with-start starts workflows there).
     pub task_queue: String,
     /// The worker's schema.
     pub schema: Option<Arc<Schema>>,
@@ -216,16 +220,39 @@ async fn post_entity(
     }
     let wid = ops::workflow_id(&entity, &id);
     let input = json!({"id": id, "entityName": entity});
-    match ops::signal_with_start(&ing.client, &ing.task_queue, &wid, input, "update", &msg).await {
-        Ok(run_id) => {
-            info!(workflow_id = %wid, "ingress: update");
+    match ops::update_with_start(&ing.client, &ing.task_queue, &wid, &input, "update", &msg).await {
+        Ok(v) => {
+            info!(workflow_id = %wid, version = %v["version"], "ingress: update applied");
             (
-                StatusCode::ACCEPTED,
-                axum::Json(json!({"workflowId": wid, "runId": run_id, "signal": "update"})),
+                StatusCode::OK,
+                axum::Json(json!({
+                    "workflowId": wid,
+                    "version": v["version"],
+                    "changed": v["changed"],
+                })),
             )
                 .into_response()
         }
-        Err(e) => failed(e),
+        Err(e) => match e.downcast_ref::<ops::Refused>() {
+            Some(ops::Refused(reason)) => {
+                info!(workflow_id = %wid, "ingress: update refused");
+                error(refusal_status(reason), reason)
+            }
+            None => failed(e),
+        },
+    }
+}
+
+/// The status of a change the workflow refused: `409` when it is ending (it takes no more changes),
+/// `503` when it kept handing over to a new run (`retry:`: the caller may send it again), `422` for
+/// a change it cannot apply (the reason says why).
+fn refusal_status(reason: &str) -> StatusCode {
+    if reason.starts_with("retry:") {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if reason.starts_with("refused: the workflow is ending") {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
     }
 }
 
@@ -278,5 +305,34 @@ async fn get_entity(
     match ops::query(&ing.client, &wid, view).await {
         Ok(v) => axum::Json(v).into_response(),
         Err(e) => failed(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_answer_by_their_kind() {
+        assert_eq!(
+            refusal_status("User:u1… would run as a child workflow whose id is 1010 bytes long"),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            refusal_status(
+                "refused: the workflow is ending (completed or cancelled) and takes no more changes"
+            ),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            refusal_status(
+                "refused: with this change the workflow's state would take 3000000 bytes"
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            refusal_status("retry: the workflow is continuing as new"),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod codec_server;
 pub mod devserver;
 pub mod health;
 pub mod ingress;
+pub mod search_attributes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -190,6 +191,14 @@ pub struct WorkerArgs {
     /// Keep the local dev server's state in this SQLite file (default: in memory).
     #[arg(long)]
     pub dev_server_db: Option<PathBuf>,
+    /// Register the search attributes workflows set (`StatefulEntity`, `StatefulId`,
+    /// `StatefulStatus`, `StatefulRoot`, all Keyword) when the namespace lacks them (needs the
+    /// operator's permission). Default: on with the local dev server the worker starts, off
+    /// otherwise. Off and missing, the worker logs the `temporal operator search-attribute create`
+    /// command, and workflows run without them.
+    #[arg(long, env = "STATEFUL_REGISTER_SEARCH_ATTRIBUTES", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true")]
+    pub register_search_attributes: Option<bool>,
     /// Timeout of one request to an entity API.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub api_timeout: u64,
@@ -452,6 +461,16 @@ pub async fn run(
     let identity = format!("stateful-worker-{}@{}", std::process::id(), hostname());
     let client = connect_with_retry(&resolved, &identity).await?;
     health.set_phase(Phase::Starting);
+    if plan.workflows.is_some() {
+        // Before the first workflow task: whether runs set their search attributes.
+        let register = args
+            .register_search_attributes
+            .unwrap_or(dev_server.is_some());
+        let namespace = resolved.namespace();
+        if !search_attributes::ensure(&client, &namespace, register).await {
+            tokio::spawn(search_attributes::recheck(client.clone(), namespace));
+        }
+    }
     let result = run_with_client(&args, &plan, client, &resolved, schema, served, shutdown).await;
     health.set_phase(Phase::Stopped);
     if let Some(srv) = dev_server {

@@ -148,14 +148,20 @@ pub(crate) fn execute(
     }
 }
 
+/// A child's start options; its static summary and details (entity and id, place in the tree) are
+/// read from its input (`crate::ui::start_metadata`: never the token).
 fn child_options(
     workflow_id: &str,
+    input: &Value,
     task_queue: Option<String>,
     parent_close: ParentClosePolicy,
     cancel_type: CancellationType,
 ) -> ChildWorkflowOptions {
+    let (summary, details) = crate::ui::start_metadata(workflow_id, input);
     ChildWorkflowOptions::builder()
         .workflow_id(workflow_id.to_string())
+        .static_summary(summary)
+        .static_details(details)
         .maybe_task_queue(task_queue)
         .parent_close_policy(match parent_close {
             ParentClosePolicy::Abandon => temporalio_sdk::ParentClosePolicy::Abandon,
@@ -191,14 +197,18 @@ fn start_child(ctx: &WorkflowContext<StatefulWorkflow>, e: Effect, inflight: &mu
     else {
         return;
     };
-    let opts = child_options(&workflow_id, task_queue, parent_close, cancel_type);
+    let opts = child_options(&workflow_id, &input, task_queue, parent_close, cancel_type);
     let c = ctx.clone();
+    let trace = opentelemetry::Context::current();
     inflight.starts.push(
         async move {
-            match c
-                .start_child_workflow(JsonWorkflow(workflow_type), input, opts)
-                .await
-            {
+            // Issued at the first poll, under the trace context of its release: that of the
+            // change that asks for it (see `crate::journey`).
+            let start = {
+                let _trace = trace.attach();
+                c.start_child_workflow(JsonWorkflow(workflow_type), input, opts)
+            };
+            match start.await {
                 Err(ChildWorkflowStartError::StartFailed {
                     cause: StartChildWorkflowExecutionFailedCause::WorkflowAlreadyExists,
                     ..

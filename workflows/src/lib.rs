@@ -12,12 +12,17 @@
 //! - `logging`: the span every line of a run is logged in (namespace, task queue, workflow id, run
 //!   id, workflow type).
 //! - [`metrics`]: process-wide counters the worker exports to Prometheus.
+//! - [`visibility`]: the search attributes (`StatefulEntity`, `StatefulId`, `StatefulStatus`,
+//!   `StatefulRoot`) and the patch under which a run sets them.
+//! - [`ui`]: what the Temporal UI shows: static summary and details, current details, and the
+//!   summaries of loads and child starts.
 #![deny(missing_docs)]
 
 // The SDK's `#[activities]` macro generates an undocumented constant per method.
 #[allow(missing_docs)]
 pub mod describe;
 pub(crate) mod effects;
+pub(crate) mod journey;
 pub(crate) mod loading;
 pub(crate) mod logging;
 pub mod markers;
@@ -28,6 +33,8 @@ pub(crate) mod run;
 // method; the methods themselves are documented.
 #[allow(missing_docs)]
 pub mod stateful;
+pub mod ui;
+pub mod visibility;
 
 pub use describe::DescribeActivities;
 pub use stateful::{SchemaActivities, StatefulWorkflow};
@@ -71,4 +78,19 @@ pub(crate) fn activity_task_queue() -> Option<String> {
         .read()
         .unwrap_or_else(|p| p.into_inner())
         .clone()
+}
+
+static SEARCH_ATTRIBUTES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Tells the workflows of this process that the namespace has the search attributes of
+/// [`visibility`] (the worker checks, and registers them when it may, at startup). Read only by a
+/// run that starts outside replay, whose decision is then recorded in its history (the patch
+/// [`visibility::PATCH`]): see [`visibility`].
+pub fn set_search_attributes(on: bool) {
+    SEARCH_ATTRIBUTES.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the namespace has the search attributes, as this worker found.
+pub(crate) fn search_attributes() -> bool {
+    SEARCH_ATTRIBUTES.load(std::sync::atomic::Ordering::Relaxed)
 }

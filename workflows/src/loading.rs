@@ -10,7 +10,8 @@ use stateful_core::{FailureKind, Loaded, Secret};
 use temporalio_common::error::IncomingError;
 use temporalio_common::protos::temporal::api::common::v1::RetryPolicy;
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, WorkflowCancellationToken, WorkflowContext,
+    ActivityExecutionError, ActivityOptions, TimerOptions, WorkflowCancellationToken,
+    WorkflowContext,
 };
 use tracing::info;
 
@@ -21,10 +22,12 @@ use crate::run::now_ms;
 /// Loads retry transient failures (5xx, 408, 429 with `Retry-After`, timeouts, connection errors)
 /// with backoff, up to 6 attempts; the kinds retrying cannot fix are named once, by
 /// [`FailureKind::NON_RETRYABLE`]. They run on `task_queue`, the queue the workflow's input
-/// recorded (`activityTaskQueue`), or, without one, on the workflow's own.
-fn load_options(task_queue: Option<String>) -> ActivityOptions {
+/// recorded (`activityTaskQueue`), or, without one, on the workflow's own. `summary` says in the UI
+/// which URL is loaded (never its query string nor credentials: `crate::ui::safe_url`).
+fn load_options(task_queue: Option<String>, summary: String) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
         .maybe_task_queue(task_queue)
+        .summary(summary)
         .retry_policy(RetryPolicy {
             initial_interval: Some(Duration::from_millis(500).try_into().unwrap_or_default()),
             backoff_coefficient: 2.0,
@@ -67,6 +70,7 @@ async fn load(
     queue: Option<String>,
 ) -> Loaded {
     let done = if batch.is_empty() {
+        let summary = crate::ui::load_summary(&url);
         c.execute_activity(
             stateful_activities::HttpActivities::load_data,
             stateful_activities::LoadInput {
@@ -74,7 +78,7 @@ async fn load(
                 token,
                 timeout_ms: None,
             },
-            load_options(queue),
+            load_options(queue, summary),
         )
         .await
         .map(Loaded::Ok)
@@ -94,11 +98,15 @@ async fn load_batch(
     queue: Option<String>,
 ) -> Result<Loaded, ActivityExecutionError> {
     while let Some(input) = plan.next_input(token) {
+        let summary = crate::ui::batch_summary(
+            input.urls.first().map(String::as_str).unwrap_or_default(),
+            input.urls.len(),
+        );
         let answers = c
             .execute_activity(
                 stateful_activities::HttpActivities::load_batch,
                 input,
-                load_options(queue.clone()),
+                load_options(queue.clone(), summary),
             )
             .await?;
         if let Err(message) = plan.take(answers) {
@@ -148,7 +156,13 @@ pub(crate) fn arm_timer(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut 
     inflight.timer = Some((
         due,
         async move {
-            let _ = c.timer(wait).await;
+            let _ = c
+                .timer(
+                    TimerOptions::builder(wait)
+                        .summary("refresh from the API".to_string())
+                        .build(),
+                )
+                .await;
         }
         .boxed_local(),
     ));

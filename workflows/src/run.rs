@@ -101,6 +101,10 @@ pub(crate) async fn run(
         // release hand what waits to the next run (the same patch marks them).
         s.core.set_carry_outbox(this_release);
     });
+    // Whether this run sets its search attributes: asked once, recorded as a patch marker only when
+    // the worker found them in the namespace (see `crate::visibility`).
+    let search_attributes = crate::visibility::decide(ctx);
+    ctx.state_mut(|s| s.search_attributes = search_attributes);
     start(ctx, input).await?;
     let mut inflight = InFlight::default();
     let first = ctx.state_mut(|s| s.core.initial_effects());
@@ -258,6 +262,7 @@ async fn start(
     {
         tracing::error!(workflow_id = ctx.workflow_id(), error = %e, "integrity check failed");
     }
+    show_details(ctx);
     Ok(())
 }
 
@@ -273,7 +278,10 @@ fn run_batch(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) -
         ctx.state_mut(|s| s.core.set_echo_peers(echo));
     }
     let now = now_ms(ctx.workflow_time());
+    // The trace of the first message this batch applies (tracing on): its commands continue it.
+    let journey = ctx.state_mut(|s| s.journey.take());
     let mut out = ctx.state_mut(|s| s.core.process(now));
+    show_details(ctx);
     let skipped = ctx.state_mut(|s| s.core.tree_mut().take_newly_skipped());
     let conflicting = ctx.state_mut(|s| s.core.tree_mut().take_newly_conflicting());
     if !ctx.is_replaying() {
@@ -285,6 +293,7 @@ fn run_batch(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) -
             warn!(workflow_id = ctx.workflow_id(), %child, %reason, "child conflicting: not adopted");
         }
     }
+    let _trace = journey.map(opentelemetry::Context::attach);
     send(ctx, std::mem::take(&mut out.effects), inflight);
     out
 }
@@ -341,6 +350,23 @@ async fn flush_until(
 /// hand it over; see `Core::set_carry_outbox`).
 fn next_run_takes_the_outbox(core: &stateful_core::Core) -> bool {
     core.carries_outbox() && core.carry_size() <= core.limits().max_payload_bytes
+}
+
+/// The current details the Temporal UI shows (entity and id, status, version, last change), served
+/// by the SDK through the `__temporal_workflow_metadata` query: not a command, so replay is
+/// unchanged. Set after every batch (and in replay too, so that a workflow rebuilt from its history
+/// shows them).
+fn show_details(ctx: &WorkflowContext<StatefulWorkflow>) {
+    let details = ctx.state(|s| {
+        crate::ui::current_details(
+            s.core.entity(),
+            s.core.id(),
+            s.core.status_str(),
+            s.core.store().version(),
+            s.core.audit().last_change(),
+        )
+    });
+    ctx.set_current_details(details);
 }
 
 /// What a batch did, as metrics and log lines (never the token: only its fingerprint).
@@ -419,9 +445,12 @@ fn report_load(ctx: &WorkflowContext<StatefulWorkflow>, l: &stateful_core::Loade
     }
 }
 
+/// Upserts the memo, and the search attributes that changed (when this run sets them: see
+/// `crate::visibility`).
 pub(crate) fn upsert_memo(ctx: &WorkflowContext<StatefulWorkflow>) {
     let memo = ctx.state(|s| s.core.memo());
     let _ = ctx.upsert_memo(memo.into_iter().map(|(k, v)| (k, Some(MemoValue::new(v)))));
+    crate::visibility::upsert(ctx);
 }
 
 /// Hands over to a new run: applies whatever is still arriving (as any batch) and lets accepted

@@ -50,10 +50,16 @@ impl SchemaActivities {
 #[derive(Default)]
 pub struct StatefulWorkflow {
     pub(crate) core: Core,
+    /// Whether this run sets its search attributes (decided once, as it starts: see
+    /// [`crate::visibility`]).
+    pub(crate) search_attributes: bool,
+    /// The trace context of the first message of the next batch (see [`crate::journey`]).
+    pub(crate) journey: crate::journey::Journey,
 }
 
 impl StatefulWorkflow {
     fn queue(&mut self, signal: Signal, input: RawValue) {
+        self.journey.note();
         self.core.signal(signal, payload::decode(&input));
     }
 }
@@ -361,7 +367,10 @@ async fn acknowledged(
     signal: Signal,
     input: RawValue,
 ) -> Result<Value, BoxError> {
-    let ticket = ctx.state_mut(|s| s.core.enqueue_update(signal, payload::decode(&input)));
+    let ticket = ctx.state_mut(|s| {
+        s.journey.note();
+        s.core.enqueue_update(signal, payload::decode(&input))
+    });
     ctx.wait_condition(|s| s.core.results_ready(ticket)).await?;
     match ctx.state_mut(|s| s.core.take_result(ticket)) {
         Some(Ok(v)) => Ok(v),

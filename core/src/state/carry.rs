@@ -91,6 +91,7 @@ impl Core {
         // The audit trail takes at most `trail` bytes (all of it, with the default limits).
         let audit = self.audit.carry_within(trail);
         let carry = Carry {
+            version: crate::input::CARRY_VERSION,
             store,
             token_rotations: self.api.token.rotations(),
             rejected: audit.rejected,

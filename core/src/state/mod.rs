@@ -282,7 +282,7 @@ impl Core {
         let fresh = carry.is_none();
         let given_hosts = input.api_hosts.take();
         match carry {
-            Some(c) => self.start_carried(c),
+            Some(c) => self.start_carried(c, now),
             None => self.start_fresh(input, now)?,
         }
         let total = if fresh {
@@ -339,7 +339,7 @@ impl Core {
     }
 
     /// A continued run: everything the previous run handed over.
-    fn start_carried(&mut self, c: Carry) {
+    fn start_carried(&mut self, c: Carry, now: u64) {
         self.store = c.store;
         self.api.token = TokenState::new(
             self.api.token.get().cloned(),
@@ -356,6 +356,19 @@ impl Core {
             runs: c.runs,
             checkpoints: c.checkpoints,
         });
+        if c.version > crate::input::CARRY_VERSION {
+            // A worker rolled back past a change of the carry's shape: said, not silent.
+            self.audit.reject(crate::audit::Rejection {
+                signal: "carry".into(),
+                reason: format!(
+                    "the previous run was written by a later release (carry version {}, this worker knows up to {}): what that release added is not carried on",
+                    c.version,
+                    crate::input::CARRY_VERSION
+                ),
+                time: now,
+                version: self.store.version(),
+            });
+        }
         if let Some(last) = self.audit.last_checkpoint() {
             let got = checksum(self.store.entities());
             if got != last.checksum {

@@ -43,6 +43,49 @@ fn a_batch_applies_in_arrival_order_and_answers_each_update() {
 }
 
 #[test]
+fn the_carry_says_its_version_and_a_later_one_is_taken_and_said() {
+    let mut c = started(json!({"id": "u", "entityName": "User", "data": {"id": "u", "a": 1}}));
+    c.process(2000);
+    let mut next = c.carry_input();
+    assert_eq!(next["carry"]["version"], json!(crate::input::CARRY_VERSION));
+    // Without a version (the releases before): version 0, and nothing is said.
+    next["carry"].as_object_mut().unwrap().remove("version");
+    let parsed = StartInput::parse(&next).unwrap();
+    assert_eq!(parsed.carry.as_ref().unwrap().version, 0);
+    let restart = |input: &Value| {
+        let mut n = Core::default();
+        let s = schema();
+        let js = s.to_json();
+        n.start(
+            StartInput::parse(input).unwrap(),
+            s,
+            js,
+            "User-u".into(),
+            3000,
+        )
+        .unwrap();
+        n
+    };
+    let n = restart(&next);
+    assert_eq!(n.data(), json!({"id": "u", "a": 1}));
+    assert_eq!(n.audit.rejected_total(), 0);
+    // Written by a later release (a rollback): what this release knows is taken, and it is said.
+    next["carry"]["version"] = json!(crate::input::CARRY_VERSION + 1);
+    next["carry"]["somethingNew"] = json!({"x": 1});
+    let n = restart(&next);
+    assert_eq!(n.data(), json!({"id": "u", "a": 1}));
+    assert_eq!(n.audit.rejected_total(), 1);
+    assert!(
+        n.audit
+            .rejected_info()
+            .to_string()
+            .contains("later release"),
+        "{}",
+        n.audit.rejected_info()
+    );
+}
+
+#[test]
 fn carry_over_keeps_everything_and_messages_that_arrived_first_in_the_new_run() {
     let mut c =
         started(json!({"id": "u", "entityName": "User", "data": {"id": "u"}, "apiToken": "t1"}));

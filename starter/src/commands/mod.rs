@@ -11,6 +11,7 @@ use temporalio_client::Client;
 
 use crate::cli::{Cli, Command, TokenCommand};
 
+mod list;
 mod token;
 mod transfer;
 mod tree;
@@ -54,7 +55,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Signal(a) => workflow::signal(&ctx, a).await,
         Command::Query(a) => workflow::query(&ctx, a).await,
         Command::Update(a) => workflow::update(&ctx, a).await,
+        Command::Upsert(a) => workflow::upsert(&ctx, a).await,
         Command::Tree(a) => tree::tree(&ctx, a).await,
+        Command::List(a) => list::list(&ctx, a).await,
         Command::Validate(a) => tree::validate(&ctx, a).await,
         Command::Export(a) => transfer::export(&ctx, a).await,
         Command::Import(a) => transfer::import(&ctx, a).await,

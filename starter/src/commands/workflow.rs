@@ -1,11 +1,11 @@
-//! `start`, `signal`, `query` and `update`: one workflow at a time.
+//! `start`, `signal`, `query`, `update` and `upsert`: one workflow at a time.
 
 use anyhow::{anyhow, bail};
 use serde_json::{Value, json};
 use stateful_client::ops;
 
 use super::{Ctx, read_json, read_token};
-use crate::cli::{QueryArgs, SignalArgs, StartArgs, UpdateArgs};
+use crate::cli::{QueryArgs, SignalArgs, StartArgs, UpdateArgs, UpsertArgs};
 
 /// The signals `starter signal` sends.
 const SIGNALS: &[&str] = &[
@@ -24,6 +24,44 @@ const SIGNALS: &[&str] = &[
 
 /// `starter start`.
 pub async fn start(ctx: &Ctx, a: StartArgs) -> anyhow::Result<()> {
+    let (wid, input) = start_input(a)?;
+    let run_id = ops::start(&ctx.client, &ctx.task_queue, &wid, input).await?;
+    ctx.print(&json!({"workflowId": wid, "runId": run_id}), || {
+        format!(
+            "started {wid} (run {run_id}) on task queue {}",
+            ctx.task_queue
+        )
+    });
+    Ok(())
+}
+
+/// `starter upsert`: update-with-start. A refused change is an error with the workflow's reason.
+pub async fn upsert(ctx: &Ctx, a: UpsertArgs) -> anyhow::Result<()> {
+    let payload = read_json(&a.payload, "the payload")?;
+    let (wid, input) = start_input(a.start)?;
+    let v = ops::update_with_start(
+        &ctx.client,
+        &ctx.task_queue,
+        &wid,
+        &input,
+        "update",
+        &payload,
+    )
+    .await?;
+    ctx.print(
+        &json!({"workflowId": wid, "version": v["version"], "changed": v["changed"]}),
+        || {
+            format!(
+                "applied to {wid}: version {} ({} entities changed)",
+                v["version"], v["changed"]
+            )
+        },
+    );
+    Ok(())
+}
+
+/// The workflow id and start input the `start` flags describe.
+fn start_input(a: StartArgs) -> anyhow::Result<(String, Value)> {
     let wid = a
         .workflow_id
         .unwrap_or_else(|| ops::workflow_id(&a.entity, &a.id));
@@ -63,14 +101,7 @@ pub async fn start(ctx: &Ctx, a: StartArgs) -> anyhow::Result<()> {
         stateful_core::Limits::parse(Some(&v)).map_err(|e| anyhow!("--limits: {e}"))?;
         input["limits"] = v;
     }
-    let run_id = ops::start(&ctx.client, &ctx.task_queue, &wid, input).await?;
-    ctx.print(&json!({"workflowId": wid, "runId": run_id}), || {
-        format!(
-            "started {wid} (run {run_id}) on task queue {}",
-            ctx.task_queue
-        )
-    });
-    Ok(())
+    Ok((wid, input))
 }
 
 /// `starter signal`.
