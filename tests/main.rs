@@ -19,9 +19,11 @@ mod observability; // the JSON log, and our metrics' labels and Prometheus names
 mod recovery; // SIGKILL of the worker mid-burst and mid-rotation; temporal workflow reset
 mod replay; // recorded histories replay with the current code
 mod scale_out; // workflow-only and activity-only workers on queues of their own, /healthz and /readyz, the drain on SIGTERM
+mod schema_evolution; // a running tree's schema changed with `starter schema apply`: relations added and removed
 mod tracing; // OpenTelemetry: one trace across a tree, a change's journey, to a local OTLP receiver
 mod tree; // managed children and subscriptions
 mod ui; // what the Temporal UI shows: summaries, details, current details; never the token
+mod versioning; // Worker Versioning: pinned trees, moved by a checkpoint or `starter upgrade`; `starter tree` shows versions
 mod visibility; // search attributes: temporal workflow list and starter list find a tree; registration
 mod workflow; // StatefulWorkflow's signals, updates, queries, status and input errors
 

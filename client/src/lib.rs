@@ -7,6 +7,7 @@
 //!   tree);
 //! - [`visibility`]: the namespace's search attributes (checked, registered), list queries and
 //!   listing;
+//! - [`versioning`]: Worker Versioning: the deployment version a workflow runs on;
 //! - [`telemetry`]: OpenTelemetry tracing (OTLP export, the SDK's tracing plugin), off unless the
 //!   standard `OTEL_*` variables turn it on.
 
@@ -16,4 +17,5 @@ pub mod codec;
 pub mod connect;
 pub mod ops;
 pub mod telemetry;
+pub mod versioning;
 pub mod visibility;

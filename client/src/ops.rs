@@ -238,9 +238,15 @@ pub async fn update_with_start(
 }
 
 /// True for the server's answers that say an update never reached the workflow, so that sending it
-/// again (same update id) cannot apply it twice.
+/// again (same update id) cannot apply it twice: the workflow task carrying it failed, the run was
+/// closing (its continue-as-new under way), or the update was aborted because the task that
+/// accepted it was lost (a speculative task the server dropped: "Workflow task not found" when the
+/// worker completes it). A StatefulWorkflow accepts and completes an update in one task, so a lost
+/// task applied nothing.
 fn update_was_not_accepted(error: &str) -> bool {
-    error.contains("unexpected workflow task failure") || error.contains("workflow is closing")
+    error.contains("unexpected workflow task failure")
+        || error.contains("workflow is closing")
+        || error.contains("workflow update was aborted")
 }
 
 /// One workflow's token and load state, as `starter token rotate` watches it.
@@ -314,25 +320,66 @@ pub async fn token_states(client: &Client, root: &str) -> Vec<TokenState> {
     walk(client, root, "api")
         .await
         .into_iter()
-        .map(|(wid, api)| match api {
-            Ok(v) => TokenState {
-                workflow_id: wid,
-                fingerprint: v["token"]["fingerprint"].as_str().map(str::to_string),
-                has_api: !v["url"].is_null(),
-                load_state: v["state"].as_str().unwrap_or_default().to_string(),
-                loading: v["loading"] == Value::Bool(true) || !v["pending"].is_null(),
-                error: None,
-            },
-            Err(e) => TokenState {
-                workflow_id: wid,
-                fingerprint: None,
-                has_api: false,
-                load_state: String::new(),
-                loading: false,
-                error: Some(format!("{e:#}")),
-            },
-        })
+        .map(|(wid, api)| token_state(wid, api))
         .collect()
+}
+
+/// One workflow's [`TokenState`] from its `api` query's answer.
+fn token_state(workflow_id: String, api: anyhow::Result<Value>) -> TokenState {
+    match api {
+        Ok(v) => TokenState {
+            workflow_id,
+            fingerprint: v["token"]["fingerprint"].as_str().map(str::to_string),
+            has_api: !v["url"].is_null(),
+            load_state: v["state"].as_str().unwrap_or_default().to_string(),
+            loading: v["loading"] == Value::Bool(true) || !v["pending"].is_null(),
+            error: None,
+        },
+        Err(e) => TokenState {
+            workflow_id,
+            fingerprint: None,
+            has_api: false,
+            load_state: String::new(),
+            loading: false,
+            error: Some(format!("{e:#}")),
+        },
+    }
+}
+
+/// How many workflows [`token_states_listed`] queries at once.
+const LISTED_QUERIES_AT_ONCE: usize = 32;
+
+/// The most workflows [`token_states_listed`] takes from visibility (a larger tree is walked).
+const LISTED_MAX: usize = 20_000;
+
+/// The token states of the running workflows whose `StatefulRoot` is `root`, found with one
+/// visibility listing and queried all at once (32 at a time) instead of level by level, with no
+/// `children` queries: cheaper than [`token_states`] for a deep or wide tree. `None` when
+/// visibility cannot answer for this tree (the namespace lacks the search attributes, `root` is
+/// not the root of a tree, the tree is larger than 20,000, or the listing fails). Visibility lags
+/// behind by up to a second or so and lists the tree as its root started it (not a workflow adopted
+/// from another tree): whoever decides on it confirms with [`token_states`].
+pub async fn token_states_listed(client: &Client, root: &str) -> Option<Vec<TokenState>> {
+    use futures::StreamExt;
+    let q = crate::visibility::query(&crate::visibility::Filter {
+        root: Some(root.to_string()),
+        open: true,
+        ..Default::default()
+    });
+    let (listed, more) = crate::visibility::list(client, &q, LISTED_MAX).await.ok()?;
+    if more || !listed.iter().any(|l| l.workflow_id == root) {
+        return None;
+    }
+    Some(
+        futures::stream::iter(listed)
+            .map(|l| async move {
+                let api = query(client, &l.workflow_id, "api").await;
+                token_state(l.workflow_id, api)
+            })
+            .buffer_unordered(LISTED_QUERIES_AT_ONCE)
+            .collect()
+            .await,
+    )
 }
 
 /// Sends a signal, starting the workflow with `input` first when it is not running (signal-with-start);
@@ -374,6 +421,9 @@ mod tests {
         ));
         assert!(update_was_not_accepted(
             "update was aborted: unexpected workflow task failure"
+        ));
+        assert!(update_was_not_accepted(
+            "Server error: code: 'The service is currently unavailable', message: \"workflow update was aborted\""
         ));
         assert!(!update_was_not_accepted("workflow not found for ID: x"));
         assert!(!update_was_not_accepted("deadline exceeded"));

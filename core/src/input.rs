@@ -16,7 +16,8 @@ use crate::tree::ChildRec;
 /// `carried_inputs_of_every_release_decode` reads the ones in the committed histories). Bump it with
 /// any change of shape, keep the older ones decoding, and say what changed here:
 /// - 1: `version` itself (the shape of the releases before, plus `outbox`).
-pub const CARRY_VERSION: u32 = 1;
+/// - 2: `schemaVersion`, and `order.schema` (the stamp of the `schema` message that set the schema).
+pub const CARRY_VERSION: u32 = 2;
 
 /// What a continued-as-new run inherits besides the wire fields: the store with its stamps, counters and
 /// logs, and anything still queued.
@@ -67,6 +68,13 @@ pub struct Carry {
     /// first (a run with a long history hands them over rather than issue them all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbox: Vec<crate::outbox::Carried>,
+    /// How many schema changes the schema it runs has had (0: the one the tree started with).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub schema_version: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A parsed start input.
@@ -113,6 +121,10 @@ pub struct StartInput {
     pub ancestor_workflow_ids: Vec<String>,
     /// The schema this workflow runs with (extended-format JSON), when the starter provided it.
     pub schema: Option<Value>,
+    /// Ours: the stamp of the `schema` message that set `schema` (a parent hands it down).
+    pub schema_stamp: Option<Stamp>,
+    /// Ours: how many schema changes `schema` has had (a parent hands it down).
+    pub schema_version: u64,
     /// History length past which the workflow continues as new.
     pub max_history: Option<u32>,
     /// Ours: the limits it keeps under (handed down the tree, carried over continue-as-new).
@@ -235,6 +247,11 @@ impl StartInput {
             subscriptions: list(m, "subscriptions")?,
             ancestor_workflow_ids,
             schema: nonempty("schema"),
+            schema_stamp: stamp_field(m, "schemaStamp")?,
+            schema_version: m
+                .get("schemaVersion")
+                .and_then(Value::as_u64)
+                .unwrap_or_default(),
             max_history,
             limits: crate::limits::Limits::parse(m.get("limits"))?,
             carry,

@@ -40,11 +40,14 @@ pub enum Signal {
     Unsubscribe,
     /// `childEnded`: a child (or any publisher) reports that it ended.
     ChildEnded,
+    /// `schema`: a new schema (the schema file's format, as JSON), or ours `{schema, stamp,
+    /// version}` from a parent.
+    Schema,
 }
 
 impl Signal {
     /// Every signal.
-    pub const ALL: [Signal; 14] = [
+    pub const ALL: [Signal; 15] = [
         Signal::Update,
         Signal::Delete,
         Signal::State,
@@ -59,6 +62,7 @@ impl Signal {
         Signal::Subscribe,
         Signal::Unsubscribe,
         Signal::ChildEnded,
+        Signal::Schema,
     ];
 
     /// The signal name.
@@ -151,6 +155,7 @@ enum Kind {
     ChildEnded,
     ChildEvent,
     TemporalCancel,
+    Schema,
 }
 
 impl Kind {
@@ -174,6 +179,7 @@ impl Kind {
             Kind::ChildEnded => "childEnded",
             Kind::ChildEvent => "childEvent",
             Kind::TemporalCancel => "cancellation",
+            Kind::Schema => "schema",
         }
     }
 
@@ -200,6 +206,7 @@ impl From<Signal> for Kind {
             Signal::Subscribe => Kind::Subscribe,
             Signal::Unsubscribe => Kind::Unsubscribe,
             Signal::ChildEnded => Kind::ChildEnded,
+            Signal::Schema => Kind::Schema,
         }
     }
 }

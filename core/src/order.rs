@@ -102,6 +102,16 @@ impl Latest {
     pub fn get(&self) -> Option<&Stamp> {
         self.0.as_ref()
     }
+
+    /// True when no message set it.
+    pub fn is_unset(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// True when a message stamped `s` would be taken (see [`Latest::accept`]), without taking it.
+    pub fn would_accept(&self, s: &Stamp) -> bool {
+        self.0.as_ref().is_none_or(|held| held < s)
+    }
 }
 
 /// The latest stamp of each subscription `(workflowId, subscriptionId)`, and whether that message
@@ -189,6 +199,9 @@ pub struct OrderCarry {
     /// Each subscription's.
     #[serde(default)]
     pub subscriptions: SubscriptionOrder,
+    /// The schema's (a `schema` message; none while the workflow runs the schema it started with).
+    #[serde(default, skip_serializing_if = "Latest::is_unset")]
+    pub schema: Latest,
 }
 
 #[cfg(test)]

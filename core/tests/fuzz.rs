@@ -577,6 +577,7 @@ fn payload(r: &mut Rng, s: Signal) -> Result<Value, String> {
             }
             Value::Object(m)
         }
+        Signal::Schema => schema_change(r),
         // `refresh`, `checkpoint`, `pause`, `resume`, `cancel`: no argument, or a stamp, or junk.
         _ => match r.below(4) {
             0 => Value::Null,
@@ -584,6 +585,39 @@ fn payload(r: &mut Rng, s: Signal) -> Result<Value, String> {
             _ => any(r, 2),
         },
     })
+}
+
+/// A `schema` payload: the fuzz schema with a relation added or removed, an entity or its id
+/// attribute changed, junk, in either format, plain or stamped (ours).
+fn schema_change(r: &mut Rng) -> Value {
+    let mut s = Schema::parse(SCHEMA, "fuzz")
+        .expect("the fuzz schema")
+        .to_json();
+    match r.below(8) {
+        0 => s["User"]["photos"] = json!({"entity": "Photo", "many": true}),
+        1 => {
+            if let Some(m) = s["Listing"].as_object_mut() {
+                m.remove("photos");
+            }
+        }
+        2 => s["Listing"]["photos"]["onRemove"] = json!("keep"),
+        3 => s["User"]["idAttribute"] = json!("uid"),
+        4 => {
+            if let Some(m) = s.as_object_mut() {
+                m.remove(r.pick(&["User", "Photo"]));
+            }
+        }
+        5 => s = any(r, 3),
+        6 => {
+            s = json!({"User": {"listings": ["Listing"]}, "Listing": {"user": "User", "photos": ["Photo"]}, "Photo": {}})
+        }
+        _ => {}
+    }
+    if r.chance(40) {
+        json!({"schema": s, "stamp": stamp(r), "version": r.below(4)})
+    } else {
+        s
+    }
 }
 
 fn limits(r: &mut Rng) -> Value {
@@ -987,7 +1021,16 @@ impl Case {
     /// One batch, as `run::run_batch` runs it, and the properties after it.
     fn batch(&mut self) -> Result<(), String> {
         let tickets = std::mem::take(&mut self.glue.tickets);
-        let out = self.core.process(self.now);
+        let mut out = self.core.process(self.now);
+        // A `schema` message ends its batch: the glue's loop runs the next at once (it has work).
+        for _ in 0..100 {
+            if self.core.inbox_empty() {
+                break;
+            }
+            let more = self.core.process(self.now);
+            out.effects.extend(more.effects);
+            out.rejected.extend(more.rejected);
+        }
         BATCHES.fetch_add(1, Ordering::Relaxed);
         REJECTED.fetch_add(out.rejected.len() as u64, Ordering::Relaxed);
         self.trace(|| {
@@ -1044,6 +1087,7 @@ impl Case {
             c.tree().children_info_within(100),
             c.audit().info(),
             c.managed_paths(),
+            c.schema_info(),
         );
         let _ = (c.status_str(), c.api_url(), c.refresh_interval());
     }
@@ -1305,8 +1349,10 @@ impl Case {
                 .pick(&[Signal::Update, Signal::Subscribe, Signal::ApiToken]);
         }
         let p = payload(&mut self.r, s);
-        let acknowledged =
-            matches!(s, Signal::Update | Signal::Delete | Signal::State) && self.r.chance(30);
+        let acknowledged = matches!(
+            s,
+            Signal::Update | Signal::Delete | Signal::State | Signal::Schema
+        ) && self.r.chance(30);
         self.trace(|| {
             format!(
                 "{} {} {}",

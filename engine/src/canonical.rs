@@ -117,6 +117,11 @@ pub fn checksum(e: &Entities) -> String {
     )
 }
 
+/// `sha256:` and the hex SHA-256 of the canonical form of any JSON value (a schema's checksum).
+pub fn checksum_value(v: &Value) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(canonical_json(v))))
+}
+
 /// The first 12 hex digits of the SHA-256 of a secret: enough to tell two tokens apart, useless to
 /// recover one.
 pub fn fingerprint(secret: &str) -> String {

@@ -418,6 +418,47 @@ impl Schema {
     pub fn entities(&self) -> &BTreeMap<String, EntityDef> {
         &self.entities
     }
+
+    /// The checksum of the schema in the extended format (`sha256:...`): the same for a schema
+    /// written in either format, so that a client can tell which schema a workflow runs.
+    pub fn checksum(&self) -> String {
+        crate::canonical::checksum_value(&self.to_json())
+    }
+
+    /// What a running workflow may not take of `next` in place of this schema (each with the
+    /// reason): changing how an entity is identified (its `idAttribute`: stored rows are keyed by
+    /// it), or how the child workflows of a relation kept by both are identified (the relation's
+    /// `idAttribute`, `includeParentId`: its children would move to other workflow ids). Entities
+    /// and relations may be added and removed (what the state holds is checked apart).
+    pub fn evolution_refusals(&self, next: &Schema) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, old) in &self.entities {
+            let Some(new) = next.entities.get(name) else {
+                continue;
+            };
+            if old.id_attribute != new.id_attribute {
+                out.push(format!(
+                    "not allowed: changing the `idAttribute` of `{name}` (from {} to {}): its rows are keyed by it",
+                    old.id_attribute.to_json(),
+                    new.id_attribute.to_json()
+                ));
+            }
+            for (field, rel) in &old.relations {
+                let Some(n) = new.relations.get(field) else {
+                    continue;
+                };
+                if n.target == rel.target
+                    && (n.managed.id_attribute != rel.managed.id_attribute
+                        || n.managed.include_parent_id != rel.managed.include_parent_id)
+                {
+                    out.push(format!(
+                        "not allowed: changing `idAttribute` or `includeParentId` of the relation `{name}.{field}`: its child workflows would move to other workflow ids"
+                    ));
+                }
+            }
+        }
+        out
+    }
 }
 
 fn parse_entity(
@@ -866,5 +907,29 @@ Listing:
         ] {
             assert!(Schema::parse(bad, "b").is_err(), "{bad} should fail");
         }
+    }
+
+    #[test]
+    fn checksums_ignore_the_format_and_identity_changes_are_not_allowed() {
+        let flat = Schema::parse("User: {listings: [Listing]}\nListing: {}", "a").unwrap();
+        let ext = Schema::parse(
+            "User:\n  idAttribute: id\n  listings: {entity: Listing, many: true}\nListing: {}",
+            "b",
+        )
+        .unwrap();
+        assert_eq!(flat.checksum(), ext.checksum());
+        assert!(flat.checksum().starts_with("sha256:"));
+        let added =
+            Schema::parse("User: {listings: [Listing], x: Listing}\nListing: {}", "c").unwrap();
+        assert_ne!(flat.checksum(), added.checksum());
+        assert!(flat.evolution_refusals(&added).is_empty());
+        let id = Schema::parse("User: {idAttribute: uid}\nListing: {}", "d").unwrap();
+        assert!(flat.evolution_refusals(&id)[0].contains("`idAttribute` of `User`"));
+        let moved = Schema::parse(
+            "User: {listings: {entity: Listing, many: true, includeParentId: true}}\nListing: {}",
+            "e",
+        )
+        .unwrap();
+        assert!(flat.evolution_refusals(&moved)[0].contains("`User.listings`"));
     }
 }

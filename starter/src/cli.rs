@@ -34,6 +34,10 @@ pub enum Command {
     Query(QueryArgs),
     /// Print the hierarchy under a workflow (entity, id, status, version, token fingerprint).
     Tree(TreeArgs),
+    /// Worker Versioning: move every workflow of a tree to the deployment's current version (each
+    /// gets a `checkpoint`, and its continue-as-new starts the next run there); waits, with progress,
+    /// until every one runs a new run, and prints the versions they run on.
+    Upgrade(UpgradeArgs),
     /// List workflows through Temporal's visibility by their search attributes (entity, status,
     /// tree root): a table, or one JSON array with --json.
     List(ListArgs),
@@ -50,6 +54,11 @@ pub enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Schemas of running trees: `schema apply <rootWorkflowId> --file new.yaml`.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
     },
     /// Apply a change and wait for the new state version (update, delete or state).
     Update(UpdateArgs),
@@ -140,6 +149,15 @@ pub struct TreeArgs {
     /// Cancel the whole tree (the root's cancellation cascades) and wait until every workflow ended.
     #[arg(long)]
     pub cancel: bool,
+}
+
+#[derive(Args)]
+pub struct UpgradeArgs {
+    /// Root workflow id.
+    pub workflow_id: String,
+    /// Give up after this many seconds (the workflows that did not move are listed).
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
 }
 
 #[derive(Args)]
@@ -237,6 +255,27 @@ pub struct RotateArgs {
     #[arg(long, conflicts_with = "token_env")]
     pub token_stdin: bool,
     /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+}
+
+#[derive(Subcommand)]
+pub enum SchemaCommand {
+    /// Send a new schema (a schema file, either format) to the root of a tree, and wait, with
+    /// progress, until every workflow of the tree runs it (reports its checksum). A refused schema
+    /// (a change that is not allowed, or a state that does not fit it) is an error with the
+    /// reasons (exit code 1).
+    Apply(SchemaApplyArgs),
+}
+
+#[derive(Args)]
+pub struct SchemaApplyArgs {
+    /// Root workflow id.
+    pub workflow_id: String,
+    /// The new schema (YAML or JSON).
+    #[arg(long, value_name = "FILE")]
+    pub file: std::path::PathBuf,
+    /// Give up after this many seconds (the workflows that do not run it are listed, with why).
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
 }

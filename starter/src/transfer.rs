@@ -45,7 +45,7 @@ pub async fn export(
             "id": q("id").await?,
             "status": q("status").await?,
             "state": q("state").await?,
-            "schema": q("schema").await?,
+            "schema": schema_of(q("schema").await?),
             "version": version["version"],
             "checksum": version["checksum"],
             "apiBase": api["apiBase"],
@@ -217,4 +217,14 @@ async fn converge(
         eprintln!();
     }
     Ok(merged.len())
+}
+
+/// The schema in a `schema` query's answer: `{checksum, version, ..., schema}`, or, from a worker
+/// of an earlier release, the schema itself (a checksum is a string, which no entity's definition
+/// is).
+fn schema_of(answer: serde_json::Value) -> serde_json::Value {
+    if answer["checksum"].is_string() && answer["schema"].is_object() {
+        return answer["schema"].clone();
+    }
+    answer
 }

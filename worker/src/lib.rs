@@ -28,6 +28,9 @@ use temporalio_client::{Client, WorkflowCountOptions};
 use temporalio_common::telemetry::{
     PrometheusExporterOptions, TelemetryOptions, start_prometheus_metric_exporter,
 };
+use temporalio_common::worker::{
+    VersioningBehavior, WorkerDeploymentOptions, WorkerDeploymentVersion,
+};
 use temporalio_sdk::runtime::PollerBehavior;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::RuntimeOptions};
 use tracing::{info, warn};
@@ -136,9 +139,27 @@ pub struct WorkerArgs {
     /// of a queue the same value, the last poller's wins). Unset: no limit.
     #[arg(long, env = "STATEFUL_ACTIVITY_RATE_LIMIT", value_name = "PER_SECOND")]
     pub activity_rate_limit: Option<f64>,
+    /// Worker Versioning: the Worker Deployment this worker belongs to, with `--build-id` (the
+    /// variables the Temporal Worker Controller sets). With both, the worker polls as that
+    /// deployment version: the workflows it starts are pinned to it and move to the deployment's
+    /// current version at their next continue-as-new (`starter upgrade` triggers one). Without
+    /// either: unversioned (the SDK's build id, a checksum of the executable).
+    #[arg(long, env = "TEMPORAL_DEPLOYMENT_NAME", value_name = "NAME")]
+    pub deployment_name: Option<String>,
+    /// Worker Versioning: this worker's build id within `--deployment-name` (e.g. the image tag
+    /// or the commit); needs `--deployment-name`.
+    #[arg(long, env = "TEMPORAL_WORKER_BUILD_ID", value_name = "ID")]
+    pub build_id: Option<String>,
     /// Schema file (YAML or JSON) for workflows started without a `schema` in their input.
     #[arg(long, env = "STATEFUL_SCHEMA")]
     pub schema: Option<PathBuf>,
+    /// Move the workflows this worker runs to its schema (`--schema`) at their next
+    /// continue-as-new: each new run reads it (the `workerSchema` local activity, recorded in its
+    /// history) and applies it as a `schema` update would (checked against its state, handed down
+    /// the tree; a refusal is listed by `rejected` and the run keeps its schema). For teams that
+    /// deploy schema changes with the worker.
+    #[arg(long, env = "STATEFUL_ADOPT_WORKER_SCHEMA")]
+    pub adopt_worker_schema: bool,
     /// Prometheus metrics address (`none` to disable).
     #[arg(long, env = "STATEFUL_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
@@ -341,6 +362,42 @@ impl WorkerArgs {
         })
     }
 
+    /// The Worker Deployment version this worker polls as (`--deployment-name` and `--build-id`),
+    /// `None` when unversioned, or why the flags cannot work (one without the other).
+    pub fn deployment(&self) -> anyhow::Result<Option<WorkerDeploymentVersion>> {
+        let given = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        match (given(&self.deployment_name), given(&self.build_id)) {
+            (None, None) => Ok(None),
+            (Some(name), Some(build_id)) => {
+                for (flag, v) in [("--deployment-name", &name), ("--build-id", &build_id)] {
+                    if v.len() > MAX_TASK_QUEUE_LEN {
+                        bail!(
+                            "{flag} takes {} bytes: Temporal takes at most {MAX_TASK_QUEUE_LEN}",
+                            v.len()
+                        );
+                    }
+                }
+                Ok(Some(
+                    WorkerDeploymentVersion::builder()
+                        .deployment_name(name)
+                        .build_id(build_id)
+                        .build(),
+                ))
+            }
+            (Some(name), None) => bail!(
+                "--deployment-name `{name}` needs --build-id (or TEMPORAL_WORKER_BUILD_ID): Worker Versioning takes both, or neither for an unversioned worker"
+            ),
+            (None, Some(id)) => bail!(
+                "--build-id `{id}` needs --deployment-name (or TEMPORAL_DEPLOYMENT_NAME): Worker Versioning takes both, or neither for an unversioned worker"
+            ),
+        }
+    }
+
     /// The ingress's limits (`--ingress-max-body`, `--ingress-rate-*`, `--http-request-timeout`).
     pub fn ingress_limits(&self) -> auth::HttpLimits {
         auth::HttpLimits {
@@ -415,6 +472,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let plan = args.plan()?;
+    args.deployment()?;
     let schema = match &args.schema {
         Some(p) => {
             let s = Schema::from_file(p).map_err(|e| anyhow!("{e}"))?;
@@ -557,6 +615,7 @@ async fn run_with_client(
     )?;
     let codec_bound = serve_codec(args, &codec).await?;
     stateful_workflows::set_payload_compression(codec.compress);
+    stateful_workflows::set_adopt_worker_schema(args.adopt_worker_schema && schema.is_some());
     // The queue a tree's root records for its HTTP activities when it first starts.
     stateful_workflows::set_activity_task_queue(plan.activity_queue.clone());
     let ingress_bound = serve_ingress(args, &client, schema.as_ref()).await?;
@@ -591,6 +650,7 @@ async fn run_with_client(
         task_queue = %args.task_queue,
         mode = %args.mode.as_str(),
         activity_task_queue = %activity_queue,
+        deployment = %args.deployment()?.map(|v| format!("{}:{}", v.deployment_name, v.build_id)).unwrap_or_else(|| "unversioned".into()),
         metrics = %metrics_bound.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
         health = %metrics_bound.map(|a| format!("http://{a}/readyz")).unwrap_or_else(|| "off".into()),
         ingress = %ingress_bound.map(|a| format!("http://{a}/v1")).unwrap_or_else(|| "off".into()),
@@ -674,6 +734,16 @@ fn worker_options(
     };
     let grace = Duration::from_secs(args.shutdown_grace);
     let activity_pollers = PollerBehavior::SimpleMaximum(args.activity_pollers.max(1));
+    // Worker Versioning: every SDK worker of the process polls as the same deployment version
+    // (the workflow queue and the activity queue alike); workflows are pinned to the version
+    // that runs their first task, and move at a continue-as-new (`run.rs`). Unversioned: the
+    // SDK's default (a build id from the executable's checksum, no versioning).
+    let deployment = args.deployment()?.map(|version| {
+        WorkerDeploymentOptions::new(version)
+            .use_worker_versioning(true)
+            .default_versioning_behavior(VersioningBehavior::Pinned)
+            .build()
+    });
     let mut out = Vec::new();
     if let Some(queue) = &plan.workflows {
         let mut o = WorkerOptions::new(queue.clone())
@@ -705,6 +775,7 @@ fn worker_options(
                 args.activity_rate_limit.filter(|_| runs_http),
             )
             .graceful_shutdown_period(grace)
+            .maybe_deployment_options(deployment.clone())
             .build(),
         );
     }
@@ -719,6 +790,7 @@ fn worker_options(
                 .activity_task_poller_behavior(activity_pollers)
                 .maybe_max_task_queue_activities_per_second(args.activity_rate_limit)
                 .graceful_shutdown_period(grace)
+                .maybe_deployment_options(deployment.clone())
                 .build(),
         );
     }
@@ -1007,5 +1079,35 @@ mod tests {
             WorkerArgs::try_parse_from(["worker", "--mode", "sometimes"]).is_err(),
             "an unknown mode is a usage error"
         );
+    }
+
+    #[test]
+    fn a_deployment_version_takes_both_flags_or_neither() {
+        let deployment = |args: &[&str]| {
+            WorkerArgs::parse_from(std::iter::once("worker").chain(args.iter().copied()))
+                .deployment()
+        };
+        assert!(deployment(&[]).unwrap().is_none(), "unversioned by default");
+        let v = deployment(&["--deployment-name", "stateful", "--build-id", "0.3.0"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (v.deployment_name.as_str(), v.build_id.as_str()),
+            ("stateful", "0.3.0")
+        );
+        // Blank values are none (an empty variable).
+        assert!(
+            deployment(&["--deployment-name", " ", "--build-id", ""])
+                .unwrap()
+                .is_none()
+        );
+        let e = deployment(&["--build-id", "0.3.0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs --deployment-name"), "{e}");
+        let e = deployment(&["--deployment-name", "stateful"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs --build-id"), "{e}");
     }
 }

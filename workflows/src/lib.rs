@@ -80,6 +80,22 @@ pub(crate) fn activity_task_queue() -> Option<String> {
         .clone()
 }
 
+static ADOPT_WORKER_SCHEMA: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Tells the workflows of this process to move to the worker's schema at their next
+/// continue-as-new (the worker's `--adopt-worker-schema`). Read only by a continued run that starts
+/// outside replay, whose decision is recorded in its history (the `adopt-worker-schema` patch, as
+/// [`visibility`] records its own).
+pub fn set_adopt_worker_schema(on: bool) {
+    ADOPT_WORKER_SCHEMA.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether continued runs move to the worker's schema.
+pub(crate) fn adopt_worker_schema() -> bool {
+    ADOPT_WORKER_SCHEMA.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 static SEARCH_ATTRIBUTES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Tells the workflows of this process that the namespace has the search attributes of

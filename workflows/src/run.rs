@@ -14,6 +14,7 @@ use temporalio_sdk::{
     ApplicationFailure, ContinueAsNewOptions, LocalActivityOptions, MemoValue, WorkflowContext,
     WorkflowResult, WorkflowTermination,
 };
+use temporalio_workflow::ContinueAsNewVersioningBehavior;
 use tracing::{info, warn};
 
 use crate::effects::{InFlight, Wake, admit, drain, execute, next_outcomes};
@@ -66,6 +67,12 @@ const PATCH_ECHO_STAMPLESS: &str = "echo-stampless-peers";
 /// recorded before it completed. Asked only when such a run ends. (The `cancel` signal still ends
 /// the workflow COMPLETED, status `cancelled`: a decision of the tree, not a cancellation.)
 const PATCH_CANCELLED_OUTCOME: &str = "temporal-cancel-ends-cancelled";
+
+/// The patch under which a continued run reads the worker's schema (the `workerSchema` local
+/// activity) and applies it as a `schema` message, on a worker started with
+/// `--adopt-worker-schema`. Asked only by such a run outside replay, always in replay (which then
+/// answers what its history holds, whatever the replaying worker's flag: see `visibility`).
+const PATCH_ADOPT_WORKER_SCHEMA: &str = "adopt-worker-schema";
 
 /// True when the input was written by this release or a later one (a parent's `incarnation`, a
 /// carry-over's `order`): a pure function of the recorded input, so replay decides the same.
@@ -254,8 +261,15 @@ async fn start(
     let schema = Schema::from_json(&schema_json).map_err(|e| fail(format!("bad schema: {e}")))?;
     let wid = ctx.workflow_id().to_string();
     let now = now_ms(ctx.workflow_time());
+    let continued = start.carry.is_some();
     ctx.state_mut(|s| s.core.start(start, schema, schema_json, wid, now))
         .map_err(|e| fail(format!("bad workflow input: {e}")))?;
+    if continued
+        && (ctx.is_replaying() || crate::adopt_worker_schema())
+        && ctx.patched(PATCH_ADOPT_WORKER_SCHEMA)
+    {
+        adopt_worker_schema(ctx).await;
+    }
     upsert_memo(ctx);
     if let Some(e) = ctx.state(|s| s.core.integrity_error().map(str::to_string))
         && !ctx.is_replaying()
@@ -264,6 +278,30 @@ async fn start(
     }
     show_details(ctx);
     Ok(())
+}
+
+/// A continued run on a worker started with `--adopt-worker-schema`: the worker's schema (read by
+/// the `workerSchema` local activity, so recorded) is queued as a `schema` message when it differs
+/// from the one the run has; the first batch checks and applies it, and hands it down the tree.
+async fn adopt_worker_schema(ctx: &mut WorkflowContext<StatefulWorkflow>) {
+    let read = ctx
+        .execute_local_activity(
+            SchemaActivities::worker_schema,
+            (),
+            LocalActivityOptions::builder()
+                .start_to_close_timeout(Duration::from_secs(10))
+                .build(),
+        )
+        .await;
+    let Ok(worker) = read else {
+        return;
+    };
+    let Ok(parsed) = Schema::from_json(&worker) else {
+        return;
+    };
+    if ctx.state(|s| s.core.schema_checksum()) != Some(parsed.checksum()) {
+        ctx.state_mut(|s| s.core.signal(stateful_core::Signal::Schema, Ok(worker)));
+    }
 }
 
 /// One batch: everything queued is applied, what it did is reported (metrics and logs, outside
@@ -389,6 +427,10 @@ fn report(ctx: &WorkflowContext<StatefulWorkflow>, out: &Processed) {
             version = ctx.state(|s| s.core.store().version()),
             "applied changes"
         );
+    }
+    if out.schema_changed {
+        let checksum = ctx.state(|s| s.core.schema_checksum().unwrap_or_default());
+        info!(workflow_id = wid, %checksum, "schema changed");
     }
     if out.token_changed {
         let fingerprint = ctx.state(|s| s.core.token_info()["fingerprint"].clone());
@@ -523,6 +565,13 @@ async fn continue_as_new(
         metrics::CHECKPOINTS.add(1);
         info!(workflow_id = ctx.workflow_id(), version = cp.version, checksum = %cp.checksum, reason = %cp.reason, "checkpoint: continuing as new");
     }
-    ctx.continue_as_new(payload::encode(&next), ContinueAsNewOptions::default())?;
+    // Worker Versioning: a run is pinned to the deployment version that ran its first task; the
+    // next one starts on the deployment's current version (and is pinned there). No effect on an
+    // unversioned worker. Not compared on replay: sdk-core matches the continue-as-new event by
+    // its type only, so histories recorded before this replay unchanged.
+    let options = ContinueAsNewOptions::builder()
+        .initial_versioning_behavior(ContinueAsNewVersioningBehavior::AutoUpgrade)
+        .build();
+    ctx.continue_as_new(payload::encode(&next), options)?;
     unreachable!("continue_as_new always returns Err")
 }

@@ -158,6 +158,34 @@ impl StatefulWorkflow {
         self.queue(Signal::ChildEnded, input);
     }
 
+    /// `schema`: a new schema (the schema file's format, as a JSON object), applied to this
+    /// workflow and handed down to its subtree when allowed; refused with the reasons otherwise.
+    #[signal(name = "schema")]
+    pub fn on_schema(&mut self, _ctx: &mut SyncWorkflowContext<Self>, input: RawValue) {
+        self.queue(Signal::Schema, input);
+    }
+
+    /// Acknowledged `schema`: answers with the schema the workflow then runs (`{checksum,
+    /// version, ...}`), or the reasons it was refused.
+    #[update(name = "schema")]
+    pub async fn schema_ack(
+        ctx: &mut WorkflowContext<Self>,
+        input: RawValue,
+    ) -> Result<Value, BoxError> {
+        acknowledged(ctx, Signal::Schema, input).await
+    }
+
+    #[update_validator(schema_ack)]
+    fn validate_schema(
+        &self,
+        _ctx: &WorkflowContextView,
+        input: &RawValue,
+    ) -> Result<(), BoxError> {
+        Ok(self
+            .core
+            .validate(Signal::Schema, &payload::decode(input))?)
+    }
+
     /// Acknowledged `update`: answers with the new state version, or the reason it was refused.
     #[update(name = "update")]
     pub async fn update_ack(
@@ -339,10 +367,10 @@ impl StatefulWorkflow {
         serde_json::to_value(self.core.ancestors()).unwrap_or(Value::Null)
     }
 
-    /// The schema this workflow runs with.
+    /// The schema this workflow runs with: `{checksum, version, stamp, entities, schema}`.
     #[query(name = "schema")]
-    pub fn q_schema(&self, _ctx: &WorkflowContextView) -> Value {
-        self.core.schema_json().clone()
+    pub fn q_schema(&self, _ctx: &WorkflowContextView) -> Result<Value, BoxError> {
+        fit(&self.core, self.core.schema_info())
     }
 }
 

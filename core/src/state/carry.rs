@@ -108,8 +108,10 @@ impl Core {
                 status: self.status_order.clone(),
                 url: self.api.url_order.clone(),
                 subscriptions: self.tree.sub_order().clone(),
+                schema: self.ident.schema_order.clone(),
             },
             outbox,
+            schema_version: self.ident.schema_version,
         };
         let mut v = json!({
             "id": self.ident.id,

@@ -23,6 +23,9 @@ use crate::status::Status;
 use crate::tree::{Effect, Me, Tree};
 
 mod carry;
+mod evolve;
+#[cfg(test)]
+mod evolve_tests;
 #[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
@@ -59,6 +62,14 @@ struct Ident {
     limits: Limits,
     /// The task queue of its HTTP activities (`None`: its own); handed down and carried over.
     activity_task_queue: Option<String>,
+    /// The stamp of the `schema` message that set the schema (unset: the one it started with);
+    /// handed down and carried over.
+    schema_order: Latest,
+    /// How many schema changes the schema has had; handed down and carried over.
+    schema_version: u64,
+    /// The schema before a change whose effects are not planned yet (a removed relation's
+    /// `onRemove` is read from it).
+    previous_schema: Option<Rc<Schema>>,
 }
 
 /// The state of one StatefulWorkflow.
@@ -158,6 +169,9 @@ fn me<'a>(
         schema_json: &ident.schema_json,
         limits: &ident.limits,
         activity_task_queue: ident.activity_task_queue.as_deref(),
+        schema_stamp: ident.schema_order.get(),
+        schema_version: ident.schema_version,
+        previous_schema: ident.previous_schema.as_deref(),
     })
 }
 
@@ -237,6 +251,9 @@ impl Core {
             incarnation: input.incarnation.take(),
             limits: input.limits,
             activity_task_queue: input.activity_task_queue.take(),
+            schema_order: Latest::default(),
+            schema_version: input.schema_version,
+            previous_schema: None,
         };
         self.started_at = now;
         // Stamps a start input brings are taken as a message's are (clamped to a small skew past
@@ -245,6 +262,7 @@ impl Core {
         input.status_stamp = admit(input.status_stamp.take())?;
         input.api_token_stamp = admit(input.api_token_stamp.take())?;
         self.ident.incarnation = admit(self.ident.incarnation.take())?;
+        self.ident.schema_order = Latest::new(admit(input.schema_stamp.take())?);
         self.status = input.status;
         self.status_order = Latest::new(input.status_stamp.take());
         self.api = ApiState {
@@ -348,6 +366,8 @@ impl Core {
         );
         self.api.url_order = c.order.url;
         self.status_order = c.order.status;
+        self.ident.schema_order = c.order.schema;
+        self.ident.schema_version = c.schema_version;
         self.audit = Audit::carried(AuditCarry {
             rejected: c.rejected,
             rejected_total: c.rejected_total,
@@ -605,6 +625,10 @@ impl Core {
         let Some(schema) = &self.ident.schema else {
             return Ok(());
         };
+        if signal == Signal::Schema {
+            return evolve::prepare(&self.ident, &self.store, self.legacy, v, self.started_at)
+                .map(|_| ());
+        }
         let parsed = match signal {
             Signal::Update => wire::parse_update(schema, &self.ident.entity, v),
             Signal::Delete => wire::parse_delete(schema, &self.ident.entity, v),

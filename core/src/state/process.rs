@@ -28,6 +28,8 @@ pub struct Processed {
     pub token_changed: bool,
     /// The API URL changed.
     pub url_changed: bool,
+    /// The schema changed (a `schema` message).
+    pub schema_changed: bool,
     /// Rejections of this batch (to log).
     pub rejected: Vec<Rejection>,
     /// What to do: start, signal, cancel.
@@ -54,6 +56,10 @@ struct Step<'a> {
     child_events: Vec<ChildEvent>,
     token_changed: bool,
     url_changed: bool,
+    /// A new schema (set after the batch's messages: a `schema` message ends its batch).
+    new_schema: Option<super::evolve::NewSchema>,
+    /// The acknowledged `schema` update of this batch, answered with the schema it runs.
+    schema_ticket: Option<u64>,
 }
 
 impl Core {
@@ -68,7 +74,21 @@ impl Core {
             .size
             .near(&self.ident.limits, incoming)
             .then(|| self.carry_overhead());
-        let msgs = self.inbox.drain();
+        let mut msgs = self.inbox.drain();
+        // A `schema` message ends its batch: what follows it is applied with the new schema, in
+        // the next batch (no history recorded before `schema` holds one).
+        if let Some(i) = msgs.iter().position(|m| {
+            matches!(
+                m,
+                Msg::Wire {
+                    signal: Signal::Schema,
+                    ..
+                }
+            )
+        }) {
+            let rest = msgs.split_off(i + 1);
+            self.inbox.prepend(rest);
+        }
         let before = (self.status, self.status_str());
         let interval = self.refresh_interval();
         let mut checkpoint = false;
@@ -96,6 +116,8 @@ impl Core {
             child_events: Vec::new(),
             token_changed: false,
             url_changed: false,
+            new_schema: None,
+            schema_ticket: None,
         };
         let mut batch = self.store.batch(&schema);
         for msg in msgs {
@@ -108,6 +130,8 @@ impl Core {
             child_events,
             token_changed,
             url_changed,
+            new_schema,
+            schema_ticket,
             ..
         } = step;
         if checkpoint {
@@ -119,8 +143,22 @@ impl Core {
             ..Processed::default()
         };
         self.conclude(&cs, ok_tickets, rejections, &mut out, now);
+        if let Some(next) = new_schema {
+            self.set_schema(next);
+            out.schema_changed = true;
+        }
+        if let Some(t) = schema_ticket {
+            self.inbox.answer(t, Ok(self.schema_info()));
+        }
         out.status_changed = self.status != before.0 || self.status_str() != before.1;
-        out.effects = self.plan(&cs, &child_events, before.0, token_changed, now);
+        out.effects = self.plan(
+            &cs,
+            &child_events,
+            before.0,
+            token_changed,
+            out.schema_changed,
+            now,
+        );
         out.changes = cs;
         out
     }
@@ -172,6 +210,7 @@ impl Core {
         events: &[ChildEvent],
         before: Status,
         token_changed: bool,
+        schema_changed: bool,
         now: u64,
     ) -> Vec<Effect> {
         // A fresh stamp for what this batch sends that sets something (subscriptions).
@@ -190,8 +229,14 @@ impl Core {
             status: self.status,
             end_reason: self.end_reason.as_deref().unwrap_or_default(),
             token_changed,
+            schema_changed,
         };
-        self.tree.effects(&me, cs, events, situation)
+        let effects = self.tree.effects(&me, cs, events, situation);
+        if self.status == Status::Running {
+            // Planned: a removed relation's children were removed as it said.
+            self.ident.previous_schema = None;
+        }
+        effects
     }
 }
 
@@ -277,6 +322,7 @@ impl Step<'_> {
             Signal::Subscribe => self.on_subscribe(batch, payload),
             Signal::Unsubscribe => self.on_unsubscribe(batch, payload),
             Signal::ChildEnded => self.on_child_ended(payload),
+            Signal::Schema => self.on_schema(batch, payload, ticket),
         }
     }
 
@@ -364,6 +410,33 @@ impl Step<'_> {
                 Change::SetState { .. } | Change::Writes(_) => {}
             }
         }
+        Ok(())
+    }
+
+    /// `schema`: a new schema, checked against the state as it is at this point of the batch; an
+    /// older one than the schema held (ours, stamped) is ignored, and so is the same schema again.
+    fn on_schema(
+        &mut self,
+        batch: &mut Batch<'_>,
+        payload: &Result<Value, String>,
+        ticket: Option<u64>,
+    ) -> Result<(), String> {
+        let v = payload.as_ref().map_err(Clone::clone)?;
+        if let Some(given) = super::evolve::given_stamp(v, self.now)?
+            && !self.ident.schema_order.would_accept(&given)
+        {
+            self.schema_ticket = ticket;
+            return Ok(());
+        }
+        let mut next = super::evolve::prepare(self.ident, batch.store(), self.legacy, v, self.now)?;
+        self.schema_ticket = ticket;
+        if next.json == self.ident.schema_json
+            || Some(next.schema.checksum()) == self.ident.schema.as_deref().map(Schema::checksum)
+        {
+            return Ok(());
+        }
+        next.stamp = self.arrival(batch, next.stamp.take());
+        self.new_schema = Some(next);
         Ok(())
     }
 

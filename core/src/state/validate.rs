@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 use stateful_engine::normalize::id_key;
-use stateful_engine::{EntityDef, EntityRef, Relation, Row, Schema, checksum, plan};
+use stateful_engine::{EntityDef, EntityRef, Relation, Row, Schema, Store, checksum, plan};
 
 use super::Core;
 use crate::status::Status;
@@ -23,7 +23,7 @@ impl Core {
         let Some(schema) = self.ident.schema.as_deref() else {
             return json!({"ok": false, "findings": [finding("error", "schema", "no schema".into())]});
         };
-        self.check_schema(schema, &mut findings);
+        check_schema(&self.store, schema, &mut findings);
         if self.status == Status::Running || self.status == Status::Paused {
             self.check_children(schema, &mut findings);
         }
@@ -56,94 +56,6 @@ impl Core {
                     cp.version, cp.checksum
                 ),
             ));
-        }
-    }
-
-    /// Every entity is in the schema, every row's id matches its key, every relation holds ids.
-    fn check_schema(&self, schema: &Schema, findings: &mut Vec<Value>) {
-        for (name, rows) in self.store.entities() {
-            let Some(def) = schema.get(name) else {
-                findings.push(finding(
-                    "error",
-                    "schema",
-                    format!("entity `{name}` is not in the schema"),
-                ));
-                continue;
-            };
-            for (id, row) in rows {
-                self.check_row(name, def, id, row, findings);
-            }
-        }
-    }
-
-    fn check_row(
-        &self,
-        name: &str,
-        def: &EntityDef,
-        id: &str,
-        row: &Row,
-        findings: &mut Vec<Value>,
-    ) {
-        if let Some(attr) = def.id_attribute.single()
-            && row.get(attr).and_then(id_key).as_deref() != Some(id)
-        {
-            findings.push(finding(
-                "error",
-                "schema",
-                format!(
-                    "{name} {id}: its `{attr}` is {}",
-                    row.get(attr).unwrap_or(&Value::Null)
-                ),
-            ));
-        }
-        for (field, rel) in &def.relations {
-            self.check_relation(name, id, field, rel, row.get(field), findings);
-        }
-    }
-
-    fn check_relation(
-        &self,
-        name: &str,
-        id: &str,
-        field: &str,
-        rel: &Relation,
-        value: Option<&Value>,
-        findings: &mut Vec<Value>,
-    ) {
-        let ids: Vec<&Value> = match (value, rel.many) {
-            (None | Some(Value::Null), _) => return,
-            (Some(Value::Array(a)), true) => a.iter().collect(),
-            (Some(v), false) if !v.is_array() && !v.is_object() => vec![v],
-            (Some(v), many) => {
-                findings.push(finding(
-                    "error",
-                    "schema",
-                    format!(
-                        "{name} {id}: `{field}` should hold {} of {}, found {v}",
-                        if many { "a list of ids" } else { "the id" },
-                        rel.target
-                    ),
-                ));
-                return;
-            }
-        };
-        for v in ids {
-            match id_key(v) {
-                None => findings.push(finding(
-                    "error",
-                    "schema",
-                    format!("{name} {id}: `{field}` holds {v}, not an id"),
-                )),
-                Some(k) if self.store.get(&rel.target, &k).is_none() => findings.push(finding(
-                    "warning",
-                    "reference",
-                    format!(
-                        "{name} {id}: `{field}` refers to {} {k}, which this workflow does not hold",
-                        rel.target
-                    ),
-                )),
-                Some(_) => {}
-            }
         }
     }
 
@@ -198,6 +110,95 @@ impl Core {
                     ),
                 ));
             }
+        }
+    }
+}
+
+/// Every entity is in the schema, every row's id matches its key, every relation holds ids.
+pub(super) fn check_schema(store: &Store, schema: &Schema, findings: &mut Vec<Value>) {
+    for (name, rows) in store.entities() {
+        let Some(def) = schema.get(name) else {
+            findings.push(finding(
+                "error",
+                "schema",
+                format!("entity `{name}` is not in the schema"),
+            ));
+            continue;
+        };
+        for (id, row) in rows {
+            check_row(store, name, def, id, row, findings);
+        }
+    }
+}
+
+fn check_row(
+    store: &Store,
+    name: &str,
+    def: &EntityDef,
+    id: &str,
+    row: &Row,
+    findings: &mut Vec<Value>,
+) {
+    if let Some(attr) = def.id_attribute.single()
+        && row.get(attr).and_then(id_key).as_deref() != Some(id)
+    {
+        findings.push(finding(
+            "error",
+            "schema",
+            format!(
+                "{name} {id}: its `{attr}` is {}",
+                row.get(attr).unwrap_or(&Value::Null)
+            ),
+        ));
+    }
+    for (field, rel) in &def.relations {
+        check_relation(store, name, id, field, rel, row.get(field), findings);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_relation(
+    store: &Store,
+    name: &str,
+    id: &str,
+    field: &str,
+    rel: &Relation,
+    value: Option<&Value>,
+    findings: &mut Vec<Value>,
+) {
+    let ids: Vec<&Value> = match (value, rel.many) {
+        (None | Some(Value::Null), _) => return,
+        (Some(Value::Array(a)), true) => a.iter().collect(),
+        (Some(v), false) if !v.is_array() && !v.is_object() => vec![v],
+        (Some(v), many) => {
+            findings.push(finding(
+                "error",
+                "schema",
+                format!(
+                    "{name} {id}: `{field}` should hold {} of {}, found {v}",
+                    if many { "a list of ids" } else { "the id" },
+                    rel.target
+                ),
+            ));
+            return;
+        }
+    };
+    for v in ids {
+        match id_key(v) {
+            None => findings.push(finding(
+                "error",
+                "schema",
+                format!("{name} {id}: `{field}` holds {v}, not an id"),
+            )),
+            Some(k) if store.get(&rel.target, &k).is_none() => findings.push(finding(
+                "warning",
+                "reference",
+                format!(
+                    "{name} {id}: `{field}` refers to {} {k}, which this workflow does not hold",
+                    rel.target
+                ),
+            )),
+            Some(_) => {}
         }
     }
 }

@@ -145,6 +145,7 @@ impl Tree {
         if !me.legacy {
             c.token_sent = me.token_stamp.cloned();
             c.status_sent = me.status_stamp.cloned();
+            c.schema_sent = me.schema_stamp.cloned();
             c.incarnation = me.control_stamp.cloned();
         }
         let generation = c.generation;
@@ -188,6 +189,7 @@ impl Tree {
         if !me.legacy {
             c.token_sent = me.token_stamp.cloned();
             c.status_sent = me.status_stamp.cloned();
+            c.schema_sent = me.schema_stamp.cloned();
         }
         let spec = plan::ChildSpec {
             workflow_id: wid.to_string(),

@@ -113,6 +113,12 @@ pub struct Me<'a> {
     pub control_stamp: Option<&'a Stamp>,
     /// Its own incarnation (the stamp its starter gave it), sent with what it sends.
     pub incarnation: Option<&'a Stamp>,
+    /// The stamp of the `schema` message that set its schema (none: the one it started with).
+    pub schema_stamp: Option<&'a Stamp>,
+    /// How many schema changes its schema has had.
+    pub schema_version: u64,
+    /// The schema it ran before a schema change not yet planned (a removed relation's `onRemove`).
+    pub previous_schema: Option<&'a Schema>,
 }
 
 impl Tree {

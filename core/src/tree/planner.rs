@@ -65,6 +65,11 @@ fn token_sent<'a>(me: &'a Me<'_>) -> impl Fn(&mut ChildRec) + 'a {
     }
 }
 
+/// A child that runs, is ours and may be signalled.
+fn confirmed_running(c: &ChildRec) -> bool {
+    c.status == ChildStatus::Running && c.confirmed && !c.queued && !c.verifying
+}
+
 /// Where the workflow stands when a batch's effects are planned.
 #[derive(Debug, Clone, Copy)]
 pub struct Situation<'a> {
@@ -76,6 +81,8 @@ pub struct Situation<'a> {
     pub end_reason: &'a str,
     /// The batch rotated the token.
     pub token_changed: bool,
+    /// The batch changed the schema (the slices were rebuilt with the new one).
+    pub schema_changed: bool,
 }
 
 impl Tree {
@@ -128,7 +135,7 @@ impl Tree {
                     status_sent(me),
                 );
             }
-            if !cs.is_empty() || s.token_changed {
+            if !cs.is_empty() || s.token_changed || s.schema_changed {
                 self.dirty = true;
             }
         } else {
@@ -149,13 +156,46 @@ impl Tree {
                     );
                 }
             }
-            effects.extend(self.plan(me, cs, s.token_changed, deltas.take()));
+            let planned = self.plan(me, cs, s.token_changed, deltas.take());
+            if s.schema_changed {
+                // To the children that stay, before anything the new schema shapes.
+                effects.extend(self.schema_to_children(me));
+            }
+            effects.extend(planned);
+            if s.schema_changed {
+                effects.extend(self.after_schema_change(me));
+            }
             effects.extend(self.welcome(me));
             // (Paused, the resume's resynchronization answers them.)
             effects.extend(self.answer_stampless(me, echo));
         }
         self.let_go.clear();
         tag_incarnation(me, &mut effects);
+        effects
+    }
+
+    /// A schema change, once planned (the children of new relations started, those of removed
+    /// ones removed): every running, confirmed StatefulWorkflow child is given the new schema (see
+    /// [`super::send::schema_catch_up`]), sent before the plan's effects.
+    fn schema_to_children(&mut self, me: &Me<'_>) -> Vec<Effect> {
+        self.children
+            .iter_mut()
+            .filter(|(_, c)| confirmed_running(c))
+            .filter_map(|(wid, c)| super::send::schema_catch_up(me, wid, c))
+            .collect()
+    }
+
+    /// A schema change, after its plan: every running, confirmed child gets its whole slice, which
+    /// new relations may have widened (stamped writes are idempotent).
+    fn after_schema_change(&mut self, me: &Me<'_>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for (wid, c) in self
+            .children
+            .iter_mut()
+            .filter(|(_, c)| confirmed_running(c))
+        {
+            effects.extend(catch_up(me, &self.slices, wid, c, false));
+        }
         effects
     }
 
@@ -331,11 +371,15 @@ impl Tree {
             if !ours {
                 continue;
             }
-            let keep = me
-                .schema
-                .get(&me.own.entity)
-                .and_then(|d| d.relations.get(&c.field))
-                .is_some_and(|r| r.managed.on_remove == OnRemove::Keep);
+            // A relation that a schema change removed ends its children as it said.
+            let relation = |s: &stateful_engine::Schema| {
+                s.get(&me.own.entity)
+                    .and_then(|d| d.relations.get(&c.field))
+                    .map(|r| r.managed.on_remove)
+            };
+            let keep = relation(me.schema)
+                .or_else(|| me.previous_schema.and_then(relation))
+                .is_some_and(|r| r == OnRemove::Keep);
             // A child whose start never left the outbox is simply not started.
             if keep || std::mem::take(&mut c.queued) {
                 continue;
@@ -395,6 +439,7 @@ impl Tree {
                 queued: false,
                 token_sent: (!me.legacy).then(|| me.token_stamp.cloned()).flatten(),
                 status_sent: (!me.legacy).then(|| me.status_stamp.cloned()).flatten(),
+                schema_sent: me.schema_stamp.cloned(),
                 incarnation: (!me.legacy).then(|| me.control_stamp.cloned()).flatten(),
                 verifying: false,
                 conflict: None,

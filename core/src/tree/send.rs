@@ -166,6 +166,13 @@ pub(super) fn child_input(
     let ours = rec.workflow_type == WORKFLOW_TYPE;
     if ours {
         input["schema"] = me.schema_json.clone();
+        // A schema changed since the tree started: its stamp, so that an older `schema` message
+        // never undoes it (written only then: the inputs of trees that never changed theirs keep
+        // their shape).
+        if let Some(s) = me.schema_stamp {
+            input["schemaStamp"] = json!(s);
+            input["schemaVersion"] = json!(me.schema_version);
+        }
     }
     if let Some(t) = me.api_token {
         input["apiToken"] = json!(t.expose());
@@ -254,7 +261,9 @@ pub(super) fn catch_up(
     let root = EntityRef::new(c.entity.clone(), c.id.clone());
     let members = slices.members(&root).cloned().unwrap_or_default();
     let (state, stamps) = plan::stamped_slice(me.store, me.schema, &members);
-    let mut effects = vec![Effect::Signal {
+    // A schema it was not given goes first: the slice that follows may need it.
+    let mut effects: Vec<Effect> = schema_catch_up(me, wid, c).into_iter().collect();
+    effects.push(Effect::Signal {
         workflow_id: wid.to_string(),
         name: "update".into(),
         payload: Some(catch_up_payload(
@@ -262,7 +271,7 @@ pub(super) fn catch_up(
             json!({"updates": state, "stamps": stamps, "changeOrigin": me.workflow_id}),
         )),
         child_generation: Some(c.generation),
-    }];
+    });
     if with_token && let Some(t) = token_payload(me, c) {
         effects.push(Effect::Signal {
             workflow_id: wid.to_string(),
@@ -293,13 +302,36 @@ fn status_catch_up(me: &Me<'_>, wid: &str, c: &mut ChildRec) -> Option<Effect> {
     })
 }
 
+/// Our schema, when a StatefulWorkflow child was not given the latest (a schema change since it
+/// started or was last told): `schema` with the schema's stamp and version. A child of another
+/// workflow type is never sent it.
+pub(super) fn schema_catch_up(me: &Me<'_>, wid: &str, c: &mut ChildRec) -> Option<Effect> {
+    let stamp = me.schema_stamp?;
+    if me.legacy || c.workflow_type != WORKFLOW_TYPE || c.schema_sent.as_ref() == Some(stamp) {
+        return None;
+    }
+    c.schema_sent = Some(stamp.clone());
+    Some(Effect::Signal {
+        workflow_id: wid.to_string(),
+        name: "schema".into(),
+        payload: Some(
+            json!({"schema": me.schema_json, "stamp": stamp, "version": me.schema_version}),
+        ),
+        child_generation: Some(c.generation),
+    })
+}
+
 /// True when a child whose start was just confirmed missed something since its start input: a
-/// change of the state, and (ordered mode) a token or status given to the others meanwhile.
+/// change of the state, and (ordered mode) a token, status or schema given to the others
+/// meanwhile.
 pub(super) fn missed_since_start(me: &Me<'_>, c: &ChildRec) -> bool {
     c.version_sent < me.store.version()
         || (!me.legacy
             && (c.token_sent.as_ref() != me.token_stamp
-                || (me.status_stamp.is_some() && c.status_sent.as_ref() != me.status_stamp)))
+                || (me.status_stamp.is_some() && c.status_sent.as_ref() != me.status_stamp)
+                || (me.schema_stamp.is_some()
+                    && c.workflow_type == WORKFLOW_TYPE
+                    && c.schema_sent.as_ref() != me.schema_stamp)))
 }
 
 pub(super) fn push_outgoing(

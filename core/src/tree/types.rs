@@ -290,6 +290,9 @@ pub struct ChildRec {
     /// The stamp of the status it was last given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_sent: Option<Stamp>,
+    /// The stamp of the schema it was last given (none: the schema the tree started with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_sent: Option<Stamp>,
     /// The stamp its current generation was started with (its incarnation): what an earlier,
     /// ended generation sent arrives with an older one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

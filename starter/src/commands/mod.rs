@@ -9,12 +9,14 @@ use stateful_client::codec::Codec;
 use stateful_core::Secret;
 use temporalio_client::Client;
 
-use crate::cli::{Cli, Command, TokenCommand};
+use crate::cli::{Cli, Command, SchemaCommand, TokenCommand};
 
 mod list;
+mod schema;
 mod token;
 mod transfer;
 mod tree;
+mod upgrade;
 mod workflow;
 
 /// What every subcommand gets.
@@ -57,6 +59,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Update(a) => workflow::update(&ctx, a).await,
         Command::Upsert(a) => workflow::upsert(&ctx, a).await,
         Command::Tree(a) => tree::tree(&ctx, a).await,
+        Command::Upgrade(a) => upgrade::upgrade(&ctx, a).await,
         Command::List(a) => list::list(&ctx, a).await,
         Command::Validate(a) => tree::validate(&ctx, a).await,
         Command::Export(a) => transfer::export(&ctx, a).await,
@@ -64,6 +67,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token {
             command: TokenCommand::Rotate(a),
         } => token::rotate(&ctx, a).await,
+        Command::Schema {
+            command: SchemaCommand::Apply(a),
+        } => schema::apply(&ctx, a).await,
     }
 }
 

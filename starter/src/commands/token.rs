@@ -75,8 +75,20 @@ async fn wait_rotated(
     timeout_secs: u64,
 ) -> anyhow::Result<Vec<TokenState>> {
     let deadline = t0 + Duration::from_secs(timeout_secs);
+    let done = |states: &[TokenState]| {
+        states
+            .iter()
+            .all(|s| s.fingerprint.as_deref() == Some(want) && !(s.has_api && s.loading))
+    };
     loop {
-        let states = ops::token_states(&ctx.client, root).await;
+        // While visibility shows work left, it is what is polled (one listing, every workflow
+        // queried at once); the walk of the tree (level by level, authoritative: adopted
+        // workflows, children too new for visibility) decides when it looks done, or when
+        // visibility cannot answer.
+        let states = match ops::token_states_listed(&ctx.client, root).await {
+            Some(listed) if !done(&listed) => listed,
+            _ => ops::token_states(&ctx.client, root).await,
+        };
         let rotated = states
             .iter()
             .filter(|s| s.fingerprint.as_deref() == Some(want))

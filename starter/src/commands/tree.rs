@@ -149,6 +149,17 @@ async fn collect_tree(client: &Client, wid: &str) -> Value {
             }
         }
     }
+    // The Worker Deployment version its run is on (describe's versioning info).
+    match stateful_client::versioning::run_version(client, wid).await {
+        Ok(v) => {
+            node["deploymentVersion"] = json!(v.version);
+            node["versioningBehavior"] = json!(v.behavior);
+            if let Some(t) = v.transition {
+                node["versionTransition"] = json!(t);
+            }
+        }
+        Err(e) => node["deploymentVersion"] = json!(format!("unknown ({e:#})")),
+    }
     let mut children = Vec::new();
     if let Ok(kids) = ops::query(client, wid, "children").await {
         for c in kids["children"].as_array().cloned().unwrap_or_default() {
@@ -208,6 +219,15 @@ fn render(node: &Value, depth: usize) -> String {
     }
     if let Some(f) = node.get("apiToken").and_then(|v| v.as_str()) {
         line.push_str(&format!(" token {f}"));
+    }
+    if let Some(d) = node.get("deploymentVersion").and_then(|v| v.as_str()) {
+        match node.get("versioningBehavior").and_then(|v| v.as_str()) {
+            Some(b) if b != "unversioned" => line.push_str(&format!(" on {d} ({b})")),
+            _ => line.push_str(&format!(" on {d}")),
+        }
+        if let Some(t) = node.get("versionTransition").and_then(|v| v.as_str()) {
+            line.push_str(&format!(" -> {t}"));
+        }
     }
     line.push_str(&format!("  ({})", s("workflowId")));
     if let Some(e) = node.get("error").and_then(|v| v.as_str()) {

@@ -1,0 +1,172 @@
+//! `upgrade`: move a tree to the Worker Deployment's current version. Workflows are pinned to the
+//! version that ran their first task; each gets a `checkpoint` signal, and its continue-as-new
+//! starts the next run on the deployment's current version (`run.rs`), where it is pinned again.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use stateful_client::ops;
+use stateful_client::versioning::{RunVersion, run_version};
+use temporalio_client::Client;
+
+use super::Ctx;
+use crate::cli::UpgradeArgs;
+
+/// Workflows signalled or described at once.
+const CONCURRENCY: usize = 32;
+
+/// One workflow of the tree.
+struct Node {
+    workflow_id: String,
+    /// Its run when the checkpoint was sent.
+    before: Option<RunVersion>,
+    /// Its run once it moved (or ended).
+    after: Option<RunVersion>,
+    error: Option<String>,
+}
+
+/// `starter upgrade`.
+pub async fn upgrade(ctx: &Ctx, a: UpgradeArgs) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(a.timeout_secs);
+    let walked = ops::walk(&ctx.client, &a.workflow_id, "status").await;
+    let client = &ctx.client;
+    let mut nodes: Vec<Node> = futures::stream::iter(walked)
+        .map(|(wid, answer)| async move {
+            let mut n = Node {
+                workflow_id: wid,
+                before: None,
+                after: None,
+                error: None,
+            };
+            if let Err(e) = answer {
+                n.error = Some(format!("{e:#}"));
+                return n;
+            }
+            match send_checkpoint(client, &n.workflow_id).await {
+                Ok(before) => n.before = Some(before),
+                Err(e) => n.error = Some(format!("{e:#}")),
+            }
+            n
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+    let total = nodes.len();
+    loop {
+        let pending: Vec<usize> = (0..nodes.len())
+            .filter(|&i| nodes[i].error.is_none() && nodes[i].after.is_none())
+            .collect();
+        let checked: Vec<(usize, anyhow::Result<RunVersion>)> =
+            futures::stream::iter(pending.iter().copied())
+                .map(|i| {
+                    let wid = nodes[i].workflow_id.clone();
+                    async move { (i, run_version(client, &wid).await) }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+        for (i, now) in checked {
+            if let (Ok(now), Some(before)) = (now, &nodes[i].before)
+                && moved(before, &now)
+            {
+                nodes[i].after = Some(now);
+            }
+        }
+        let done = nodes.iter().filter(|n| n.after.is_some()).count();
+        let failed = nodes.iter().filter(|n| n.error.is_some()).count();
+        if !ctx.json {
+            eprint!("\rupgrading {total} workflows: {done} on a new run, {failed} unreachable   ");
+        }
+        if done + failed == total {
+            break;
+        }
+        if Instant::now() > deadline {
+            for n in nodes
+                .iter_mut()
+                .filter(|n| n.error.is_none() && n.after.is_none())
+            {
+                n.error = Some(format!(
+                    "did not continue as new within {} s (its pinned version's workers must run to take the checkpoint)",
+                    a.timeout_secs
+                ));
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    report(ctx, &a.workflow_id, &nodes, t0.elapsed().as_secs_f64())
+}
+
+/// Its run before, and the `checkpoint` signal sent (a workflow that already ended gets none).
+async fn send_checkpoint(client: &Client, wid: &str) -> anyhow::Result<RunVersion> {
+    let before = run_version(client, wid).await?;
+    if before.running {
+        ops::signal(client, wid, "checkpoint", None).await?;
+    }
+    Ok(before)
+}
+
+/// True once a new run has run its first task (on a versioned worker, where it is then pinned;
+/// unversioned before and after: any new run), or the workflow ended.
+fn moved(before: &RunVersion, now: &RunVersion) -> bool {
+    if now.run_id == before.run_id {
+        return !now.running;
+    }
+    now.transition.is_none() && (now.version != "unversioned" || before.version == "unversioned")
+}
+
+fn report(ctx: &Ctx, root: &str, nodes: &[Node], secs: f64) -> anyhow::Result<()> {
+    let mut versions = BTreeMap::<String, usize>::new();
+    let mut rows = Vec::new();
+    for n in nodes {
+        if let Some(after) = &n.after {
+            *versions.entry(after.version.clone()).or_default() += 1;
+        }
+        rows.push(json!({
+            "workflowId": n.workflow_id,
+            "from": n.before.as_ref().map(RunVersion::to_json),
+            "to": n.after.as_ref().map(RunVersion::to_json),
+            "error": n.error,
+        }));
+    }
+    let errors: Vec<&Node> = nodes.iter().filter(|n| n.error.is_some()).collect();
+    let out: Value = json!({
+        "rootWorkflowId": root,
+        "workflows": rows,
+        "versions": versions,
+        "errors": errors.len(),
+        "seconds": secs,
+    });
+    ctx.print(&out, || {
+        let mut lines = vec![format!(
+            "\n{} of {} workflows continued as new in {secs:.1} s; now on: {}",
+            nodes.len() - errors.len(),
+            nodes.len(),
+            if versions.is_empty() {
+                "-".to_string()
+            } else {
+                versions
+                    .iter()
+                    .map(|(v, k)| format!("{v} ({k})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )];
+        for n in &errors {
+            lines.push(format!(
+                "  {}: {}",
+                n.workflow_id,
+                n.error.as_deref().unwrap_or_default()
+            ));
+        }
+        lines.join("\n")
+    });
+    if !errors.is_empty() {
+        bail!("{} workflows of the tree were not upgraded", errors.len());
+    }
+    Ok(())
+}
