@@ -18,6 +18,7 @@ mod mixed; // mixed fleets with chrono-forge peers (ForgeWorkflow): convergence 
 mod observability; // the JSON log, and our metrics' labels and Prometheus names
 mod recovery; // SIGKILL of the worker mid-burst and mid-rotation; temporal workflow reset
 mod replay; // recorded histories replay with the current code
+mod rolling_deploy; // a rolling deploy with real processes, versioned and not: build B (a patched difference) replaces A under a burst
 mod scale_out; // workflow-only and activity-only workers on queues of their own, /healthz and /readyz, the drain on SIGTERM
 mod schema_evolution; // a running tree's schema changed with `starter schema apply`: relations added and removed
 mod tracing; // OpenTelemetry: one trace across a tree, a change's journey, to a local OTLP receiver

@@ -20,7 +20,7 @@ use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOption
 
 /// Makes `build_id` the deployment's current version (once its worker has polled, which the
 /// server needs to know the version).
-async fn set_current(env: &Env, deployment: &str, build_id: &str) -> anyhow::Result<()> {
+pub(crate) async fn set_current(env: &Env, deployment: &str, build_id: &str) -> anyhow::Result<()> {
     eventually(Duration::from_secs(30), || async {
         temporal(
             env,
@@ -60,7 +60,12 @@ async fn version_until(
 
 /// The history of run `run_id` of `wid`, replayed here with the current code and saved with the
 /// suite's fresh histories as `name` (`replay::replay_all` replays them again); its JSON.
-async fn replayed(env: &Env, wid: &str, run_id: &str, name: &str) -> anyhow::Result<Value> {
+pub(crate) async fn replayed(
+    env: &Env,
+    wid: &str,
+    run_id: &str,
+    name: &str,
+) -> anyhow::Result<Value> {
     let namespace = env
         .client
         .get_workflow_handle::<UntypedWorkflow>(wid)

@@ -140,11 +140,18 @@ where
                 tokio::time::sleep(std::time::Duration::from_millis((50 * n).min(1_000))).await;
             }
             Err(Attempt::Failed(m)) => return Err(Refused(m).into()),
-            // Not accepted: the task carrying it failed, or the run was closing (its
-            // continue-as-new under way; the server answers RESOURCE_EXHAUSTED "workflow is
-            // closing"). Sent again with the same id; the next run takes it.
+            // Not accepted: the task carrying it failed or was lost, the run was closing (its
+            // continue-as-new under way), or the workflow had as many updates in flight as the
+            // server allows (10 by default). Sent again with the same id, after a pause with some
+            // jitter (so that a crowd of callers does not come back at once); the next run takes it.
             Err(Attempt::Error(e)) if n < 40 && update_was_not_accepted(&e) => {
-                tokio::time::sleep(std::time::Duration::from_millis((100 * n).min(1_000))).await;
+                let jitter = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::from(d.subsec_nanos()) % 250);
+                tokio::time::sleep(std::time::Duration::from_millis(
+                    (100 * n).min(1_000) + jitter,
+                ))
+                .await;
             }
             Err(Attempt::Error(e)) => return Err(anyhow!("{e}")).with_context(what),
         }
@@ -241,12 +248,14 @@ pub async fn update_with_start(
 /// again (same update id) cannot apply it twice: the workflow task carrying it failed, the run was
 /// closing (its continue-as-new under way), or the update was aborted because the task that
 /// accepted it was lost (a speculative task the server dropped: "Workflow task not found" when the
-/// worker completes it). A StatefulWorkflow accepts and completes an update in one task, so a lost
-/// task applied nothing.
+/// worker completes it), or the workflow had as many updates in flight as the server allows
+/// (RESOURCE_EXHAUSTED "limit on number of concurrent in-flight updates has been reached"). A
+/// StatefulWorkflow accepts and completes an update in one task, so a lost task applied nothing.
 fn update_was_not_accepted(error: &str) -> bool {
     error.contains("unexpected workflow task failure")
         || error.contains("workflow is closing")
         || error.contains("workflow update was aborted")
+        || error.contains("concurrent in-flight updates")
 }
 
 /// One workflow's token and load state, as `starter token rotate` watches it.
@@ -424,6 +433,9 @@ mod tests {
         ));
         assert!(update_was_not_accepted(
             "Server error: code: 'The service is currently unavailable', message: \"workflow update was aborted\""
+        ));
+        assert!(update_was_not_accepted(
+            "Server error: code: 'Some resource has been exhausted', message: \"limit on number of concurrent in-flight updates has been reached (10)\""
         ));
         assert!(!update_was_not_accepted("workflow not found for ID: x"));
         assert!(!update_was_not_accepted("deadline exceeded"));

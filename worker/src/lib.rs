@@ -160,6 +160,12 @@ pub struct WorkerArgs {
     /// deploy schema changes with the worker.
     #[arg(long, env = "STATEFUL_ADOPT_WORKER_SCHEMA")]
     pub adopt_worker_schema: bool,
+    /// Test-only, hidden: exists only for the rolling-deploy e2e test (`tests/rolling_deploy.rs`),
+    /// which runs this binary as "build B", with a deliberate behaviour difference behind a patch
+    /// (`stateful_workflows::set_test_patched_difference`: runs started on this worker upsert the
+    /// memo field `deployedBehaviour: "B"`). Never use it in production.
+    #[arg(long, hide = true)]
+    pub test_patched_difference: bool,
     /// Prometheus metrics address (`none` to disable).
     #[arg(long, env = "STATEFUL_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
@@ -616,6 +622,8 @@ async fn run_with_client(
     let codec_bound = serve_codec(args, &codec).await?;
     stateful_workflows::set_payload_compression(codec.compress);
     stateful_workflows::set_adopt_worker_schema(args.adopt_worker_schema && schema.is_some());
+    // Test-only (hidden flag): the rolling-deploy test's build B.
+    stateful_workflows::set_test_patched_difference(args.test_patched_difference);
     // The queue a tree's root records for its HTTP activities when it first starts.
     stateful_workflows::set_activity_task_queue(plan.activity_queue.clone());
     let ingress_bound = serve_ingress(args, &client, schema.as_ref()).await?;

@@ -110,3 +110,29 @@ pub fn set_search_attributes(on: bool) {
 pub(crate) fn search_attributes() -> bool {
     SEARCH_ATTRIBUTES.load(std::sync::atomic::Ordering::Relaxed)
 }
+
+static TEST_PATCHED_DIFFERENCE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// **Test-only** (the worker's hidden `--test-patched-difference`; exists only for the
+/// rolling-deploy e2e test, `tests/rolling_deploy.rs`): makes this process "build B", a build
+/// with a deliberate behaviour difference guarded by the patch [`TEST_DIFFERENCE_PATCH`]. A run
+/// that starts outside replay on such a worker records the patch's marker and upserts the memo
+/// field [`TEST_DIFFERENCE_MEMO`] = `"B"`, once, as it starts. Read only where the patch is decided
+/// (as [`set_search_attributes`]): a replaying run always asks the patch and gets what its history
+/// recorded, whatever the replaying worker's flag, so histories written with or without it replay
+/// on any worker. Never set in production.
+pub fn set_test_patched_difference(on: bool) {
+    TEST_PATCHED_DIFFERENCE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether this process is the rolling-deploy test's build B.
+pub(crate) fn test_patched_difference() -> bool {
+    TEST_PATCHED_DIFFERENCE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The patch of the rolling-deploy test's behaviour difference ([`set_test_patched_difference`]).
+pub const TEST_DIFFERENCE_PATCH: &str = "test-rolling-deploy-difference";
+
+/// The memo field a run under [`TEST_DIFFERENCE_PATCH`] upserts (to `"B"`).
+pub const TEST_DIFFERENCE_MEMO: &str = "deployedBehaviour";

@@ -271,6 +271,18 @@ async fn start(
         adopt_worker_schema(ctx).await;
     }
     upsert_memo(ctx);
+    // Test-only (the rolling-deploy test's "build B", `crate::set_test_patched_difference`): a
+    // command difference behind a patch, asked once as the run starts. Not replaying, asked only on
+    // such a worker; replaying, always asked, and answers what the history recorded: a run that
+    // started elsewhere replays without the marker and never upserts it.
+    if (ctx.is_replaying() || crate::test_patched_difference())
+        && ctx.patched(crate::TEST_DIFFERENCE_PATCH)
+    {
+        let _ = ctx.upsert_memo([(
+            crate::TEST_DIFFERENCE_MEMO.to_string(),
+            Some(MemoValue::new(Value::from("B"))),
+        )]);
+    }
     if let Some(e) = ctx.state(|s| s.core.integrity_error().map(str::to_string))
         && !ctx.is_replaying()
     {
