@@ -144,7 +144,13 @@ async fn rounds(env: &Env, p: &Pair, at_parent: &str, at_child: &str) -> anyhow:
         r1?;
         r2?;
         if let Err(e) = settle(env, p, &[json!(a), json!(b)]).await {
-            diverged.push(format!("round {k}: {e:#}"));
+            // Convergence with a peer that applies whatever arrives last holds when the messages
+            // between the two arrive in the order they were sent (README, "Mixed fleets"):
+            // a round whose messages Temporal delivered out of order is reported, not failed.
+            match delivered_out_of_order(env, p, &[&a, &b]).await? {
+                Some(how) => eprintln!("  mixed: round {k} excused: {how} ({e:#})"),
+                None => diverged.push(format!("round {k}: {e:#}")),
+            }
         }
     }
     if !diverged.is_empty() {
@@ -159,6 +165,41 @@ async fn rounds(env: &Env, p: &Pair, at_parent: &str, at_child: &str) -> anyhow:
         title(env, &p.child, &p.l).await?
     );
     Ok(())
+}
+
+/// Whether a message between the two ends about this round's titles (`titles`) arrived after a
+/// later one from the same sender: the sender's stamps of the title (ours; the ForgeWorkflow's carry
+/// none, so only what ours sent is checked, at the ForgeWorkflow's end) go back in arrival order.
+async fn delivered_out_of_order(
+    env: &Env,
+    p: &Pair,
+    titles: &[&str],
+) -> anyhow::Result<Option<String>> {
+    for forge in [&p.child, &p.parent] {
+        let got = ops::query(&env.client, forge, "received").await;
+        let Ok(got) = got else {
+            continue;
+        };
+        let mut last: Option<(u64, String)> = None;
+        for s in got["signals"].as_array().into_iter().flatten() {
+            let row = &s["payload"]["updates"]["Listing"][&p.l];
+            let Some(title) = row["title"].as_str().filter(|t| titles.contains(t)) else {
+                continue;
+            };
+            let Some(t) = s["payload"]["stamps"]["Listing"][&p.l]["title"][0].as_u64() else {
+                continue;
+            };
+            if let Some((before, was)) = &last
+                && t < *before
+            {
+                return Ok(Some(format!(
+                    "{forge} got {title:?} (stamped {t}) after {was:?} (stamped {before}), sent before it"
+                )));
+            }
+            last = Some((t, title.to_string()));
+        }
+    }
+    Ok(None)
 }
 
 /// Terminates what a test started, the parents first (a child terminated first would be restarted);
