@@ -344,14 +344,16 @@ fn changes(u: &str) -> Vec<Change> {
 
 /// What the burst got back: each change's answer (an acknowledged update's `{version, changed}`, or
 /// the ingress's update-with-start answer, `{workflowId, version, changed}`), or why it failed.
+/// (Shared with the rolling-deploy tests.)
 #[derive(Default)]
-struct Progress {
+pub(crate) struct Progress {
     done: AtomicUsize,
-    answers: Mutex<BTreeMap<usize, Result<Value, String>>>,
+    pub(crate) answers: Mutex<BTreeMap<usize, Result<Value, String>>>,
 }
 
 impl Progress {
-    fn record(&self, i: usize, answer: anyhow::Result<Value>) {
+    /// Records change `i`'s answer; a second answer for it panics (applied twice).
+    pub(crate) fn record(&self, i: usize, answer: anyhow::Result<Value>) {
         let mut a = self.answers.lock().unwrap();
         if a.insert(i, answer.map_err(|e| format!("{e:#}"))).is_some() {
             panic!("change {i} answered twice");
@@ -359,7 +361,8 @@ impl Progress {
         self.done.fetch_add(1, Ordering::SeqCst);
     }
 
-    async fn wait_done(&self, n: usize) -> anyhow::Result<()> {
+    /// Waits (60 s at most) until `n` changes were answered.
+    pub(crate) async fn wait_done(&self, n: usize) -> anyhow::Result<()> {
         eventually(Duration::from_secs(60), || async {
             let done = self.done.load(Ordering::SeqCst);
             if done >= n {

@@ -22,8 +22,6 @@
 //! continue-as-new), and every later run keeps the memo field (Temporal carries the memo over).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
@@ -39,6 +37,7 @@ use temporalio_common::protos::temporal::api::enums::v1::RoutingConfigUpdateStat
 use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeWorkerDeploymentRequest;
 use tokio::sync::{Semaphore, watch};
 
+use crate::many_workers::Progress;
 use crate::versioning::{replayed, set_current};
 use crate::workflow::memo_of;
 
@@ -454,34 +453,6 @@ fn changes(u: &str) -> Vec<Change> {
             }
         })
         .collect()
-}
-
-#[derive(Default)]
-struct Progress {
-    done: AtomicUsize,
-    answers: Mutex<BTreeMap<usize, Result<Value, String>>>,
-}
-
-impl Progress {
-    fn record(&self, i: usize, answer: anyhow::Result<Value>) {
-        let mut a = self.answers.lock().unwrap();
-        if a.insert(i, answer.map_err(|e| format!("{e:#}"))).is_some() {
-            panic!("change {i} answered twice");
-        }
-        self.done.fetch_add(1, Ordering::SeqCst);
-    }
-
-    async fn wait_done(&self, n: usize) -> anyhow::Result<()> {
-        eventually(Duration::from_secs(60), || async {
-            let done = self.done.load(Ordering::SeqCst);
-            if done >= n {
-                Ok(())
-            } else {
-                Err(anyhow!("{done} of the changes answered, waiting for {n}"))
-            }
-        })
-        .await
-    }
 }
 
 /// Sends the changes as acknowledged updates, wave `i / WAVE` once `phase` reaches it,
