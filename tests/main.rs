@@ -9,6 +9,7 @@ mod adoption; // a workflow found running under a child's id is adopted only whe
 mod api; // loading from an entity API, token rotation, no token leaks
 mod cli; // the temporal CLI and the starter binary, as a user runs them
 mod durable; // checkpoints, validation, the payload codec, export and import
+mod hooks; // outbound change hooks against a local receiver: order, coalescing, keys, retries, refusals, pause
 mod hostile; // careless and hostile clients through the temporal CLI: refused, harmless, no failed task
 mod http_security; // the HTTP servers' limits, the codec server's token and CORS, secrets kept from children
 mod lifecycle; // batching and continue-as-new, with workers of their own

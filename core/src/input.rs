@@ -17,7 +17,8 @@ use crate::tree::ChildRec;
 /// any change of shape, keep the older ones decoding, and say what changed here:
 /// - 1: `version` itself (the shape of the releases before, plus `outbox`).
 /// - 2: `schemaVersion`, and `order.schema` (the stamp of the `schema` message that set the schema).
-pub const CARRY_VERSION: u32 = 2;
+/// - 3: `hooks` (outbound change hooks: what waits, what was cut short, counts).
+pub const CARRY_VERSION: u32 = 3;
 
 /// What a continued-as-new run inherits besides the wire fields: the store with its stamps, counters and
 /// logs, and anything still queued.
@@ -71,6 +72,9 @@ pub struct Carry {
     /// How many schema changes the schema it runs has had (0: the one the tree started with).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub schema_version: u64,
+    /// Outbound change hooks: deliveries waiting or cut short by the hand-over, and counts.
+    #[serde(default, skip_serializing_if = "crate::hooks::HooksCarry::is_empty")]
+    pub hooks: crate::hooks::HooksCarry,
 }
 
 fn is_zero(n: &u64) -> bool {

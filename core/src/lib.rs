@@ -13,6 +13,8 @@
 //!   to the store; [`load`]: the HTTP activities' inputs, outputs and failure kinds.
 //! - [`input`]: the start input (wire protocol) and the continue-as-new carry-over; [`limits`]: what
 //!   a workflow keeps under; [`outbox`]: effects leave in waves within those limits.
+//! - [`hooks`]: outbound change hooks (`onChange`): observed per batch, coalesced, delivered one at a
+//!   time in version order.
 //! - [`secret`]: [`Secret`], the token type whose `Debug` shows only a fingerprint.
 //! - [`valid`]: checks of the fields messages bring (tokens, URLs and their hosts, subscriptions).
 #![deny(missing_docs)]
@@ -20,6 +22,7 @@
 pub mod answer;
 pub mod api;
 pub mod audit;
+pub mod hooks;
 pub mod inbox;
 pub mod input;
 pub mod limits;

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`schema`]: entity schemas (chrono-forge's flat format and our extended one), loaded from YAML or JSON.
+//! - [`hook`]: an entity's outbound change hooks (`onChange`).
 //! - [`normalize`]: nested JSON ⇄ normalized `{Entity: {id: row}}`.
 //! - [`change`]: changes, strategies, stamps, change sets.
 //! - [`store`]: the stamped store; changes apply whole or not at all, last-writer-wins per field.
@@ -30,6 +31,7 @@
 pub mod canonical;
 pub mod change;
 pub mod error;
+pub mod hook;
 pub mod normalize;
 pub mod plan;
 pub mod schema;

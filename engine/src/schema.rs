@@ -19,6 +19,9 @@
 //!   refreshInterval: 5m       # reload from the API every 5 minutes (ms, or 30s / 5m / 1h)
 //!   onNotFound: keep          # keep (default) | delete: what a 404 from the API does
 //!   batchUrl: "{apiBase}/users?ids={ids}"   # a parent loads all its User children in one request
+//!   onChange:                 # outbound hooks (see [`crate::hook`])
+//!     - url: "{apiBase}/hooks/user-changed"
+//!       fields: [name]
 //!   listings:
 //!     entity: Listing
 //!     many: true
@@ -178,6 +181,8 @@ pub struct EntityDef {
     pub on_not_found: OnNotFound,
     /// URL template that loads many entities of this type in one request (`{ids}`: comma-separated).
     pub batch_url: Option<String>,
+    /// Outbound change hooks (`onChange`), called by the workflow that owns an entity of this type.
+    pub hooks: Vec<crate::hook::Hook>,
 }
 
 /// What a 404 from the entity's API does.
@@ -351,6 +356,12 @@ impl Schema {
             }
             if let Some(b) = &def.batch_url {
                 m.insert("batchUrl".into(), json!(b));
+            }
+            if !def.hooks.is_empty() {
+                m.insert(
+                    "onChange".into(),
+                    Value::Array(def.hooks.iter().map(crate::hook::Hook::to_json).collect()),
+                );
             }
             for (field, rel) in &def.relations {
                 let g = &rel.managed;
@@ -529,11 +540,17 @@ fn parse_entity(
             ));
         }
     };
+    let hooks = match map.get("onChange") {
+        None => Vec::new(),
+        Some(v) => {
+            crate::hook::parse_hooks(v).map_err(|m| ctx.err(Some(name), Some("onChange"), m))?
+        }
+    };
     let mut relations = BTreeMap::new();
     for (field, v) in &map {
         if matches!(
             field.as_str(),
-            "idAttribute" | "apiUrl" | "refreshInterval" | "onNotFound" | "batchUrl"
+            "idAttribute" | "apiUrl" | "refreshInterval" | "onNotFound" | "batchUrl" | "onChange"
         ) {
             continue;
         }
@@ -555,6 +572,7 @@ fn parse_entity(
         refresh_interval_ms,
         on_not_found,
         batch_url,
+        hooks,
     })
 }
 

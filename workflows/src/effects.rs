@@ -48,6 +48,8 @@ pub(crate) struct InFlight {
     pub(crate) load: Option<LocalBoxFuture<'static, Loaded>>,
     /// The periodic refresh timer, with the workflow time it was armed for.
     pub(crate) timer: Option<(u64, LocalBoxFuture<'static, ()>)>,
+    /// The hook call out (one at a time).
+    pub(crate) hook: Option<LocalBoxFuture<'static, crate::hooks::HookOutcome>>,
 }
 
 impl InFlight {
@@ -69,6 +71,8 @@ pub(crate) enum Wake {
     Loaded(Loaded),
     /// The refresh timer fired.
     Timer,
+    /// A hook call finished.
+    Hooked(crate::hooks::HookOutcome),
 }
 
 fn event(
@@ -399,6 +403,12 @@ pub(crate) async fn next_outcomes(inflight: &mut InFlight) -> Vec<Wake> {
             inflight.timer = None;
             wakes.push(Wake::Timer);
         }
+        if let Some(f) = inflight.hook.as_mut()
+            && let Poll::Ready(o) = f.as_mut().poll(cx)
+        {
+            inflight.hook = None;
+            wakes.push(Wake::Hooked(o));
+        }
         if wakes.is_empty() {
             Poll::Pending
         } else {
@@ -468,6 +478,7 @@ impl Wake {
             Wake::Child(ev) => ev.map(Msg::Child),
             Wake::Loaded(l) => Some(Msg::Loaded(l)),
             Wake::Timer => Some(Msg::RefreshTimer),
+            Wake::Hooked(_) => None,
         }
     }
 }

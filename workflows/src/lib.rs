@@ -5,6 +5,7 @@
 //!   the one place that turns a processed batch into metrics and log lines.
 //! - [`effects`]: one function per effect (start a child, signal, cancel) and the outcomes in flight.
 //! - [`loading`]: the `loadData` / `loadBatch` activities and the refresh timer.
+//! - `hooks`: outbound change hooks, one `httpRequest` call at a time.
 //! - [`describe`]: the `workflowType` local activity, which tells what runs under a child's id
 //!   before it is adopted.
 //! - [`payload`]: tolerant payload decoding.
@@ -22,6 +23,7 @@
 #[allow(missing_docs)]
 pub mod describe;
 pub(crate) mod effects;
+pub(crate) mod hooks;
 pub(crate) mod journey;
 pub(crate) mod loading;
 pub(crate) mod logging;

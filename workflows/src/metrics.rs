@@ -3,7 +3,7 @@
 //! (`stateful_changes_applied`, `stateful_entities_changed`, `stateful_rejected_inputs`,
 //! `stateful_children_started`, `stateful_children_restarted`, `stateful_children_cancelled`,
 //! `stateful_signals_sent`, `stateful_loads{outcome}`, `stateful_checkpoints`,
-//! `stateful_commands_not_issued`), each labelled with the worker's `namespace` and `task_queue`
+//! `stateful_commands_not_issued`, `stateful_hooks_delivered`, `stateful_hooks_refused`), each labelled with the worker's `namespace` and `task_queue`
 //! (one pair per process: a worker runs its workflows from one queue of one namespace). Counting
 //! has no effect on what a workflow does, so it cannot break determinism.
 
@@ -47,6 +47,10 @@ pub static CHECKPOINTS: Count = Count::new();
 /// Commands not issued because Temporal would refuse them (see `Effect::check`): the core should
 /// never produce one, so any count is a bug to look into.
 pub static COMMANDS_NOT_ISSUED: Count = Count::new();
+/// Hook deliveries answered 2xx.
+pub static HOOKS_DELIVERED: Count = Count::new();
+/// Hook deliveries refused (non-2xx, or the activity failed after its retries).
+pub static HOOKS_REFUSED: Count = Count::new();
 /// Loads by outcome: ok, notFound, unauthorized, circuitOpen, failed.
 pub static LOADS: [(&str, Count); 5] = [
     ("ok", Count::new()),
@@ -68,7 +72,7 @@ pub fn load(outcome: &str) {
 }
 
 /// Every plain counter, with its metric name and description.
-pub fn all() -> [(&'static str, &'static str, &'static Count); 9] {
+pub fn all() -> [(&'static str, &'static str, &'static Count); 11] {
     [
         (
             "stateful_changes_applied",
@@ -114,6 +118,16 @@ pub fn all() -> [(&'static str, &'static str, &'static Count); 9] {
             "stateful_commands_not_issued",
             "Commands not issued because Temporal would refuse them",
             &COMMANDS_NOT_ISSUED,
+        ),
+        (
+            "stateful_hooks_delivered",
+            "Outbound hook deliveries answered 2xx",
+            &HOOKS_DELIVERED,
+        ),
+        (
+            "stateful_hooks_refused",
+            "Outbound hook deliveries refused (recorded by the workflow's hooks query)",
+            &HOOKS_REFUSED,
         ),
     ]
 }

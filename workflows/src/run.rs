@@ -18,6 +18,7 @@ use temporalio_workflow::ContinueAsNewVersioningBehavior;
 use tracing::{info, warn};
 
 use crate::effects::{InFlight, Wake, admit, drain, execute, next_outcomes};
+use crate::hooks::start_hook;
 use crate::loading::{arm_timer, start_load};
 use crate::{SchemaActivities, StatefulWorkflow, metrics, payload};
 
@@ -118,6 +119,7 @@ pub(crate) async fn run(
     send(ctx, first, &mut inflight);
     start_load(ctx, &mut inflight);
     arm_timer(ctx, &mut inflight);
+    start_hook(ctx, &mut inflight);
     let mut cancel_requested = false;
     loop {
         let wake = temporalio_sdk::workflows::select! {
@@ -146,6 +148,7 @@ pub(crate) async fn run(
         let out = run_batch(ctx, &mut inflight);
         start_load(ctx, &mut inflight);
         arm_timer(ctx, &mut inflight);
+        start_hook(ctx, &mut inflight);
         if out.status_changed || cancelled {
             upsert_memo(ctx);
         }
@@ -160,6 +163,8 @@ pub(crate) async fn run(
             });
             let _ = ctx.wait_condition(|s| s.core.handlers_idle()).await;
             flush(ctx, &mut inflight).await;
+            // What the hooks were called for, the ending included, is delivered before the end.
+            crate::hooks::deliver_before_end(ctx, &mut inflight).await;
             let _ = drain(&mut inflight).await;
             if cancel_requested && ctx.patched(PATCH_CANCELLED_OUTCOME) {
                 return Err(WorkflowTermination::cancelled());
@@ -213,6 +218,11 @@ fn take_outcomes(
             }
             Wake::Child(None) => continue,
             Wake::Child(Some(ev)) => ctx.state_mut(|s| s.core.push(Msg::Child(ev))),
+            Wake::Hooked(o) => {
+                // Bookkeeping only: no batch.
+                crate::hooks::hook_done(ctx, o, inflight);
+                continue;
+            }
         }
         queued = true;
     }
@@ -385,12 +395,15 @@ async fn flush_until(
     enough: impl Fn(&stateful_core::Core) -> bool,
 ) {
     while !ctx.state(|s| s.core.outbox_settled() || enough(&s.core)) {
-        for m in next_outcomes(inflight)
-            .await
-            .into_iter()
-            .filter_map(Wake::into_msg)
-        {
-            ctx.state_mut(|s| s.core.push(m));
+        for w in next_outcomes(inflight).await {
+            match w {
+                Wake::Hooked(o) => crate::hooks::hook_done(ctx, o, inflight),
+                w => {
+                    if let Some(m) = w.into_msg() {
+                        ctx.state_mut(|s| s.core.push(m));
+                    }
+                }
+            }
         }
         release(ctx, inflight);
     }

@@ -55,6 +55,8 @@ pub struct StatefulWorkflow {
     pub(crate) search_attributes: bool,
     /// The trace context of the first message of the next batch (see [`crate::journey`]).
     pub(crate) journey: crate::journey::Journey,
+    /// Hook deliveries (delivered, refused) already counted in the metrics.
+    pub(crate) hooks_reported: (u64, u64),
 }
 
 impl StatefulWorkflow {
@@ -283,6 +285,13 @@ impl StatefulWorkflow {
     #[query(name = "apiToken")]
     pub fn q_api_token(&self, _ctx: &WorkflowContextView) -> Value {
         self.core.token_info()
+    }
+
+    /// The outbound change hooks: the entity's hooks, deliveries waiting and out, delivered and
+    /// refused counts, the last delivery and recent refusals with their reasons.
+    #[query(name = "hooks")]
+    pub fn q_hooks(&self, _ctx: &WorkflowContextView) -> Value {
+        self.core.hooks_info()
     }
 
     /// The API: URL, `apiBase`, what the last load did, the refresh interval, the token's fingerprint.

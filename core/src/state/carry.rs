@@ -112,6 +112,7 @@ impl Core {
             },
             outbox,
             schema_version: self.ident.schema_version,
+            hooks: self.hooks.carry(),
         };
         let mut v = json!({
             "id": self.ident.id,

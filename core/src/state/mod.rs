@@ -27,6 +27,8 @@ mod evolve;
 #[cfg(test)]
 mod evolve_tests;
 #[cfg(test)]
+mod hooks_tests;
+#[cfg(test)]
 mod hostile_tests;
 #[cfg(test)]
 mod ordering_tests;
@@ -112,6 +114,8 @@ pub struct Core {
     /// The run is handing over or ending: acknowledged updates are refused (see
     /// [`Core::set_draining`]).
     draining: Option<&'static str>,
+    /// Outbound change hooks (see [`crate::hooks`]).
+    hooks: crate::hooks::Hooks,
 }
 
 /// A run's payload bytes (received and sent) past which it continues as new: Temporal terminates a
@@ -334,7 +338,11 @@ impl Core {
                 schema
                     .into_iter()
                     .flat_map(|s| s.entities().values())
-                    .flat_map(|d| [d.api_url.as_deref(), d.batch_url.as_deref()])
+                    .flat_map(|d| {
+                        [d.api_url.as_deref(), d.batch_url.as_deref()]
+                            .into_iter()
+                            .chain(d.hooks.iter().map(|h| Some(h.url.as_str())))
+                    })
                     .flatten()
                     .filter_map(crate::valid::template_host)
                     .collect()
@@ -404,6 +412,7 @@ impl Core {
         self.tree.carry_over(c.children, c.order.subscriptions);
         // What the previous run decided and handed over goes first.
         self.outbox.push_carried(c.outbox);
+        self.hooks = crate::hooks::Hooks::carried(c.hooks);
         // Children the previous run had no room to start: this run starts them.
         for (wid, generation) in self.tree.queued() {
             self.outbox.push_start(wid, generation);

@@ -90,6 +90,10 @@ impl Core {
             self.inbox.prepend(rest);
         }
         let before = (self.status, self.status_str());
+        // What hooks compare with: the owned row and the version before the batch (only kept when
+        // the entity has hooks).
+        let hooked_before = self.hooked_row();
+        let version_before = self.store.version();
         let interval = self.refresh_interval();
         let mut checkpoint = false;
         let mut step = Step {
@@ -151,6 +155,16 @@ impl Core {
             self.inbox.answer(t, Ok(self.schema_info()));
         }
         out.status_changed = self.status != before.0 || self.status_str() != before.1;
+        if let Some(row) = hooked_before {
+            self.observe_hooks(
+                &cs,
+                row.as_ref(),
+                before.1,
+                &child_events,
+                version_before,
+                now,
+            );
+        }
         out.effects = self.plan(
             &cs,
             &child_events,
@@ -201,6 +215,62 @@ impl Core {
                 _ => "cancel signal".into(),
             });
         }
+    }
+
+    /// The owned entity's row, when its entity has hooks (`Some(None)`: it has hooks and no row).
+    fn hooked_row(&self) -> Option<Option<stateful_engine::normalize::Row>> {
+        let schema = self.ident.schema.as_ref()?;
+        if schema.get(&self.ident.entity)?.hooks.is_empty() {
+            return None;
+        }
+        Some(self.store.get(&self.ident.entity, &self.ident.id).cloned())
+    }
+
+    /// Records what this batch calls the entity's hooks for.
+    fn observe_hooks(
+        &mut self,
+        cs: &ChangeSet,
+        before: Option<&stateful_engine::normalize::Row>,
+        status_before: &str,
+        events: &[ChildEvent],
+        version_before: u64,
+        now: u64,
+    ) {
+        let Some(schema) = self.ident.schema.clone() else {
+            return;
+        };
+        let Some(def) = schema.get(&self.ident.entity) else {
+            return;
+        };
+        let own = EntityRef::new(self.ident.entity.clone(), self.ident.id.clone());
+        let children = events
+            .iter()
+            .filter_map(|e| {
+                let event = match e.event {
+                    crate::ChildEventKind::Started => "started",
+                    crate::ChildEventKind::Ended => "ended",
+                    _ => return None,
+                };
+                Some(crate::hooks::ChildNote {
+                    event: event.into(),
+                    workflow_id: e.workflow_id.clone(),
+                    outcome: serde_json::to_value(e.outcome)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                })
+            })
+            .collect();
+        let status_after = self.status_str();
+        let observed = crate::hooks::Observed {
+            before,
+            change: cs.entities.get(&own),
+            status: Some((status_before, status_after)),
+            children,
+            versions: (version_before, self.store.version()),
+            now,
+        };
+        self.hooks.observe(&def.hooks, &observed);
     }
 
     /// The batch's effects, from the one planner.

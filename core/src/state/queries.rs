@@ -125,6 +125,59 @@ impl Core {
         Some((req, self.api.token().cloned()))
     }
 
+    /// The owned entity's hooks (`onChange`).
+    fn own_hooks(&self) -> &[stateful_engine::hook::Hook] {
+        self.ident
+            .schema
+            .as_deref()
+            .and_then(|s| s.get(&self.ident.entity))
+            .map_or(&[], |d| d.hooks.as_slice())
+    }
+
+    /// The next hook call to make, if one is due and none is out (never while paused: paused
+    /// workflows hold their hooks until resumed). See [`crate::hooks`].
+    pub fn take_hook(&mut self, now: u64) -> Option<crate::hooks::HookCall> {
+        if !self.started || self.status == Status::Paused {
+            return None;
+        }
+        let hooks = self.own_hooks().to_vec();
+        if hooks.is_empty() && !self.hooks.busy() {
+            return None;
+        }
+        let loads = &self.api.loads;
+        let target = crate::hooks::Target {
+            workflow_id: &self.ident.workflow_id,
+            entity: &self.ident.entity,
+            id: &self.ident.id,
+            base: loads.base.as_deref(),
+            hosts: loads.hosts.as_ref(),
+            token: self.api.token.get(),
+            row: self.store.get(&self.ident.entity, &self.ident.id),
+            now,
+        };
+        self.hooks.take(&hooks, &target)
+    }
+
+    /// A hook call's outcome (`Ok(HTTP status)`, or why the activity failed after its retries).
+    pub fn hook_done(&mut self, seq: u64, outcome: Result<u16, String>, now: u64) {
+        self.hooks.done(seq, outcome, &self.ident.workflow_id, now);
+    }
+
+    /// True when a hook delivery waits or is out.
+    pub fn hooks_busy(&self) -> bool {
+        self.hooks.busy()
+    }
+
+    /// Deliveries delivered and refused, ever.
+    pub fn hook_counts(&self) -> (u64, u64) {
+        self.hooks.counts()
+    }
+
+    /// The `hooks` query.
+    pub fn hooks_info(&self) -> Value {
+        self.hooks.to_json(self.own_hooks())
+    }
+
     /// The batch URLs of the running children whose entity has a `batchUrl`.
     fn batch_requests(&self) -> Vec<(String, String)> {
         let Some(schema) = &self.ident.schema else {
