@@ -190,7 +190,8 @@ pub async fn hooks_deliver_changes_in_order_coalesced_with_keys(env: &Env) -> an
     if log.contains("hook-secret-7f3a9c") {
         bail!("the token is in the worker log");
     }
-    no_task_failure(env, &wid).await
+    no_task_failure(env, &wid).await?;
+    crate::replay::save_from(&env.client, &wid, "hooks-delivered").await
 }
 
 /// A receiver answering 503 twice gets the same delivery a third time (same key) and it is
@@ -335,5 +336,7 @@ pub async fn paused_workflows_hold_hooks_and_the_end_is_delivered(env: &Env) -> 
             .map(|t| t["to"].clone()),
         Some(json!("cancelled"))
     );
-    no_task_failure(env, &wid).await
+    no_task_failure(env, &wid).await?;
+    // Paused, resumed, ended, with hooks delivered before the end: replayed by `replay_all`.
+    crate::replay::save_from(&env.client, &wid, "hooks-paused-end").await
 }

@@ -293,7 +293,10 @@ pub async fn a_rust_parent_and_a_forge_child_converge_on_concurrent_writes(
         start_rust_parent(env, &p, &tq).await?;
         // At the parent, a client's `update`; at the child, a local write.
         rounds(env, &p, "update", "write").await?;
-        no_failed_tasks(env, &[&p.parent, &p.child])
+        no_failed_tasks(env, &[&p.parent, &p.child])?;
+        // Ours, answering a stamp-less peer (the `echo-stampless-peers` patch): replayed by
+        // `replay::replay_all`, and kept in a release's set by scripts/record-histories.
+        crate::replay::save_from(&env.client, &p.parent, "mixed-rust-parent").await
     }
     .await;
     cleanup(env, &[&p.parent, &p.child]).await;
@@ -309,7 +312,8 @@ pub async fn a_forge_parent_and_a_rust_child_converge_on_concurrent_writes(
         start_forge_parent(env, &p, &tq).await?;
         // At the parent, a local write; at the child, a client's `update`.
         rounds(env, &p, "write", "update").await?;
-        no_failed_tasks(env, &[&p.parent, &p.child])
+        no_failed_tasks(env, &[&p.parent, &p.child])?;
+        crate::replay::save_from(&env.client, &p.child, "mixed-rust-child").await
     }
     .await;
     cleanup(env, &[&p.parent, &p.child]).await;
