@@ -340,3 +340,74 @@ pub async fn paused_workflows_hold_hooks_and_the_end_is_delivered(env: &Env) -> 
     // Paused, resumed, ended, with hooks delivered before the end: replayed by `replay_all`.
     crate::replay::save_from(&env.client, &wid, "hooks-paused-end").await
 }
+
+/// Children started and ended call a hook with `on: [child]`: two listings start two children, a
+/// removed listing's child is ended (the `cancel` signal completes it) and its end delivered.
+pub async fn children_started_and_ended_call_child_hooks(env: &Env) -> anyhow::Result<()> {
+    let sink = Sink::start(74).await?;
+    let id = env.id("hooks-children");
+    let path = format!("/hooks/kids/{id}");
+    let wid = ops::workflow_id("User", &id);
+    let (l1, l2) = (format!("{id}-l1"), format!("{id}-l2"));
+    let input = json!({"id": id, "entityName": "User",
+        "schema": schema(json!([{"url": "{apiBase}/hooks/kids/{id}", "on": ["child"]}]))?,
+        "apiBase": sink.base,
+        "data": {"id": id, "listings": [{"id": l1, "user": id}, {"id": l2, "user": id}]}});
+    ops::start(&env.client, &env.task_queue, &wid, input).await?;
+    let events = |c: &[Call]| -> Vec<(String, String)> {
+        c.iter()
+            .flat_map(|c| c.body["children"].as_array().cloned().unwrap_or_default())
+            .map(|e| {
+                (
+                    e["event"].as_str().unwrap_or_default().to_string(),
+                    e["workflowId"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    };
+    let (w1, w2) = (
+        ops::workflow_id("Listing", &l1),
+        ops::workflow_id("Listing", &l2),
+    );
+    eventually(Duration::from_secs(30), || async {
+        let mut got = events(&sink.calls(&path));
+        got.sort();
+        let want = vec![
+            ("started".to_string(), w1.clone()),
+            ("started".to_string(), w2.clone()),
+        ];
+        if got == want {
+            Ok(())
+        } else {
+            Err(anyhow!("child events so far: {got:?}"))
+        }
+    })
+    .await?;
+    // The second listing leaves the relation: its child is cancelled, and its end is delivered.
+    ops::signal(
+        &env.client,
+        &wid,
+        "update",
+        Some(&json!({"data": {"id": id, "listings": [l1]}, "strategy": "$set"})),
+    )
+    .await?;
+    let ended = eventually(Duration::from_secs(30), || async {
+        let calls = sink.calls(&path);
+        let ended: Vec<Value> = calls
+            .iter()
+            .flat_map(|c| c.body["children"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["event"] == "ended")
+            .collect();
+        if ended.is_empty() {
+            Err(anyhow!("no end delivered yet: {:?}", events(&calls)))
+        } else {
+            Ok(ended)
+        }
+    })
+    .await?;
+    ensure_eq!(ended.len(), 1);
+    ensure_eq!(ended[0]["workflowId"], json!(w2));
+    // Removed children are ended by the `cancel` signal, which completes their execution.
+    ensure_eq!(ended[0]["outcome"], json!("completed"));
+    no_task_failure(env, &wid).await
+}
