@@ -411,3 +411,61 @@ pub async fn children_started_and_ended_call_child_hooks(env: &Env) -> anyhow::R
     ensure_eq!(ended[0]["outcome"], json!("completed"));
     no_task_failure(env, &wid).await
 }
+
+/// A continue-as-new while a call is out: the next run sends that delivery again with the same key
+/// (the receiver may see it twice: at least once), then what waited; nothing is lost.
+pub async fn hooks_survive_continue_as_new(env: &Env) -> anyhow::Result<()> {
+    let sink = Sink::start(75).await?;
+    sink.delay(Duration::from_millis(1500));
+    let id = env.id("hooks-can");
+    let path = format!("/hooks/can/{id}");
+    let wid = start_user(
+        env,
+        &id,
+        &sink,
+        json!([{"url": "{apiBase}/hooks/can/{id}", "fields": ["price"]}]),
+    )
+    .await?;
+    let price = |n: u64| json!({"data": {"id": id, "price": n}});
+    ops::signal(&env.client, &wid, "update", Some(&price(1))).await?;
+    // The first call is out (the receiver holds it 1.5 s): hand over now, and change again.
+    eventually(Duration::from_secs(30), || async {
+        if sink.calls(&path).is_empty() {
+            Err(anyhow!("no call yet"))
+        } else {
+            Ok(())
+        }
+    })
+    .await?;
+    ops::signal(&env.client, &wid, "checkpoint", None).await?;
+    ops::signal(&env.client, &wid, "update", Some(&price(2))).await?;
+    query_until(env, &wid, "version", |v| v["runs"].as_u64() >= Some(2)).await?;
+    let calls = eventually(Duration::from_secs(60), || async {
+        let calls = sink.calls(&path);
+        if calls
+            .iter()
+            .any(|c| c.body["changes"]["price"]["new"] == json!(2))
+        {
+            Ok(calls)
+        } else {
+            Err(anyhow!("{} calls, price 2 not delivered yet", calls.len()))
+        }
+    })
+    .await?;
+    // Every delivery's key names one content: a key seen twice is the same delivery sent again.
+    let mut by_key: BTreeMap<String, Value> = BTreeMap::new();
+    for c in &calls {
+        let k = c.key.clone().unwrap_or_default();
+        let content = json!([c.body["version"], c.body["changes"]]);
+        if let Some(prev) = by_key.insert(k.clone(), content.clone())
+            && prev != content
+        {
+            bail!("key {k} named two contents: {prev} and {content}");
+        }
+    }
+    ensure_eq!(
+        calls[0].body["changes"]["price"],
+        json!({"old": 0, "new": 1})
+    );
+    no_task_failure(env, &wid).await
+}
