@@ -21,6 +21,8 @@ pub struct RunVersion {
     pub behavior: String,
     /// The version a transition moves it to, while one is under way (auto-upgrade only).
     pub transition: Option<String>,
+    /// The Worker Deployment's name (None: unversioned).
+    pub deployment: Option<String>,
 }
 
 impl RunVersion {
@@ -59,6 +61,10 @@ pub async fn run_version(client: &Client, workflow_id: &str) -> anyhow::Result<R
         .map(|e| e.run_id.clone())
         .unwrap_or_default();
     let v = info.versioning_info.as_ref();
+    let deployment = v
+        .and_then(|v| v.deployment_version.as_ref())
+        .filter(|d| !d.build_id.is_empty())
+        .map(|d| d.deployment_name.clone());
     let version = v
         .and_then(|v| v.deployment_version.as_ref())
         .filter(|d| !d.build_id.is_empty())
@@ -83,5 +89,55 @@ pub async fn run_version(client: &Client, workflow_id: &str) -> anyhow::Result<R
         version,
         behavior,
         transition,
+        deployment,
+    })
+}
+
+/// A Worker Deployment's current version, as the server routes new runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    /// `deployment:buildId`, or `unversioned` (the deployment routes to unversioned workers).
+    pub version: String,
+    /// True once the routing config has reached every task queue partition: until then, a run
+    /// that continues as new may still start on the previous current version.
+    pub propagated: bool,
+}
+
+/// The current version of the deployment named `deployment` (`DescribeWorkerDeployment`).
+pub async fn current_version(
+    client: &Client,
+    namespace: &str,
+    deployment: &str,
+) -> anyhow::Result<Current> {
+    use temporalio_common::protos::temporal::api::enums::v1::RoutingConfigUpdateState;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeWorkerDeploymentRequest;
+    let mut svc = client.connection().workflow_service();
+    let info = svc
+        .describe_worker_deployment(temporalio_client::tonic::Request::new(
+            DescribeWorkerDeploymentRequest {
+                namespace: namespace.into(),
+                deployment_name: deployment.into(),
+            },
+        ))
+        .await
+        .map_err(|s| {
+            anyhow!(
+                "cannot describe the deployment {deployment}: {}",
+                s.message()
+            )
+        })?
+        .into_inner()
+        .worker_deployment_info
+        .unwrap_or_default();
+    let version = info
+        .routing_config
+        .as_ref()
+        .and_then(|r| r.current_deployment_version.as_ref())
+        .filter(|d| !d.build_id.is_empty())
+        .map(|d| label(&d.deployment_name, &d.build_id))
+        .unwrap_or_else(|| "unversioned".to_string());
+    Ok(Current {
+        version,
+        propagated: info.routing_config_update_state() != RoutingConfigUpdateState::InProgress,
     })
 }

@@ -1,6 +1,9 @@
 //! `upgrade`: move a tree to the Worker Deployment's current version. Workflows are pinned to the
 //! version that ran their first task; each gets a `checkpoint` signal, and its continue-as-new
 //! starts the next run on the deployment's current version (`run.rs`), where it is pinned again.
+//! The server answers `set-current-version` before the new routing has reached every task queue
+//! partition: the upgrade waits for it first, and checkpoints again (up to [`MAX_CHECKPOINTS`]
+//! times) a workflow whose new run still started on another version than the current one.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -9,7 +12,7 @@ use anyhow::bail;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use stateful_client::ops;
-use stateful_client::versioning::{RunVersion, run_version};
+use stateful_client::versioning::{Current, RunVersion, current_version, run_version};
 use temporalio_client::Client;
 
 use super::Ctx;
@@ -17,6 +20,14 @@ use crate::cli::UpgradeArgs;
 
 /// Workflows signalled or described at once.
 const CONCURRENCY: usize = 32;
+
+/// Checkpoints one workflow gets at most (the first, and again while its new run landed on another
+/// version than the deployment's current one).
+const MAX_CHECKPOINTS: u32 = 5;
+
+/// How long the upgrade waits for the deployment's routing to reach every task queue partition
+/// before it checkpoints anyway (what lands on the old version is checkpointed again).
+const ROUTING_WAIT: Duration = Duration::from_secs(60);
 
 /// One workflow of the tree.
 struct Node {
@@ -26,14 +37,17 @@ struct Node {
     /// Its run once it moved (or ended).
     after: Option<RunVersion>,
     error: Option<String>,
+    /// Checkpoints sent.
+    checkpoints: u32,
 }
 
 /// `starter upgrade`.
 pub async fn upgrade(ctx: &Ctx, a: UpgradeArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(a.timeout_secs);
-    let walked = ops::walk(&ctx.client, &a.workflow_id, "status").await;
     let client = &ctx.client;
+    wait_routed(ctx, &a.workflow_id, deadline).await;
+    let walked = ops::walk(&ctx.client, &a.workflow_id, "status").await;
     let mut nodes: Vec<Node> = futures::stream::iter(walked)
         .map(|(wid, answer)| async move {
             let mut n = Node {
@@ -41,6 +55,7 @@ pub async fn upgrade(ctx: &Ctx, a: UpgradeArgs) -> anyhow::Result<()> {
                 before: None,
                 after: None,
                 error: None,
+                checkpoints: 1,
             };
             if let Err(e) = answer {
                 n.error = Some(format!("{e:#}"));
@@ -76,6 +91,27 @@ pub async fn upgrade(ctx: &Ctx, a: UpgradeArgs) -> anyhow::Result<()> {
                 nodes[i].after = Some(now);
             }
         }
+        // A new run that started on another version than the deployment's current one (the
+        // routing had not reached its partition yet): checkpointed again.
+        let again = left_behind(ctx, &nodes).await;
+        for i in again {
+            let n = &mut nodes[i];
+            if n.checkpoints >= MAX_CHECKPOINTS {
+                let on = n.after.take().map(|a| a.version).unwrap_or_default();
+                n.error = Some(format!(
+                    "still started on {on} after {MAX_CHECKPOINTS} checkpoints (is a worker of the current version polling its task queue?)"
+                ));
+                continue;
+            }
+            n.checkpoints += 1;
+            match send_checkpoint(client, &n.workflow_id).await {
+                Ok(before) => {
+                    n.before = Some(before);
+                    n.after = None;
+                }
+                Err(e) => n.error = Some(format!("{e:#}")),
+            }
+        }
         let done = nodes.iter().filter(|n| n.after.is_some()).count();
         let failed = nodes.iter().filter(|n| n.error.is_some()).count();
         if !ctx.json {
@@ -99,6 +135,72 @@ pub async fn upgrade(ctx: &Ctx, a: UpgradeArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     report(ctx, &a.workflow_id, &nodes, t0.elapsed().as_secs_f64())
+}
+
+/// Waits (at most [`ROUTING_WAIT`], and never past `deadline`) until the routing of the root's
+/// deployment has reached every task queue partition; an unversioned root waits for nothing.
+async fn wait_routed(ctx: &Ctx, root: &str, deadline: Instant) {
+    let Ok(Some(deployment)) = run_version(&ctx.client, root).await.map(|r| r.deployment) else {
+        return;
+    };
+    let until = (Instant::now() + ROUTING_WAIT).min(deadline);
+    loop {
+        match current_version(&ctx.client, &ctx.namespace, &deployment).await {
+            Ok(Current {
+                propagated: true, ..
+            }) => return,
+            Ok(c) => {
+                if !ctx.json {
+                    eprint!(
+                        "\rwaiting for {deployment}'s routing to {} to reach every task queue partition   ",
+                        c.version
+                    );
+                }
+            }
+            // No deployment to ask (an older server, missing permissions): the checkpoints and
+            // the checks below still run.
+            Err(_) => return,
+        }
+        if Instant::now() > until {
+            if !ctx.json {
+                eprintln!(
+                    "\nthe routing is still propagating: upgrading anyway (what lands on the old version is checkpointed again)"
+                );
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The nodes whose new run started on another version than their deployment's current one (once
+/// that routing has propagated), still running.
+async fn left_behind(ctx: &Ctx, nodes: &[Node]) -> Vec<usize> {
+    let mut current: BTreeMap<String, Option<Current>> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let Some(after) = &n.after else { continue };
+        let Some(dep) = after.deployment.clone() else {
+            continue;
+        };
+        if !after.running || after.run_id == n.before.as_ref().map_or("", |b| b.run_id.as_str()) {
+            continue;
+        }
+        if !current.contains_key(&dep) {
+            let c = current_version(&ctx.client, &ctx.namespace, &dep)
+                .await
+                .ok();
+            current.insert(dep.clone(), c);
+        }
+        if let Some(Some(c)) = current.get(&dep)
+            && c.propagated
+            && c.version != "unversioned"
+            && c.version != after.version
+        {
+            out.push(i);
+        }
+    }
+    out
 }
 
 /// Its run before, and the `checkpoint` signal sent (a workflow that already ended gets none).
