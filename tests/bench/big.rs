@@ -238,13 +238,18 @@ pub async fn run(
         eprintln!("bench: S11 without compression: {probe}");
         out.rows
             .push(("S11 without compression (plain worker)".into(), probe));
-        eprintln!("bench: S11 (1 + 10,000 tree, --compress)...");
+        // A sticky cache larger than the workflows the tree keeps busy at once: with a full cache,
+        // temporalio-sdk-core 0.10.1 can drop a buffered run's activation ("Extra buffered run
+        // should not have produced an activation") and that workflow's task never completes (seen
+        // in the earlier S11 runs; README "Scaling out"). BENCH_S11_CACHE overrides it.
+        let cache = std::env::var("BENCH_S11_CACHE").unwrap_or_else(|_| "12000".into());
+        eprintln!("bench: S11 (1 + 10,000 tree, --compress, --max-cached-workflows {cache})...");
         let w = WorkerProc::start_with(
             address,
             "bench-s11",
             log_dir,
             "worker-s11",
-            &["--compress"],
+            &["--compress", "--max-cached-workflows", &cache],
             "release",
         )
         .await?;
