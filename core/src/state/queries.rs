@@ -173,6 +173,23 @@ impl Core {
         self.hooks.counts()
     }
 
+    /// The `overview` query: what a tree view shows of one workflow in one answer (status, entity
+    /// and id, version, the API and the token's fingerprint, children, subscriptions), the
+    /// children's registry cut to `max_children` records (`None`: all).
+    pub fn overview(&self, max_children: Option<usize>) -> Value {
+        json!({
+            "status": self.status_str(),
+            "entityName": self.ident.entity,
+            "id": self.ident.id,
+            "version": self.version_info(),
+            "api": self.api_info(),
+            "children": self.tree.children_info_within(max_children.unwrap_or(usize::MAX)),
+            "subscriptions": self.subscriptions_info(),
+            "hooks": {"delivered": self.hooks.counts().0, "refused": self.hooks.counts().1,
+                      "busy": self.hooks.busy()},
+        })
+    }
+
     /// The `hooks` query.
     pub fn hooks_info(&self) -> Value {
         self.hooks.to_json(self.own_hooks())

@@ -625,3 +625,29 @@ fn the_activity_task_queue_is_handed_down_and_carried_over_and_absent_when_unset
     assert!(starts[0].1.get("activityTaskQueue").is_none());
     assert!(c.carry_input().get("activityTaskQueue").is_none());
 }
+
+#[test]
+fn the_overview_answers_what_a_tree_view_shows_and_never_the_token() {
+    let mut c = started(
+        json!({"id": "u", "entityName": "User", "apiToken": "ov-secret-123456",
+                               "data": {"id": "u", "listings": [{"id": "l1", "user": "u"}]}}),
+    );
+    c.process(2000);
+    let o = c.overview(None);
+    assert_eq!(o["status"], json!("running"));
+    assert_eq!(
+        (o["entityName"].clone(), o["id"].clone()),
+        (json!("User"), json!("u"))
+    );
+    assert_eq!(o["version"], c.version_info());
+    assert_eq!(o["children"], c.tree().children_info());
+    assert_eq!(
+        o["api"]["token"]["fingerprint"],
+        json!(fingerprint("ov-secret-123456"))
+    );
+    assert!(!o.to_string().contains("ov-secret"), "{o}");
+    assert_eq!(
+        c.overview(Some(0))["children"],
+        c.tree().children_info_within(0)
+    );
+}
