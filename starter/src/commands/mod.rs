@@ -29,6 +29,8 @@ pub struct Ctx {
     pub task_queue: String,
     /// `--json`.
     pub json: bool,
+    /// The namespace.
+    pub namespace: String,
 }
 
 impl Ctx {
@@ -46,11 +48,13 @@ impl Ctx {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let resolved = cli.connect.resolve()?;
     let client = resolved.connect("starter").await?;
+    let namespace = resolved.namespace();
     let ctx = Ctx {
         client,
         codec: resolved.codec,
         task_queue: cli.task_queue,
         json: cli.json,
+        namespace,
     };
     match cli.command {
         Command::Start(a) => workflow::start(&ctx, a).await,
