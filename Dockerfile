@@ -19,17 +19,19 @@ WORKDIR /src
 #    every member's lib, bins and build script, and the benches, tests and examples its Cargo.toml
 #    declares. scripts/check-deploy fails when these lists no longer match the members' targets, and
 #    when a member's Cargo.toml is not copied below.
-ARG STUB_LIBS="engine/src/lib.rs core/src/lib.rs workflows/src/lib.rs activities/src/lib.rs client/src/lib.rs worker/src/lib.rs tests/common/mod.rs"
-ARG STUB_MAINS="engine/benches/engine.rs worker/src/main.rs starter/src/main.rs tests/bench/cluster.rs tests/main.rs tests/build.rs"
+ARG STUB_LIBS="engine/src/lib.rs core/src/lib.rs workflows/src/lib.rs activities/src/lib.rs client/src/lib.rs explorer/src/lib.rs worker/src/lib.rs tests/common/mod.rs"
+ARG STUB_MAINS="engine/benches/engine.rs worker/src/main.rs starter/src/main.rs tests/bench/cluster.rs tests/main.rs tests/build.rs examples/custom-worker/src/main.rs"
 COPY Cargo.toml Cargo.lock ./
 COPY engine/Cargo.toml engine/
 COPY core/Cargo.toml core/
 COPY workflows/Cargo.toml workflows/
 COPY activities/Cargo.toml activities/
 COPY client/Cargo.toml client/
+COPY explorer/Cargo.toml explorer/
 COPY worker/Cargo.toml worker/
 COPY starter/Cargo.toml starter/
 COPY tests/Cargo.toml tests/
+COPY examples/custom-worker/Cargo.toml examples/custom-worker/
 RUN set -eu; \
     for f in $STUB_LIBS; do mkdir -p "$(dirname "$f")"; : > "$f"; done; \
     for f in $STUB_MAINS; do mkdir -p "$(dirname "$f")"; echo 'fn main() {}' > "$f"; done; \

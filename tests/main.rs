@@ -9,6 +9,8 @@ mod adoption; // a workflow found running under a child's id is adopted only whe
 mod api; // loading from an entity API, token rotation, no token leaks
 mod cli; // the temporal CLI and the starter binary, as a user runs them
 mod durable; // checkpoints, validation, the payload codec, export and import
+mod explorer; // the web explorer in headless Chromium (WebDriver): the tree, live updates, actions, no token; `starter tree --format dot|mermaid`
+mod extend; // a custom Rust worker (examples/custom-worker): its hook, activity, custom query, signal and update
 mod hooks; // outbound change hooks against a local receiver: order, coalescing, keys, retries, refusals, pause
 mod hostile; // careless and hostile clients through the temporal CLI: refused, harmless, no failed task
 mod http_security; // the HTTP servers' limits, the codec server's token and CORS, secrets kept from children

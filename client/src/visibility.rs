@@ -8,11 +8,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use futures::StreamExt;
 use serde_json::{Value, json};
 use stateful_workflows::WORKFLOW_TYPE;
 use stateful_workflows::visibility::{ENTITY, ID, NAMES, ROOT, STATUS, TYPE};
-use temporalio_client::{Client, WorkflowCountOptions, WorkflowListOptions};
+use temporalio_client::{Client, WorkflowCountOptions};
 use temporalio_common::protos::temporal::api::enums::v1::IndexedValueType;
 use temporalio_common::protos::temporal::api::operatorservice::v1::{
     AddSearchAttributesRequest, ListSearchAttributesRequest,
@@ -105,37 +104,64 @@ impl Listed {
     }
 }
 
-/// Up to `limit` workflows matching `query`, and whether more match.
+/// Up to `limit` workflows matching `query`, and whether more match. Through the raw
+/// `ListWorkflowExecutions` RPC, reading only what visibility indexes (ids, status, search
+/// attributes, never encoded): the SDK's `list_workflows` decodes every memo with the client's codec,
+/// and one encrypted memo the client holds no keys for would fail the whole page.
 pub async fn list(
     client: &Client,
     query: &str,
     limit: usize,
 ) -> anyhow::Result<(Vec<Listed>, bool)> {
-    let mut stream = client.list_workflows(
-        query,
-        WorkflowListOptions::builder()
-            .limit(limit.saturating_add(1))
-            .build(),
-    );
+    use temporalio_client::NamespacedClient;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::ListWorkflowExecutionsRequest;
     let mut out = Vec::new();
-    while let Some(w) = stream.next().await {
-        let w = w
-            .map_err(|e| anyhow!("{e}"))
-            .with_context(|| format!("listing `{query}`"))?;
-        if out.len() == limit {
-            return Ok((out, true));
+    let mut token = Vec::new();
+    loop {
+        let mut svc = client.connection().workflow_service();
+        let page = svc
+            .list_workflow_executions(temporalio_client::tonic::Request::new(
+                ListWorkflowExecutionsRequest {
+                    namespace: client.namespace(),
+                    page_size: limit.saturating_add(1).min(1_000) as i32,
+                    next_page_token: token,
+                    query: query.to_string(),
+                },
+            ))
+            .await
+            .map_err(|s| anyhow!("{:?}: {}", s.code(), s.message()))
+            .with_context(|| format!("listing `{query}`"))?
+            .into_inner();
+        for w in page.executions {
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            let keyword = |name: &str| -> Option<String> {
+                let p = w.search_attributes.as_ref()?.indexed_fields.get(name)?;
+                serde_json::from_slice::<String>(&p.data).ok()
+            };
+            // As the SDK's listing names it (`Running`, `ContinuedAsNew`, ...).
+            let status = temporalio_common::protos::temporal::api::enums::v1::WorkflowExecutionStatus::try_from(w.status)
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_else(|_| "Unspecified".to_string());
+            out.push(Listed {
+                workflow_id: w
+                    .execution
+                    .as_ref()
+                    .map(|e| e.workflow_id.clone())
+                    .unwrap_or_default(),
+                execution_status: status,
+                entity: keyword(ENTITY.name()),
+                id: keyword(ID.name()),
+                status: keyword(STATUS.name()),
+                root: keyword(ROOT.name()),
+            });
         }
-        let sa = w.search_attributes();
-        out.push(Listed {
-            workflow_id: w.id().to_string(),
-            execution_status: format!("{:?}", w.status()),
-            entity: sa.get(&ENTITY),
-            id: sa.get(&ID),
-            status: sa.get(&STATUS),
-            root: sa.get(&ROOT),
-        });
+        if page.next_page_token.is_empty() {
+            return Ok((out, false));
+        }
+        token = page.next_page_token;
     }
-    Ok((out, false))
 }
 
 /// The `temporal` command that creates `names` (all [`TYPE`]) in `namespace`.

@@ -66,6 +66,9 @@ pub enum Command {
     /// `update` to it, in one call (Temporal's update-with-start); prints the new state version, or
     /// the reason the workflow refused the change (exit code 1).
     Upsert(UpsertArgs),
+    /// Serve the web explorer of trees (roots, hierarchies, entities, live updates, actions) until
+    /// Ctrl-C; prints its URL.
+    Explorer(ExplorerArgs),
 }
 
 #[derive(Args)]
@@ -149,6 +152,26 @@ pub struct TreeArgs {
     /// Cancel the whole tree (the root's cancellation cascades) and wait until every workflow ended.
     #[arg(long)]
     pub cancel: bool,
+    /// How to print the tree: `text` (an indented outline), `json` (the same as --json), `dot` (a
+    /// Graphviz digraph: `starter tree ROOT --format dot | dot -Tsvg > tree.svg`) or `mermaid` (a
+    /// Mermaid flowchart, for Markdown). In a graph, a workflow shared by several parents is drawn
+    /// once with an edge from each, and subscriptions are dashed. Default: `text`, or `json` with
+    /// --json.
+    #[arg(long, value_enum)]
+    pub format: Option<TreeFormat>,
+}
+
+/// `starter tree --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TreeFormat {
+    /// An indented outline (the default).
+    Text,
+    /// The collected tree as one JSON value (the same as --json).
+    Json,
+    /// A Graphviz digraph.
+    Dot,
+    /// A Mermaid flowchart.
+    Mermaid,
 }
 
 #[derive(Args)]
@@ -278,6 +301,28 @@ pub struct SchemaApplyArgs {
     /// Give up after this many seconds (the workflows that do not run it are listed, with why).
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+}
+
+#[derive(Args)]
+pub struct ExplorerArgs {
+    /// The address to serve on. A loopback address needs no token unless --token-env's variable
+    /// is set; any other address needs it.
+    #[arg(long, default_value = "127.0.0.1:8089", value_name = "HOST:PORT")]
+    pub listen: String,
+    /// The environment variable holding the token the explorer's users must present.
+    #[arg(long, default_value = "EXPLORER_TOKEN", value_name = "VAR")]
+    pub token_env: String,
+    /// The Temporal UI the explorer links to (`{url}/namespaces/{ns}/workflows/{id}`).
+    #[arg(
+        long,
+        env = "STATEFUL_TEMPORAL_UI_URL",
+        default_value = "http://localhost:8233",
+        value_name = "URL"
+    )]
+    pub temporal_ui_url: String,
+    /// Open the explorer in a browser (`xdg-open`, or `open` on macOS).
+    #[arg(long)]
+    pub open: bool,
 }
 
 #[cfg(test)]

@@ -178,10 +178,28 @@ impl WorkerProc {
         profile: &str,
         envs: &[(&str, &str)],
     ) -> anyhow::Result<WorkerProc> {
+        Self::start_bin(
+            "worker", address, task_queue, log_dir, name, extra, profile, envs,
+        )
+        .await
+    }
+
+    /// Same, with another worker binary of the workspace (a custom worker: `custom-worker`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_bin(
+        bin: &str,
+        address: &str,
+        task_queue: &str,
+        log_dir: &Path,
+        name: &str,
+        extra: &[&str],
+        profile: &str,
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<WorkerProc> {
         std::fs::create_dir_all(log_dir)?;
         let log = log_dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log)?;
-        let child = Command::new(bin_in("worker", profile)?)
+        let child = Command::new(bin_in(bin, profile)?)
             .args(["--address", address, "--task-queue", task_queue])
             .args(if extra.contains(&"--namespace") {
                 vec![]

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod codec_server;
+pub mod custom;
 pub mod devserver;
 pub mod health;
 pub mod ingress;
@@ -32,9 +33,11 @@ use temporalio_common::worker::{
     VersioningBehavior, WorkerDeploymentOptions, WorkerDeploymentVersion,
 };
 use temporalio_sdk::runtime::PollerBehavior;
-use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::RuntimeOptions};
+use temporalio_sdk::{Runtime, Worker as SdkWorker, WorkerOptions, runtime::RuntimeOptions};
 use tracing::{info, warn};
 
+use crate::custom::Extras;
+pub use crate::custom::{Worker, WorkerBuilder};
 use crate::devserver::{DevServer, DevServerOptions, find_cli, reachable};
 use crate::health::{Health, Phase};
 
@@ -274,6 +277,17 @@ pub struct WorkerArgs {
     /// Requests the ingress takes at once above its rate (the bucket's size).
     #[arg(long, default_value_t = ingress::DEFAULT_BURST, value_name = "N")]
     pub ingress_rate_burst: u32,
+    /// Serve the web explorer of trees (pages, live updates, actions) on this address; off by
+    /// default. A loopback address needs no token unless `--explorer-token-env`'s variable is set;
+    /// any other address needs it.
+    #[arg(long, env = "STATEFUL_EXPLORER", value_name = "HOST:PORT")]
+    pub explorer: Option<String>,
+    /// The environment variable holding the token the explorer's users must present.
+    #[arg(long, default_value = "EXPLORER_TOKEN", value_name = "VAR")]
+    pub explorer_token_env: String,
+    /// The Temporal UI the explorer links to (`{url}/namespaces/{ns}/workflows/{id}`).
+    #[arg(long, env = "STATEFUL_TEMPORAL_UI_URL", default_value = stateful_explorer::DEFAULT_TEMPORAL_UI, value_name = "URL")]
+    pub temporal_ui_url: String,
     /// Serve Temporal's codec-server endpoints (`/encode`, `/decode`, `/{namespace}/encode`,
     /// `/{namespace}/decode`) on this address, for `temporal workflow show --codec-endpoint` and the
     /// UI; needs the codec keys or `--compress`. An address that is not a loopback one needs
@@ -431,9 +445,13 @@ impl WorkerArgs {
     /// `--codec-server-token-env`): removed, with [`devserver::SECRET_ENV_VARS`], from the dev
     /// server's environment.
     pub fn token_env_vars(&self) -> Vec<&str> {
-        std::iter::once(self.ingress_token_env.as_str())
-            .chain(self.codec_server_token_env.as_deref())
-            .collect()
+        [
+            self.ingress_token_env.as_str(),
+            self.explorer_token_env.as_str(),
+        ]
+        .into_iter()
+        .chain(self.codec_server_token_env.as_deref())
+        .collect()
     }
 
     /// The HTTP activities' settings.
@@ -477,6 +495,16 @@ pub async fn run(
     args: WorkerArgs,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with(args, shutdown, Extras::default()).await
+}
+
+/// [`run`], with what a custom worker adds ([`Worker::builder`]): its default schema and its
+/// activities.
+pub(crate) async fn run_with(
+    args: WorkerArgs,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    extras: Extras,
+) -> anyhow::Result<()> {
     let plan = args.plan()?;
     args.deployment()?;
     let schema = match &args.schema {
@@ -485,6 +513,8 @@ pub async fn run(
             info!(file = %p.display(), entities = s.entities().len(), "schema loaded");
             Some(s)
         }
+        // A custom worker's own schema, unless `--schema` names another.
+        None if extras.schema.is_some() => extras.schema.clone(),
         None if plan.workflows.is_some() => {
             warn!("no --schema: only workflows that carry `schema` in their input can start");
             None
@@ -535,7 +565,10 @@ pub async fn run(
             tokio::spawn(search_attributes::recheck(client.clone(), namespace));
         }
     }
-    let result = run_with_client(&args, &plan, client, &resolved, schema, served, shutdown).await;
+    let result = run_with_client(
+        &args, &plan, client, &resolved, schema, served, shutdown, &extras,
+    )
+    .await;
     health.set_phase(Phase::Stopped);
     if let Some(srv) = dev_server {
         srv.stop().await;
@@ -577,6 +610,7 @@ struct Served {
     health: Arc<Health>,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_with_client(
     args: &WorkerArgs,
     plan: &Plan,
@@ -585,6 +619,7 @@ async fn run_with_client(
     schema: Option<Schema>,
     served: Served,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    extras: &Extras,
 ) -> anyhow::Result<()> {
     let codec = resolved.codec.clone();
     for w in args.api_limit_warnings(codec.compress) {
@@ -611,7 +646,7 @@ async fn run_with_client(
         .build()
         .map_err(|e| anyhow!(e))?;
     let runtime = Runtime::from_current_tokio(runtime_opts)?;
-    let options = worker_options(
+    let mut options = worker_options(
         args,
         plan,
         schema.as_ref(),
@@ -619,6 +654,8 @@ async fn run_with_client(
         &client,
         &namespace,
     )?;
+    // A custom worker's activities run where the HTTP activities run.
+    extras.register(plan, &mut options);
     let codec_bound = serve_codec(args, &codec).await?;
     stateful_workflows::set_payload_compression(codec.compress);
     stateful_workflows::set_adopt_worker_schema(args.adopt_worker_schema && schema.is_some());
@@ -627,9 +664,10 @@ async fn run_with_client(
     // The queue a tree's root records for its HTTP activities when it first starts.
     stateful_workflows::set_activity_task_queue(plan.activity_queue.clone());
     let ingress_bound = serve_ingress(args, &client, schema.as_ref()).await?;
+    let explorer_bound = serve_explorer(args, &client, &namespace).await?;
     let mut workers = options
         .into_iter()
-        .map(|o| Worker::new(&runtime, client.clone(), o))
+        .map(|o| SdkWorker::new(&runtime, client.clone(), o))
         .collect::<Result<Vec<_>, _>>()?;
     let stops: Vec<_> = workers.iter().map(|w| w.shutdown_handle()).collect();
     let draining = health.clone();
@@ -662,6 +700,7 @@ async fn run_with_client(
         metrics = %metrics_bound.map(|a| format!("http://{a}/metrics")).unwrap_or_else(|| "off".into()),
         health = %metrics_bound.map(|a| format!("http://{a}/readyz")).unwrap_or_else(|| "off".into()),
         ingress = %ingress_bound.map(|a| format!("http://{a}/v1")).unwrap_or_else(|| "off".into()),
+        explorer = %explorer_bound.as_ref().map(stateful_explorer::url).unwrap_or_else(|| "off".into()),
         encryption = %codec.aes.as_ref().map(|c| format!("aes-256-gcm key {}", c.current_key())).unwrap_or_else(|| "off".into()),
         compression = %if codec.compress { "zstd" } else { "off" },
         codec_server = %codec_bound.map(|a| format!("http://{a}")).unwrap_or_else(|| "off".into()),
@@ -867,6 +906,44 @@ async fn serve_ingress(
     Ok(Some(ing.serve(addr).await?))
 }
 
+/// The web explorer (`--explorer`), if asked for: the address it bound. Its requests go through the
+/// ingress's limits (rate, body, time) and its token check.
+async fn serve_explorer(
+    args: &WorkerArgs,
+    client: &Client,
+    namespace: &str,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(addr) = &args.explorer else {
+        return Ok(None);
+    };
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--explorer `{addr}` is not host:port"))?;
+    let token = stateful_explorer::token_from_env(&addr, &args.explorer_token_env, "--explorer")?;
+    let auth = token.map(|t| {
+        let check = auth::BearerToken::new(&t);
+        Arc::new(move |given: &str| check.matches(given)) as stateful_explorer::TokenCheck
+    });
+    let explorer = stateful_explorer::Explorer::new(
+        client.clone(),
+        stateful_explorer::Config {
+            namespace: namespace.to_string(),
+            temporal_ui_url: args.temporal_ui_url.clone(),
+            auth,
+            loopback: stateful_explorer::is_loopback(&addr),
+        },
+    )?;
+    // A tree page walks the whole tree (some 5 queries a workflow): a large one takes longer than
+    // an ingress request may.
+    let limits = auth::HttpLimits {
+        max_body: 64 * 1024,
+        timeout: Duration::from_secs(args.http_request_timeout.max(120)),
+        ..args.ingress_limits()
+    };
+    let router = auth::guard(explorer.router(), limits, "explorer");
+    Ok(Some(stateful_explorer::serve(router, addr).await?))
+}
+
 /// Exports the workflows' process-wide counters (see `stateful_workflows::metrics`) every second,
 /// labelled with the namespace and the task queue the worker runs its workflows from (one pair per
 /// process: the label values are bounded).
@@ -954,7 +1031,10 @@ mod tests {
         assert_eq!(codec.max_body, 4 * 1024 * 1024);
         assert_eq!((codec.rate_per_second, codec.burst), (1000, 2000));
         assert!(args.codec_cors_origin.is_empty());
-        assert_eq!(args.token_env_vars(), ["STATEFUL_INGRESS_TOKEN"]);
+        assert_eq!(
+            args.token_env_vars(),
+            ["STATEFUL_INGRESS_TOKEN", "EXPLORER_TOKEN"]
+        );
         let set = WorkerArgs::parse_from([
             "worker",
             "--codec-cors-origin",
@@ -978,7 +1058,7 @@ mod tests {
         );
         assert_eq!(
             set.token_env_vars(),
-            ["STATEFUL_INGRESS_TOKEN", "CODEC_TOKEN"]
+            ["STATEFUL_INGRESS_TOKEN", "EXPLORER_TOKEN", "CODEC_TOKEN"]
         );
         assert_eq!(set.ingress_limits().rate_per_second, 0);
         assert_eq!(set.codec_server_limits().timeout, Duration::from_secs(5));

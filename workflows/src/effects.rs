@@ -50,6 +50,8 @@ pub(crate) struct InFlight {
     pub(crate) timer: Option<(u64, LocalBoxFuture<'static, ()>)>,
     /// The hook call out (one at a time).
     pub(crate) hook: Option<LocalBoxFuture<'static, crate::hooks::HookOutcome>>,
+    /// Extensions (`crate::extend`): the activities of a custom worker's hooks and handlers.
+    pub(crate) ext: crate::extend::Calls,
 }
 
 impl InFlight {
@@ -73,6 +75,8 @@ pub(crate) enum Wake {
     Timer,
     /// A hook call finished.
     Hooked(crate::hooks::HookOutcome),
+    /// Extensions: an activity of a custom worker's hook or handler finished.
+    Extension(crate::extend::ActivityOutcome),
 }
 
 fn event(
@@ -409,6 +413,8 @@ pub(crate) async fn next_outcomes(inflight: &mut InFlight) -> Vec<Wake> {
             inflight.hook = None;
             wakes.push(Wake::Hooked(o));
         }
+        // Extensions (`crate::extend`): none without a custom worker's hooks.
+        wakes.extend(inflight.ext.poll_done(cx).into_iter().map(Wake::Extension));
         if wakes.is_empty() {
             Poll::Pending
         } else {
@@ -478,7 +484,7 @@ impl Wake {
             Wake::Child(ev) => ev.map(Msg::Child),
             Wake::Loaded(l) => Some(Msg::Loaded(l)),
             Wake::Timer => Some(Msg::RefreshTimer),
-            Wake::Hooked(_) => None,
+            Wake::Hooked(_) | Wake::Extension(_) => None,
         }
     }
 }

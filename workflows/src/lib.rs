@@ -8,6 +8,8 @@
 //! - `hooks`: outbound change hooks, one `httpRequest` call at a time.
 //! - [`describe`]: the `workflowType` local activity, which tells what runs under a child's id
 //!   before it is adopted.
+//! - [`extend`]: a custom worker's Rust extensions: entity hooks, custom signals, updates and
+//!   queries (the stable API behind `worker::Worker::builder()`).
 //! - [`payload`]: tolerant payload decoding.
 //! - [`markers`]: typed-by-name handles for clients and other workflows.
 //! - `logging`: the span every line of a run is logged in (namespace, task queue, workflow id, run
@@ -23,6 +25,7 @@
 #[allow(missing_docs)]
 pub mod describe;
 pub(crate) mod effects;
+pub mod extend;
 pub(crate) mod hooks;
 pub(crate) mod journey;
 pub(crate) mod loading;

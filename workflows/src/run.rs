@@ -123,7 +123,8 @@ pub(crate) async fn run(
     let mut cancel_requested = false;
     loop {
         let wake = temporalio_sdk::workflows::select! {
-            r = ctx.wait_condition(|s| s.core.has_work()).fuse() => Ok(r.is_err()),
+            // (`s.ext`: a custom worker's `custom` signals and updates; never without one.)
+            r = ctx.wait_condition(|s| s.core.has_work() || s.ext.has_work()).fuse() => Ok(r.is_err()),
             o = next_outcomes(&mut inflight).fuse() => Err(o),
         };
         let cancelled = matches!(wake, Ok(true));
@@ -162,6 +163,8 @@ pub(crate) async fn run(
                 }
             });
             let _ = ctx.wait_condition(|s| s.core.handlers_idle()).await;
+            // Extensions: what a custom worker's handlers and hooks still have to do.
+            crate::extend::before_end(ctx, &mut inflight).await;
             flush(ctx, &mut inflight).await;
             // What the hooks were called for, the ending included, is delivered before the end.
             crate::hooks::deliver_before_end(ctx, &mut inflight).await;
@@ -221,6 +224,11 @@ fn take_outcomes(
             Wake::Hooked(o) => {
                 // Bookkeeping only: no batch.
                 crate::hooks::hook_done(ctx, o, inflight);
+                continue;
+            }
+            Wake::Extension(o) => {
+                // To the custom worker's hook; what it queues is a batch of its own.
+                crate::extend::activity_done(ctx, o, inflight);
                 continue;
             }
         }
@@ -340,7 +348,11 @@ fn run_batch(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFlight) -
     let now = now_ms(ctx.workflow_time());
     // The trace of the first message this batch applies (tracing on): its commands continue it.
     let journey = ctx.state_mut(|s| s.journey.take());
+    // Extensions: a custom worker's `custom` messages run, and its hooks see the batch (nothing
+    // without one).
+    let before = crate::extend::before_batch(ctx, inflight);
     let mut out = ctx.state_mut(|s| s.core.process(now));
+    crate::extend::after_batch(ctx, before, &mut out, inflight);
     show_details(ctx);
     let skipped = ctx.state_mut(|s| s.core.tree_mut().take_newly_skipped());
     let conflicting = ctx.state_mut(|s| s.core.tree_mut().take_newly_conflicting());
@@ -398,6 +410,7 @@ async fn flush_until(
         for w in next_outcomes(inflight).await {
             match w {
                 Wake::Hooked(o) => crate::hooks::hook_done(ctx, o, inflight),
+                Wake::Extension(o) => crate::extend::activity_done(ctx, o, inflight),
                 w => {
                     if let Some(m) = w.into_msg() {
                         ctx.state_mut(|s| s.core.push(m));
@@ -531,7 +544,13 @@ async fn continue_as_new(
     let mut memo_done = false;
     let outcomes = loop {
         status_changed |= run_batch(ctx, inflight).status_changed;
-        if ctx.state(|s| s.core.inbox_empty() && s.core.handlers_idle()) {
+        if ctx.state(|s| s.core.inbox_empty() && s.core.handlers_idle() && s.ext.idle()) {
+            if crate::extend::calls_out(inflight) {
+                // Extensions: a custom worker's activities finish in this run (their results go
+                // to its hooks, whose updates make one more batch).
+                crate::extend::settle_some(ctx, inflight).await;
+                continue;
+            }
             if !ctx.state(|s| s.core.outbox_settled() || next_run_takes_the_outbox(&s.core)) {
                 // Signals and cancellations still wait for room: issue them before handing over
                 // (a run of this release issues only as many as the next run's input has no room
@@ -547,7 +566,7 @@ async fn continue_as_new(
                 memo_done = true;
             }
             let outcomes = drain(inflight).await;
-            if ctx.state(|s| s.core.handlers_idle()) {
+            if ctx.state(|s| s.core.handlers_idle() && s.ext.idle()) {
                 break outcomes;
             }
             // One was accepted as draining began: it is answered in this run, with what resolved.
@@ -557,7 +576,11 @@ async fn continue_as_new(
             continue;
         }
         let _ = ctx
-            .wait_condition(|s| !s.core.inbox_empty() || s.core.handlers_idle())
+            .wait_condition(|s| {
+                !s.core.inbox_empty()
+                    || s.ext.has_work()
+                    || (s.core.handlers_idle() && s.ext.idle())
+            })
             .await;
     };
     // What resolved while draining (a start confirmed or refused: an adoption to make) is not lost:

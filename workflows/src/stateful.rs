@@ -57,6 +57,9 @@ pub struct StatefulWorkflow {
     pub(crate) journey: crate::journey::Journey,
     /// Hook deliveries (delivered, refused) already counted in the metrics.
     pub(crate) hooks_reported: (u64, u64),
+    /// Extensions: the `custom` signals and updates waiting for their batch (see
+    /// [`crate::extend`]).
+    pub(crate) ext: crate::extend::Inbox,
 }
 
 impl StatefulWorkflow {
@@ -240,6 +243,45 @@ impl StatefulWorkflow {
     #[update_validator(state_ack)]
     fn validate_state(&self, _ctx: &WorkflowContextView, input: &RawValue) -> Result<(), BoxError> {
         Ok(self.core.validate(Signal::State, &payload::decode(input))?)
+    }
+
+    /// `custom`: a custom worker's own signal, `{"name": ..., "args": ...}` (or the name alone),
+    /// run by the handler registered under that name at the start of the next batch (see
+    /// [`crate::extend`]); dropped with a warning when no handler has that name.
+    #[signal(name = "custom")]
+    pub fn on_custom(&mut self, ctx: &mut SyncWorkflowContext<Self>, input: RawValue) {
+        let replaying = ctx.is_replaying();
+        crate::extend::signal_arrived(self, payload::decode(&input), replaying);
+    }
+
+    /// Acknowledged `custom`: a custom worker's own update, `{"name": ..., "args": ...}`, answered
+    /// by the handler registered under that name (run at the start of the next batch).
+    #[update(name = "custom")]
+    pub async fn custom_ack(
+        ctx: &mut WorkflowContext<Self>,
+        input: RawValue,
+    ) -> Result<Value, BoxError> {
+        Ok(crate::extend::acknowledged(ctx, payload::decode(&input)).await?)
+    }
+
+    #[update_validator(custom_ack)]
+    fn validate_custom(
+        &self,
+        _ctx: &WorkflowContextView,
+        input: &RawValue,
+    ) -> Result<(), BoxError> {
+        Ok(crate::extend::validate_update(
+            &self.core,
+            &payload::decode(input),
+        )?)
+    }
+
+    /// `custom`: a custom worker's own query, `{"name": ..., "args": ...}` (or the name alone),
+    /// answered by the handler registered under that name; an error names the known ones.
+    #[query(name = "custom")]
+    pub fn q_custom(&self, _ctx: &WorkflowContextView, input: RawValue) -> Result<Value, BoxError> {
+        let v = crate::extend::query(&self.core, payload::decode(&input))?;
+        fit(&self.core, v)
     }
 
     /// The entity id.

@@ -11,6 +11,7 @@ use temporalio_client::Client;
 
 use crate::cli::{Cli, Command, SchemaCommand, TokenCommand};
 
+mod explorer;
 mod list;
 mod schema;
 mod token;
@@ -62,6 +63,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(a) => workflow::query(&ctx, a).await,
         Command::Update(a) => workflow::update(&ctx, a).await,
         Command::Upsert(a) => workflow::upsert(&ctx, a).await,
+        Command::Explorer(a) => explorer::explorer(&ctx, a).await,
         Command::Tree(a) => tree::tree(&ctx, a).await,
         Command::Upgrade(a) => upgrade::upgrade(&ctx, a).await,
         Command::List(a) => list::list(&ctx, a).await,
