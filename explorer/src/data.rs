@@ -21,6 +21,8 @@ pub const QUERIES_AT_ONCE: usize = 32;
 pub const MAX_TREE_NODES: usize = 5_000;
 /// The most workflows the trees page lists from visibility.
 pub const MAX_LISTED: usize = 5_000;
+/// Time limit of the trees page's visibility listing (up to [`MAX_LISTED`] workflows, in pages).
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `f` within [`CALL_TIMEOUT`].
 pub async fn timed<T>(
@@ -81,17 +83,26 @@ pub fn listed_status(l: &Listed) -> String {
         .unwrap_or_else(|| l.execution_status.to_lowercase())
 }
 
-/// Lists the roots.
+/// Lists the roots: open workflows only, unless `closed`.
 pub async fn trees(
     client: &Client,
     entity: Option<&str>,
     status: Option<&str>,
+    closed: bool,
 ) -> anyhow::Result<Trees> {
     let q = visibility::query(&Filter {
         entity: entity.map(str::to_string),
+        open: !closed,
         ..Default::default()
     });
-    let (listed, more) = timed("visibility", visibility::list(client, &q, MAX_LISTED)).await?;
+    let (listed, more) =
+        match tokio::time::timeout(LIST_TIMEOUT, visibility::list(client, &q, MAX_LISTED)).await {
+            Ok(r) => r?,
+            Err(_) => anyhow::bail!(
+                "visibility did not list the workflows within {} s",
+                LIST_TIMEOUT.as_secs()
+            ),
+        };
     Ok(roots_of(listed, status, more))
 }
 
@@ -224,8 +235,10 @@ async fn answers(client: &Client, wid: &str, ident: bool) -> Answers {
 /// Walks the tree under `root` level by level ([`QUERIES_AT_ONCE`] workflows at once), as
 /// [`ops::walk`] does, but keeping what the page shows: each workflow once (a shared one with all
 /// its parents), subscriptions, conflicting and skipped children; ended and queued children as
-/// their parent's registry records them (not queried). Stops at [`MAX_TREE_NODES`].
-pub async fn tree(client: &Client, root: &str) -> Graph {
+/// their parent's registry records them (not queried; a workflow one parent records ended or queued
+/// and another running is queried). Stops at [`MAX_TREE_NODES`], or at `deadline` (the graph is
+/// then `truncated`: what was not walked shows as its parent's registry records it).
+pub async fn tree(client: &Client, root: &str, deadline: tokio::time::Instant) -> Graph {
     let mut g = Graph::new(root);
     g.add(Node {
         workflow_id: root.to_string(),
@@ -234,15 +247,28 @@ pub async fn tree(client: &Client, root: &str) -> Graph {
     let mut level = vec![root.to_string()];
     let mut depth = 0;
     while !level.is_empty() {
-        let results: Vec<(String, Answers)> = futures::stream::iter(level)
+        let mut stream = futures::stream::iter(level)
             .map(|wid| async move {
                 let a = answers(client, &wid, depth == 0).await;
                 (wid, a)
             })
-            .buffer_unordered(QUERIES_AT_ONCE)
-            .collect()
-            .await;
-        let mut results = results;
+            .buffer_unordered(QUERIES_AT_ONCE);
+        let mut results: Vec<(String, Answers)> = Vec::new();
+        let mut late = false;
+        loop {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(Some(r)) => results.push(r),
+                Ok(None) => break,
+                Err(_) => {
+                    late = true;
+                    break;
+                }
+            }
+        }
+        drop(stream);
+        if late {
+            g.truncated = true;
+        }
         results.sort_by(|a, b| a.0.cmp(&b.0));
         let mut next = Vec::new();
         for (wid, a) in results {
@@ -276,6 +302,16 @@ pub async fn tree(client: &Client, root: &str) -> Graph {
                         });
                     }
                     continue;
+                }
+                let running_here = status == "running" && c["queued"] != json!(true);
+                if running_here
+                    && let Some(n) = g.get_mut(cw)
+                    && n.from_registry
+                {
+                    // Another parent recorded it ended or queued; this one runs it: query it.
+                    n.from_registry = false;
+                    n.status = "running".into();
+                    next.push(cw.to_string());
                 }
                 if g.get(cw).is_none() {
                     if g.nodes.len() >= MAX_TREE_NODES {
@@ -323,7 +359,7 @@ pub async fn tree(client: &Client, root: &str) -> Graph {
                 }
             }
         }
-        level = next;
+        level = if late { Vec::new() } else { next };
         depth += 1;
     }
     g.finish();
@@ -334,6 +370,21 @@ pub async fn tree(client: &Client, root: &str) -> Graph {
 /// answer), walked level by level through `children` queries, [`QUERIES_AT_ONCE`] workflows at once
 /// (at most [`MAX_TREE_NODES`]).
 pub async fn statuses(client: &Client, root: &str) -> Vec<(String, Option<String>)> {
+    walk_query(client, root, "status")
+        .await
+        .into_iter()
+        .map(|(w, r)| (w, r.ok().and_then(|v| v.as_str().map(str::to_string))))
+        .collect()
+}
+
+/// Every running workflow of the subtree under `root` (itself first) and its answer to `name`,
+/// walked level by level through `children` queries, [`QUERIES_AT_ONCE`] workflows at once (at
+/// most [`MAX_TREE_NODES`]), each query within [`CALL_TIMEOUT`]. The caller bounds the whole walk.
+pub async fn walk_query(
+    client: &Client,
+    root: &str,
+    name: &str,
+) -> Vec<(String, anyhow::Result<Value>)> {
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     seen.insert(root.to_string());
@@ -341,21 +392,18 @@ pub async fn statuses(client: &Client, root: &str) -> Vec<(String, Option<String
     while !level.is_empty() && out.len() < MAX_TREE_NODES {
         let results: Vec<_> = futures::stream::iter(level)
             .map(|wid| async move {
-                let status = query(client, &wid, "status")
-                    .await
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string));
-                let kids = match status {
-                    Some(_) => query(client, &wid, "children").await.ok(),
-                    None => None,
+                let answer = query(client, &wid, name).await;
+                let kids = match (&answer, name) {
+                    (Err(_), "status") => None,
+                    _ => query(client, &wid, "children").await.ok(),
                 };
-                (wid, status, kids)
+                (wid, answer, kids)
             })
             .buffer_unordered(QUERIES_AT_ONCE)
             .collect()
             .await;
         let mut next = Vec::new();
-        for (wid, status, kids) in results {
+        for (wid, answer, kids) in results {
             for c in kids
                 .as_ref()
                 .and_then(|k| k["children"].as_array())
@@ -370,7 +418,7 @@ pub async fn statuses(client: &Client, root: &str) -> Vec<(String, Option<String
                     next.push(w.to_string());
                 }
             }
-            out.push((wid, status));
+            out.push((wid, answer));
         }
         level = next;
     }
@@ -501,64 +549,78 @@ pub async fn entity(client: &Client, wid: &str) -> anyhow::Result<Entity> {
     Ok(e)
 }
 
-/// What changes when an entity changes: its status, version and change count, its load, its
-/// children's counts. Two equal stamps: nothing to show anew.
-pub async fn entity_stamp(client: &Client, wid: &str) -> String {
-    let (s, v, a, c) = futures::join!(
-        query(client, wid, "status"),
-        query(client, wid, "version"),
-        query(client, wid, "api"),
-        query(client, wid, "children"),
-    );
-    let part = |r: anyhow::Result<Value>, f: fn(&Value) -> Value| match r {
-        Ok(v) => f(&v).to_string(),
-        Err(_) => "error".to_string(),
-    };
-    format!(
-        "{}|{}|{}|{}",
-        part(s, Value::clone),
-        part(v, |v| json!([v["version"], v["changes"], v["runs"]])),
-        part(a, |a| json!([
-            a["state"],
-            a["loading"],
-            a["token"]["fingerprint"],
-            a["lastOkAt"]
-        ])),
-        part(c, |c| json!([c["counts"], c["total"]])),
-    )
+/// A short hash of `s` (stamps are compared, never shown).
+fn digest(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(s.as_bytes())[..16])
 }
 
-/// What changes when a tree changes, cheaply: the root's stamp, and visibility's statuses of the
-/// tree's workflows (one listing).
+/// What changes when an entity changes, from one `overview` query (status, version and change
+/// count, the API's load, loads, failures, last error and token fingerprint, children,
+/// subscriptions, hooks) and its rejected inputs. Two equal stamps: nothing to show anew.
+pub async fn entity_stamp(client: &Client, wid: &str) -> String {
+    let (o, r) = futures::join!(
+        query(client, wid, "overview"),
+        query(client, wid, "rejected")
+    );
+    let part = |r: anyhow::Result<Value>| match r {
+        Ok(v) => v.to_string(),
+        Err(_) => "error".to_string(),
+    };
+    digest(&format!(
+        "{}|{}",
+        part(o.map(redact_token_of_overview)),
+        part(r)
+    ))
+}
+
+/// An `overview` answer with nothing of its token but the fingerprint.
+fn redact_token_of_overview(mut v: Value) -> Value {
+    if v.get("api").is_some() {
+        v["api"] = redact_token(v["api"].take());
+    }
+    v
+}
+
+/// What changes when a tree changes, cheaply: the root's `overview`, and visibility's listing of
+/// the tree's workflows (their `StatefulStatus` and execution status; one listing).
 pub async fn tree_stamp(client: &Client, root: &str) -> String {
     let q = visibility::query(&Filter {
         root: Some(root.to_string()),
         ..Default::default()
     });
     let listed = match timed("visibility", visibility::list(client, &q, MAX_TREE_NODES)).await {
-        Ok((mut l, _)) => {
+        Ok((mut l, more)) => {
             l.sort_by(|a, b| a.workflow_id.cmp(&b.workflow_id));
-            l.iter()
-                .map(|l| {
-                    format!(
-                        "{}={}/{}",
-                        l.workflow_id,
-                        listed_status(l),
-                        l.execution_status
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(",")
+            let mut s = format!("{more}");
+            for l in &l {
+                s.push_str(&format!(
+                    ",{}={}/{}",
+                    l.workflow_id,
+                    listed_status(l),
+                    l.execution_status
+                ));
+            }
+            s
         }
         Err(_) => "error".into(),
     };
-    format!("{}#{listed}", entity_stamp(client, root).await)
+    let root = match query(client, root, "overview").await {
+        Ok(v) => redact_token_of_overview(v).to_string(),
+        Err(_) => "error".into(),
+    };
+    digest(&format!("{root}#{listed}"))
 }
 
 /// What changes on the trees page: visibility's roots and statuses.
-pub async fn trees_stamp(client: &Client, entity: Option<&str>, status: Option<&str>) -> String {
-    match trees(client, entity, status).await {
-        Ok(t) => format!("{:?}", t.to_json()),
+pub async fn trees_stamp(
+    client: &Client,
+    entity: Option<&str>,
+    status: Option<&str>,
+    closed: bool,
+) -> String {
+    match trees(client, entity, status, closed).await {
+        Ok(t) => digest(&t.to_json().to_string()),
         Err(_) => "error".into(),
     }
 }

@@ -289,7 +289,18 @@ pub const JS: &str = r#"
       .then(function (r) { if (!r.ok) throw new Error('HTTP ' + r.status); return r.text(); })
       .then(function (html) {
         var open = openPaths(target);
+        var depth = target.querySelector('[data-testid="depth"]');
+        var depthValue = depth ? depth.value : '';
         target.innerHTML = html;
+        depth = target.querySelector('[data-testid="depth"]');
+        if (depth && depthValue !== '') {
+          if (!depth.querySelector('option[value="' + depthValue + '"]')) {
+            var o = document.createElement('option');
+            o.value = depthValue; o.textContent = '0–' + depthValue;
+            depth.appendChild(o);
+          }
+          depth.value = depthValue;
+        }
         target.querySelectorAll('details[data-path]').forEach(function (d) {
           var p = d.getAttribute('data-path');
           if (Object.prototype.hasOwnProperty.call(open, p)) d.open = open[p];
@@ -300,12 +311,51 @@ pub const JS: &str = r#"
       .catch(function (e) { setLive('refresh failed: ' + e.message); })
       .finally(function () { fetching = false; if (again) { again = false; refresh(); } });
   }
+  // One stream per visible tab: closed while the tab is hidden (browsers allow few connections per
+  // host), reopened with a refresh when it shows again. A stream the server refused (401, 503) is
+  // closed by the browser for good: it is reopened here after 10 s. Each `ready` after the first
+  // (a reconnect, or the server's rollover) refreshes, so that no change in between is missed.
   var events = body.getAttribute('data-events');
+  var es = null, readies = 0, retry = null;
+  function closeStream() {
+    if (retry) { clearTimeout(retry); retry = null; }
+    if (es) { es.close(); es = null; }
+  }
+  function openStream() {
+    closeStream();
+    var s = new EventSource(events);
+    es = s;
+    s.addEventListener('open', function () { setLive('live'); });
+    s.addEventListener('ready', function () {
+      readies += 1;
+      setLive('live');
+      if (readies > 1) refresh();
+    });
+    s.addEventListener('changed', refresh);
+    s.addEventListener('error', function () {
+      if (es !== s) return;
+      if (s.readyState === 2) {
+        setLive('live updates off; retrying');
+        s.close();
+        es = null;
+        if (!retry) retry = setTimeout(function () { retry = null; if (!document.hidden) openStream(); }, 10000);
+      } else {
+        setLive('live updates reconnecting…');
+      }
+    });
+  }
   if (events && window.EventSource) {
-    var es = new EventSource(events);
-    es.addEventListener('open', function () { setLive('live'); });
-    es.addEventListener('changed', refresh);
-    es.addEventListener('error', function () { setLive('live updates reconnecting…'); });
+    if (!document.hidden) openStream();
+    document.addEventListener('visibilitychange', function () {
+      if (document.hidden) {
+        closeStream();
+        setLive('live updates paused (tab hidden)');
+      } else if (!es) {
+        readies = 0;
+        openStream();
+        refresh();
+      }
+    });
   }
 
   // Actions: confirm, POST (JSON and the X-Explorer header), then poll the job until it is done.
@@ -327,7 +377,7 @@ pub const JS: &str = r#"
     var wid = body.getAttribute('data-wid');
     if (!window.confirm(what + '?')) { progress(action + ': not confirmed'); return; }
     progress(action + ': sending…', 'running');
-    fetch('/api/' + encodeURIComponent(wid) + '/' + action, {
+    fetch('/api/action/' + encodeURIComponent(wid) + '/' + action, {
       method: 'POST', credentials: 'same-origin', cache: 'no-store',
       headers: { 'Content-Type': 'application/json', 'X-Explorer': '1' },
       body: JSON.stringify(payload || {})

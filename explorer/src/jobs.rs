@@ -92,6 +92,35 @@ impl Reporter {
     }
 }
 
+/// A job whose task ends (or panics) while its record still says `running` fails, so that it never
+/// counts toward [`MAX_RUNNING`] for good.
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        let running = self
+            .jobs
+            .lock()
+            .jobs
+            .get(&self.id)
+            .is_some_and(|j| j["state"] == "running");
+        if running {
+            self.failed("the action ended unexpectedly (see the explorer's log)");
+        }
+    }
+}
+
+/// The error of a pass that did not end before the job's deadline.
+const LATE: &str = "the tree did not answer before the deadline";
+
+/// `f` within what is left of the time to `deadline`.
+async fn by<T>(
+    deadline: Instant,
+    f: impl std::future::Future<Output = T>,
+) -> Result<T, &'static str> {
+    tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), f)
+        .await
+        .map_err(|_| LATE)
+}
+
 impl Jobs {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -155,13 +184,18 @@ impl Jobs {
 }
 
 async fn signal(client: &Client, wid: &str, name: &str, r: &Reporter) {
+    // What the load was before the signal, to tell a load it starts from an older one.
+    let before = if name == "refresh" {
+        data::query(client, wid, "api").await.ok()
+    } else {
+        None
+    };
     r.progress(&format!("sending `{name}`"));
     if let Err(e) = data::timed("the signal", ops::signal(client, wid, name, None)).await {
         return r.failed(&format!("{e:#}"));
     }
     let deadline = Instant::now() + WATCH;
     if name == "refresh" {
-        let before = data::query(client, wid, "api").await.ok();
         loop {
             let api = match data::query(client, wid, "api").await {
                 Ok(a) => a,
@@ -205,11 +239,15 @@ async fn signal(client: &Client, wid: &str, name: &str, r: &Reporter) {
     // pause / resume: watched until every workflow of the subtree reports it.
     let want_paused = name == "pause";
     loop {
-        let statuses = data::statuses(client, wid).await;
+        let statuses = match by(deadline, data::statuses(client, wid)).await {
+            Ok(s) => s,
+            Err(m) => return r.failed(&format!("sent; then: {m}")),
+        };
         let total = statuses.len();
+        // Only the workflows that answered count (one that did not is neither paused nor resumed).
         let reached = statuses
             .iter()
-            .filter(|(_, s)| (s.as_deref() == Some("paused")) == want_paused)
+            .filter(|(_, s)| s.as_deref().is_some_and(|s| (s == "paused") == want_paused))
             .count();
         let what = if want_paused { "paused" } else { "resumed" };
         if reached == total {
@@ -234,6 +272,9 @@ async fn signal(client: &Client, wid: &str, name: &str, r: &Reporter) {
     }
 }
 
+/// The most failing workflows a validation's record lists.
+const MAX_FAILING_LISTED: usize = 100;
+
 async fn validate(client: &Client, wid: &str, tree: bool, r: &Reporter) {
     r.progress(if tree {
         "validating every workflow of the tree (each recomputes its checksum)"
@@ -241,11 +282,13 @@ async fn validate(client: &Client, wid: &str, tree: bool, r: &Reporter) {
         "validating"
     });
     let results = if tree {
-        match tokio::time::timeout(VALIDATE_TIMEOUT, ops::walk(client, wid, "validate")).await {
+        match tokio::time::timeout(VALIDATE_TIMEOUT, data::walk_query(client, wid, "validate"))
+            .await
+        {
             Ok(r) => r,
             Err(_) => {
                 return r.failed(&format!(
-                    "the tree was not validated within {} s",
+                    "{LATE} (the tree was not validated within {} s)",
                     VALIDATE_TIMEOUT.as_secs()
                 ));
             }
@@ -253,8 +296,10 @@ async fn validate(client: &Client, wid: &str, tree: bool, r: &Reporter) {
     } else {
         vec![(wid.to_string(), data::query(client, wid, "validate").await)]
     };
-    let mut report = Vec::new();
-    let mut errors = Vec::new();
+    let n = results.len();
+    // The record keeps the failing workflows only (the first ones), and the counts.
+    let mut failing = Vec::new();
+    let mut errors = 0usize;
     for (w, res) in results {
         let v = match res {
             Ok(v) => v,
@@ -263,26 +308,32 @@ async fn validate(client: &Client, wid: &str, tree: bool, r: &Reporter) {
             }
         };
         if v["ok"] != json!(true) {
-            errors.push(w.clone());
+            errors += 1;
+            if failing.len() < MAX_FAILING_LISTED {
+                failing.push(json!({"workflowId": w, "result": v}));
+            }
         }
-        report.push(json!({"workflowId": w, "result": v}));
     }
-    let n = report.len();
-    let result = json!({"ok": errors.is_empty(), "workflows": report});
-    if errors.is_empty() {
+    let result = json!({
+        "ok": errors == 0,
+        "checked": n,
+        "failing": errors,
+        "workflows": failing,
+        "listed": failing.len(),
+    });
+    if errors == 0 {
         r.done(&format!("{n} workflows checked: all valid"), result);
     } else {
+        let names: Vec<_> = failing
+            .iter()
+            .take(10)
+            .filter_map(|f| f["workflowId"].as_str())
+            .collect();
         r.set(
             "failed",
             &format!(
-                "{n} workflows checked, {} with errors: {}",
-                errors.len(),
-                errors
-                    .iter()
-                    .take(10)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "{n} workflows checked, {errors} with errors: {}",
+                names.join(", ")
             ),
             Some(result),
         );
@@ -310,9 +361,16 @@ async fn rotate(client: &Client, wid: &str, token: Secret, r: &Reporter) {
             .all(|s| s.fingerprint.as_deref() == Some(want.as_str()) && !(s.has_api && s.loading))
     };
     loop {
-        let states = match ops::token_states_listed(client, wid).await {
+        let listed = match by(deadline, ops::token_states_listed(client, wid)).await {
+            Ok(l) => l,
+            Err(m) => return r.failed(&format!("sent; then: {m}")),
+        };
+        let states = match listed {
             Some(listed) if !done(&listed) => listed,
-            _ => ops::token_states(client, wid).await,
+            _ => match by(deadline, ops::token_states(client, wid)).await {
+                Ok(s) => s,
+                Err(m) => return r.failed(&format!("sent; then: {m}")),
+            },
         };
         let rotated = states
             .iter()

@@ -18,14 +18,17 @@ const STATUSES: &[&str] = &[
     "cancelled",
 ];
 
-/// `?entity=..&status=..` for the given filters (empty ones left out).
-pub fn filter_query(entity: Option<&str>, status: Option<&str>) -> String {
+/// `?entity=..&status=..&closed=1` for the given filters (empty ones left out).
+pub fn filter_query(entity: Option<&str>, status: Option<&str>, closed: bool) -> String {
     let mut parts = Vec::new();
     if let Some(e) = entity.filter(|e| !e.is_empty()) {
         parts.push(format!("entity={}", enc(e)));
     }
     if let Some(s) = status.filter(|s| !s.is_empty()) {
         parts.push(format!("status={}", enc(s)));
+    }
+    if closed {
+        parts.push("closed=1".to_string());
     }
     if parts.is_empty() {
         String::new()
@@ -56,26 +59,32 @@ pub fn error_page(title: &str, message: &str) -> String {
     page(title, "data-page=\"error\"", &error_main(title, message))
 }
 
-/// The page that asks for the explorer's token (a form that opens `/login?token=...`).
+/// The page that asks for the explorer's token (a form that posts it to `/login`, so that it is
+/// never in a URL).
 pub fn login_page(message: &str) -> String {
     page(
         "Log in",
         "data-page=\"login\"",
         &format!(
-            "<h1>Log in</h1><section class=\"card\"><p>{}</p><form method=\"get\" action=\"/login\" class=\"filters\"><label>The explorer's token<input type=\"password\" name=\"token\" data-testid=\"login-token\" autocomplete=\"off\"></label><button type=\"submit\" data-testid=\"login\">Log in</button></form></section>",
+            "<h1>Log in</h1><section class=\"card\"><p>{}</p><form method=\"post\" action=\"/login\" class=\"filters\"><label>The explorer's token<input type=\"password\" name=\"token\" data-testid=\"login-token\" autocomplete=\"off\"></label><button type=\"submit\" data-testid=\"login\">Log in</button></form></section>",
             escape(message)
         ),
     )
 }
 
 /// The trees page's live part: counts by status and the roots.
-pub fn trees_fragment(t: &Trees, entity: Option<&str>, status: Option<&str>) -> String {
+pub fn trees_fragment(
+    t: &Trees,
+    entity: Option<&str>,
+    status: Option<&str>,
+    closed: bool,
+) -> String {
     let mut out = String::from("<ul class=\"counts\" data-testid=\"status-counts\">");
     let total: usize = t.counts.values().sum();
     let _ = write!(
         out,
         "<li data-status=\"\"{sel}><a href=\"/{q}\">all</a> <b data-testid=\"count\">{total}</b></li>",
-        q = filter_query(entity, None),
+        q = filter_query(entity, None, closed),
         sel = if status.is_none() {
             " aria-current=\"true\""
         } else {
@@ -93,15 +102,15 @@ pub fn trees_fragment(t: &Trees, entity: Option<&str>, status: Option<&str>) -> 
                 ""
             },
             s = escape(s),
-            q = filter_query(entity, Some(s)),
+            q = filter_query(entity, Some(s), closed),
         );
     }
     out.push_str("</ul>");
     if t.more {
         let _ = write!(
             out,
-            "<p class=\"card error\">More than {} workflows match: narrow the filter by entity.</p>",
-            crate::data::MAX_LISTED
+            "<p class=\"card error\" data-testid=\"more\">More than {max} workflows match: the counts are among the first {max} listed; narrow the filter by entity.</p>",
+            max = "5,000"
         );
     }
     out.push_str("<table data-testid=\"roots\"><thead><tr><th>Root workflow</th><th>Entity</th><th>Id</th><th>Status</th><th>Execution</th></tr></thead><tbody>");
@@ -127,7 +136,7 @@ pub fn trees_fragment(t: &Trees, entity: Option<&str>, status: Option<&str>) -> 
 }
 
 /// The trees page.
-pub fn trees_page(t: &Trees, entity: Option<&str>, status: Option<&str>) -> String {
+pub fn trees_page(t: &Trees, entity: Option<&str>, status: Option<&str>, closed: bool) -> String {
     let mut main =
         String::from("<h1>Trees</h1><form class=\"filters\" method=\"get\" action=\"/\">");
     let _ = write!(
@@ -152,13 +161,17 @@ pub fn trees_page(t: &Trees, entity: Option<&str>, status: Option<&str>) -> Stri
             s = escape(s)
         );
     }
-    main.push_str("</select></label><button type=\"submit\">Filter</button></form>");
+    let _ = write!(
+        main,
+        "</select></label><label><span><input type=\"checkbox\" name=\"closed\" value=\"1\" data-testid=\"filter-closed\"{}> include closed workflows</span></label><button type=\"submit\">Filter</button></form>",
+        if closed { " checked" } else { "" }
+    );
     let _ = write!(
         main,
         "<div id=\"live\">{}</div>",
-        trees_fragment(t, entity, status)
+        trees_fragment(t, entity, status, closed)
     );
-    let q = filter_query(entity, status);
+    let q = filter_query(entity, status, closed);
     page(
         "Trees",
         &format!(
@@ -170,10 +183,18 @@ pub fn trees_page(t: &Trees, entity: Option<&str>, status: Option<&str>) -> Stri
 
 /// The tree page's live part: counts, the graph, the outline.
 pub fn tree_fragment(g: &Graph) -> String {
-    let mut out = String::from("<ul class=\"counts\" data-testid=\"tree-counts\">");
+    let max_depth = g.nodes.iter().map(|n| n.depth).max().unwrap_or(0);
+    let mut out = String::from(
+        "<div class=\"toolbar\"><label>Levels shown<select data-testid=\"depth\"><option value=\"\">all</option>",
+    );
+    for d in 0..=max_depth.min(50) {
+        let _ = write!(out, "<option value=\"{d}\">0–{d}</option>");
+    }
+    out.push_str("</select></label></div><ul class=\"counts\" data-testid=\"tree-counts\">");
+    let running = g.nodes.iter().filter(|n| n.status == "running").count();
     let _ = write!(
         out,
-        "<li>workflows <b data-testid=\"node-count\">{}</b></li>",
+        "<li>running <b data-testid=\"running-count\">{running}</b> of <b data-testid=\"node-count\">{}</b> workflows</li>",
         g.nodes.len()
     );
     for (s, n) in g.counts() {
@@ -188,11 +209,13 @@ pub fn tree_fragment(g: &Graph) -> String {
     if shared > 0 {
         let _ = write!(out, "<li>shared <b>{shared}</b></li>");
     }
-    let marked: usize = g
+    let marked = g
         .nodes
         .iter()
-        .map(|n| n.marks.iter().filter(|m| m.notable()).count())
-        .sum();
+        .flat_map(|n| n.marks.iter().filter(|m| m.notable()))
+        .map(|m| m.workflow_id.as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     if marked > 0 {
         let _ = write!(
             out,
@@ -203,8 +226,9 @@ pub fn tree_fragment(g: &Graph) -> String {
     if g.truncated {
         let _ = write!(
             out,
-            "<p class=\"card error\" data-testid=\"truncated\">The tree is larger than this page shows (at most {} workflows, or a registry too large for one answer).</p>",
-            crate::data::MAX_TREE_NODES
+            "<p class=\"card error\" data-testid=\"truncated\">The tree is larger than this page shows: at most {} workflows, walked within {} s (a tree that takes longer is shown as far as it was walked), or a registry too large for one answer.</p>",
+            crate::data::MAX_TREE_NODES,
+            crate::server::WALK_LIMIT.as_secs()
         );
     }
     let _ = write!(
@@ -218,16 +242,11 @@ pub fn tree_fragment(g: &Graph) -> String {
 
 /// The tree page.
 pub fn tree_page(g: &Graph) -> String {
-    let max_depth = g.nodes.iter().map(|n| n.depth).max().unwrap_or(0);
     let mut main = format!(
-        "<h1>Tree <a href=\"/entity/{}\">{}</a></h1><div class=\"toolbar\"><label>Search by id<input type=\"search\" data-testid=\"search\" placeholder=\"workflow id, entity or id\" autocomplete=\"off\"></label><span class=\"muted\" data-testid=\"search-count\"></span><label>Levels shown<select data-testid=\"depth\"><option value=\"\">all</option>",
+        "<h1>Tree <a href=\"/entity/{}\">{}</a></h1><div class=\"toolbar\"><label>Search by id<input type=\"search\" data-testid=\"search\" placeholder=\"workflow id, entity or id\" autocomplete=\"off\"></label><span class=\"muted\" data-testid=\"search-count\"></span></div>",
         enc(&g.root),
         escape(&g.root)
     );
-    for d in 0..=max_depth.min(50) {
-        let _ = write!(main, "<option value=\"{d}\">0–{d}</option>");
-    }
-    main.push_str("</select></label></div>");
     let _ = write!(main, "<div id=\"live\">{}</div>", tree_fragment(g));
     let root = enc(&g.root);
     page(
@@ -661,11 +680,25 @@ mod tests {
             None,
             false,
         );
-        let h = trees_page(&t, Some(HOSTILE), Some(HOSTILE));
+        let h = trees_page(&t, Some(HOSTILE), Some(HOSTILE), true);
         assert_clean(&h);
         assert!(h.contains("data-testid=\"status-counts\""));
         assert!(h.contains("data-testid=\"root\""));
         assert!(h.contains(&format!("href=\"/tree/{}\"", enc(HOSTILE))));
+    }
+
+    #[test]
+    fn the_filters_keep_closed_workflows_asked_for() {
+        assert_eq!(filter_query(None, None, false), "");
+        assert_eq!(
+            filter_query(Some("User"), Some("paused"), true),
+            "?entity=User&status=paused&closed=1"
+        );
+        let t = crate::data::roots_of(Vec::new(), None, true);
+        let h = trees_page(&t, None, None, true);
+        assert!(h.contains("data-testid=\"filter-closed\" checked"));
+        assert!(h.contains("among the first 5,000 listed"));
+        assert!(h.contains("data-events=\"/events/trees?closed=1\""));
     }
 
     #[test]

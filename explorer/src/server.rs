@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -30,8 +31,13 @@ const STREAM_LIFETIME: Duration = Duration::from_secs(600);
 /// The most tree walks at once (a page waits for its turn, up to [`WALK_WAIT`]).
 const MAX_WALKS: usize = 4;
 const WALK_WAIT: Duration = Duration::from_secs(20);
-/// The cookie that holds the explorer's token (set by `/login`).
+/// The cookie that holds the explorer's session value (set by `POST /login`).
 const COOKIE: &str = "stateful_explorer";
+/// Failed logins from one address within [`LOGIN_WINDOW`] before `/login` answers 429.
+const MAX_LOGIN_FAILURES: u32 = 10;
+const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+/// How long a tree walk for a page may take (a larger tree is shown in part, and says so).
+pub const WALK_LIMIT: Duration = Duration::from_secs(30);
 
 /// What every handler shares.
 pub(crate) struct App {
@@ -40,6 +46,8 @@ pub(crate) struct App {
     streams: Arc<Semaphore>,
     walks: Semaphore,
     pub jobs: Jobs,
+    /// Failed logins by address: the window's start and the count.
+    login_failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 type S = State<Arc<App>>;
@@ -51,6 +59,7 @@ pub(crate) fn router(client: Client, config: Config) -> Router {
         streams: Arc::new(Semaphore::new(MAX_STREAMS)),
         walks: Semaphore::new(MAX_WALKS),
         jobs: Jobs::default(),
+        login_failures: Mutex::new(HashMap::new()),
     });
     Router::new()
         .route("/", get(trees_page))
@@ -66,8 +75,8 @@ pub(crate) fn router(client: Client, config: Config) -> Router {
         .route("/api/tree/{wid}", get(tree_json))
         .route("/api/entity/{wid}", get(entity_json))
         .route("/api/jobs/{id}", get(job_json))
-        .route("/api/{wid}/{action}", post(action))
-        .route("/login", get(login))
+        .route("/api/action/{wid}/{action}", post(action))
+        .route("/login", get(login_form).post(login))
         .route("/logout", get(logout))
         .route("/static/explorer.css", get(css))
         .route("/static/explorer.js", get(js))
@@ -82,7 +91,7 @@ pub(crate) fn router(client: Client, config: Config) -> Router {
 }
 
 /// The security headers every answer gets.
-fn secure(mut r: Response) -> Response {
+pub(crate) fn secure(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -99,6 +108,14 @@ fn secure(mut r: Response) -> Response {
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
     );
     r
 }
@@ -118,15 +135,24 @@ fn loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The token a request presents: `Authorization: Bearer`, else the cookie.
-fn presented(h: &HeaderMap) -> Option<String> {
+/// What a request presents: the token of `Authorization: Bearer`, else the login cookie's value.
+enum Presented {
+    Token(String),
+    Session(String),
+}
+
+fn presented(h: &HeaderMap) -> Option<Presented> {
     if let Some(t) = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     {
-        return Some(t.to_string());
+        return Some(Presented::Token(t.to_string()));
     }
+    cookie(h).map(Presented::Session)
+}
+
+fn cookie(h: &HeaderMap) -> Option<String> {
     h.get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -188,17 +214,23 @@ async fn checks(State(app): S, req: Request, next: Next) -> Response {
         }
     }
     let open = path.starts_with("/static/") || path == "/login" || path == "/logout";
-    if let Some(check) = &app.config.auth
+    if let Some(auth) = &app.config.auth
         && !open
-        && !presented(req.headers()).is_some_and(|t| check(&t))
+        && !presented(req.headers()).is_some_and(|p| match p {
+            Presented::Token(t) => auth.token(&t),
+            Presented::Session(v) => auth.session(&v),
+        })
     {
         return secure(refuse(
             &path,
             StatusCode::UNAUTHORIZED,
-            "this explorer needs its token: open /login?token=... once (it sets a cookie), or send `Authorization: Bearer <token>`",
+            "this explorer needs its token: log in at /login (it sets a cookie), or send `Authorization: Bearer <token>`",
         ));
     }
+    // The login form is the one POST a browser sends without the header (it sets nothing but the
+    // caller's own cookie, and only with the token).
     if req.method() == Method::POST
+        && path != "/login"
         && req
             .headers()
             .get("x-explorer")
@@ -214,26 +246,97 @@ async fn checks(State(app): S, req: Request, next: Next) -> Response {
     secure(next.run(req).await)
 }
 
-async fn login(State(app): S, Query(q): Query<HashMap<String, String>>) -> Response {
-    let Some(check) = &app.config.auth else {
+async fn login_form(State(app): S) -> Response {
+    if app.config.auth.is_none() {
+        return Redirect::to("/").into_response();
+    }
+    Html(render::login_page("Paste the explorer's token.")).into_response()
+}
+
+/// The value of `key` in a form-encoded body (`+` as a space, percent-decoded).
+fn form_value(body: &[u8], key: &str) -> Option<String> {
+    std::str::from_utf8(body)
+        .ok()?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| percent_decode(&v.replace('+', " ")))
+}
+
+impl App {
+    /// True when `ip` failed to log in too often lately.
+    fn login_blocked(&self, ip: IpAddr) -> bool {
+        let g = self
+            .login_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        g.get(&ip)
+            .is_some_and(|(since, n)| since.elapsed() < LOGIN_WINDOW && *n >= MAX_LOGIN_FAILURES)
+    }
+
+    fn login_failed(&self, ip: IpAddr) {
+        let mut g = self
+            .login_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if g.len() > 10_000 {
+            g.retain(|_, (since, _)| since.elapsed() < LOGIN_WINDOW);
+        }
+        let e = g.entry(ip).or_insert((Instant::now(), 0));
+        if e.0.elapsed() >= LOGIN_WINDOW {
+            *e = (Instant::now(), 0);
+        }
+        e.1 += 1;
+    }
+}
+
+/// `POST /login` (a form with `token`): sets the session cookie and goes to `/` (303); at most
+/// [`MAX_LOGIN_FAILURES`] failures a minute from one address.
+async fn login(State(app): S, req: Request) -> Response {
+    let Some(auth) = &app.config.auth else {
         return Redirect::to("/").into_response();
     };
-    match q.get("token") {
-        Some(t) if check(t) => {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    if app.login_blocked(ip) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, HeaderValue::from_static("60"))],
+            Html(render::login_page(
+                "Too many failed logins from your address: try again in a minute.",
+            )),
+        )
+            .into_response();
+    }
+    let body = axum::body::to_bytes(req.into_body(), 16 * 1024)
+        .await
+        .unwrap_or_default();
+    match form_value(&body, "token") {
+        Some(t) if auth.token(t.trim()) => {
             let mut r = Redirect::to("/").into_response();
+            let secure = if app.config.secure_cookie {
+                "; Secure"
+            } else {
+                ""
+            };
             if let Ok(v) = HeaderValue::from_str(&format!(
-                "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-                enc(t)
+                "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict{secure}",
+                auth.session_cookie()
             )) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
             r
         }
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            Html(render::login_page("Wrong or missing token.")),
-        )
-            .into_response(),
+        _ => {
+            app.login_failed(ip);
+            (
+                StatusCode::UNAUTHORIZED,
+                Html(render::login_page("Wrong or missing token.")),
+            )
+                .into_response()
+        }
     }
 }
 
@@ -267,14 +370,19 @@ async fn js() -> Response {
         .into_response()
 }
 
-/// `entity` and `status` from the query string (empty ones as none).
-fn filters(q: &HashMap<String, String>) -> (Option<String>, Option<String>) {
+/// `entity` and `status` from the query string (empty ones as none), and `closed=1` (closed
+/// workflows too).
+fn filters(q: &HashMap<String, String>) -> (Option<String>, Option<String>, bool) {
     let f = |k: &str| {
         q.get(k)
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
     };
-    (f("entity"), f("status"))
+    (
+        f("entity"),
+        f("status"),
+        f("closed").as_deref() == Some("1"),
+    )
 }
 
 fn failure_page(title: &str, e: &anyhow::Error) -> Response {
@@ -301,20 +409,27 @@ fn failure_json(e: &anyhow::Error) -> Response {
 }
 
 async fn trees_page(State(app): S, Query(q): Query<HashMap<String, String>>) -> Response {
-    let (entity, status) = filters(&q);
-    match data::trees(&app.client, entity.as_deref(), status.as_deref()).await {
-        Ok(t) => Html(render::trees_page(&t, entity.as_deref(), status.as_deref())).into_response(),
+    let (entity, status, closed) = filters(&q);
+    match data::trees(&app.client, entity.as_deref(), status.as_deref(), closed).await {
+        Ok(t) => Html(render::trees_page(
+            &t,
+            entity.as_deref(),
+            status.as_deref(),
+            closed,
+        ))
+        .into_response(),
         Err(e) => failure_page("Trees", &e),
     }
 }
 
 async fn trees_fragment(State(app): S, Query(q): Query<HashMap<String, String>>) -> Response {
-    let (entity, status) = filters(&q);
-    match data::trees(&app.client, entity.as_deref(), status.as_deref()).await {
+    let (entity, status, closed) = filters(&q);
+    match data::trees(&app.client, entity.as_deref(), status.as_deref(), closed).await {
         Ok(t) => Html(render::trees_fragment(
             &t,
             entity.as_deref(),
             status.as_deref(),
+            closed,
         ))
         .into_response(),
         Err(e) => failure_json(&e),
@@ -322,8 +437,8 @@ async fn trees_fragment(State(app): S, Query(q): Query<HashMap<String, String>>)
 }
 
 async fn trees_json(State(app): S, Query(q): Query<HashMap<String, String>>) -> Response {
-    let (entity, status) = filters(&q);
-    match data::trees(&app.client, entity.as_deref(), status.as_deref()).await {
+    let (entity, status, closed) = filters(&q);
+    match data::trees(&app.client, entity.as_deref(), status.as_deref(), closed).await {
         Ok(t) => axum::Json(t.to_json()).into_response(),
         Err(e) => failure_json(&e),
     }
@@ -336,7 +451,7 @@ async fn walk(app: &App, wid: &str) -> anyhow::Result<crate::graph::Graph> {
         .await
         .map_err(|_| anyhow::anyhow!("too many trees are being walked: try again in a moment"))?
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let g = data::tree(&app.client, wid).await;
+    let g = data::tree(&app.client, wid, tokio::time::Instant::now() + WALK_LIMIT).await;
     if let Some(root) = g.get(wid)
         && root.status == "unreachable"
     {
@@ -407,12 +522,13 @@ async fn entity_json(State(app): S, Path(wid): Path<String>) -> Response {
 }
 
 /// An event stream that polls `stamp` every `every` and says `changed` when it differs from the
-/// last one (`ready` first). It holds `permit` (one of [`MAX_STREAMS`]) and ends after
+/// last one (`ready` first), at most once every `min_gap`. It holds `permit` (one of [`MAX_STREAMS`]) and ends after
 /// [`STREAM_LIFETIME`]; it polls only while the client reads it (dropped with the connection), so
 /// no poller outlives its page.
 fn poll_stream<F, Fut>(
     permit: OwnedSemaphorePermit,
     every: Duration,
+    min_gap: Duration,
     stamp: F,
 ) -> impl Stream<Item = Result<Event, Infallible>>
 where
@@ -421,13 +537,16 @@ where
 {
     let started = Instant::now();
     futures::stream::unfold(
-        (permit, stamp, None::<String>),
-        move |(permit, mut stamp, last)| async move {
+        (permit, stamp, None::<String>, None::<Instant>),
+        move |(permit, mut stamp, last, sent)| async move {
             let first = last.is_none();
             let mut last = last;
             loop {
                 if !first {
                     tokio::time::sleep(every).await;
+                    if let Some(sent) = sent {
+                        tokio::time::sleep(min_gap.saturating_sub(sent.elapsed())).await;
+                    }
                 }
                 if started.elapsed() > STREAM_LIFETIME {
                     return None;
@@ -438,12 +557,12 @@ where
                         .event("ready")
                         .data("ready")
                         .retry(Duration::from_secs(3));
-                    return Some((Ok(ev), (permit, stamp, Some(now))));
+                    return Some((Ok(ev), (permit, stamp, Some(now), None)));
                 }
                 if last.as_deref() != Some(now.as_str()) {
                     last = Some(now);
                     let ev = Event::default().event("changed").data("changed");
-                    return Some((Ok(ev), (permit, stamp, last)));
+                    return Some((Ok(ev), (permit, stamp, last, Some(Instant::now()))));
                 }
             }
         },
@@ -478,7 +597,8 @@ async fn entity_events(State(app): S, Path(wid): Path<String>) -> Response {
         Err(r) => return r,
     };
     let client = app.client.clone();
-    sse(poll_stream(permit, Duration::from_secs(1), move || {
+    let every = Duration::from_secs(2);
+    sse(poll_stream(permit, every, every, move || {
         let (client, wid) = (client.clone(), wid.clone());
         async move { data::entity_stamp(&client, &wid).await }
     }))
@@ -490,7 +610,8 @@ async fn tree_events(State(app): S, Path(wid): Path<String>) -> Response {
         Err(r) => return r,
     };
     let client = app.client.clone();
-    sse(poll_stream(permit, Duration::from_secs(2), move || {
+    let (every, gap) = (Duration::from_secs(3), Duration::from_secs(10));
+    sse(poll_stream(permit, every, gap, move || {
         let (client, wid) = (client.clone(), wid.clone());
         async move { data::tree_stamp(&client, &wid).await }
     }))
@@ -501,11 +622,12 @@ async fn trees_events(State(app): S, Query(q): Query<HashMap<String, String>>) -
         Ok(p) => p,
         Err(r) => return r,
     };
-    let (entity, status) = filters(&q);
+    let (entity, status, closed) = filters(&q);
     let client = app.client.clone();
-    sse(poll_stream(permit, Duration::from_secs(5), move || {
+    let every = Duration::from_secs(5);
+    sse(poll_stream(permit, every, every, move || {
         let (client, entity, status) = (client.clone(), entity.clone(), status.clone());
-        async move { data::trees_stamp(&client, entity.as_deref(), status.as_deref()).await }
+        async move { data::trees_stamp(&client, entity.as_deref(), status.as_deref(), closed).await }
     }))
 }
 
@@ -590,9 +712,18 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("a=b; stateful_explorer=t%3Bx%20y"),
         );
-        assert_eq!(presented(&h).as_deref(), Some("t;x y"));
+        assert!(matches!(presented(&h), Some(Presented::Session(v)) if v == "t;x y"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer zz"));
-        assert_eq!(presented(&h).as_deref(), Some("zz"));
-        assert_eq!(presented(&HeaderMap::new()), None);
+        assert!(matches!(presented(&h), Some(Presented::Token(t)) if t == "zz"));
+        assert!(presented(&HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn the_login_form_is_decoded() {
+        assert_eq!(
+            form_value(b"a=1&token=x%2By+z", "token").as_deref(),
+            Some("x+y z")
+        );
+        assert_eq!(form_value(b"a=1", "token"), None);
     }
 }

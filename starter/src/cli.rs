@@ -320,6 +320,9 @@ pub struct ExplorerArgs {
         value_name = "URL"
     )]
     pub temporal_ui_url: String,
+    /// Mark the login cookie `Secure` (when users reach the explorer through a TLS proxy).
+    #[arg(long)]
+    pub secure_cookie: bool,
     /// Open the explorer in a browser (`xdg-open`, or `open` on macOS).
     #[arg(long)]
     pub open: bool,

@@ -277,14 +277,18 @@ pub struct WorkerArgs {
     /// Requests the ingress takes at once above its rate (the bucket's size).
     #[arg(long, default_value_t = ingress::DEFAULT_BURST, value_name = "N")]
     pub ingress_rate_burst: u32,
-    /// Serve the web explorer of trees (pages, live updates, actions) on this address; off by
-    /// default. A loopback address needs no token unless `--explorer-token-env`'s variable is set;
-    /// any other address needs it.
+    /// Serve the web explorer of trees (pages, live updates, actions) on this address (a host name
+    /// is resolved to its first address); off by default. A loopback address needs no token unless
+    /// `--explorer-token-env`'s variable is set; any other address needs it (users log in at
+    /// `/login`, or send `Authorization: Bearer`).
     #[arg(long, env = "STATEFUL_EXPLORER", value_name = "HOST:PORT")]
     pub explorer: Option<String>,
     /// The environment variable holding the token the explorer's users must present.
     #[arg(long, default_value = "EXPLORER_TOKEN", value_name = "VAR")]
     pub explorer_token_env: String,
+    /// Mark the explorer's login cookie `Secure` (when users reach it through a TLS proxy).
+    #[arg(long)]
+    pub explorer_secure_cookie: bool,
     /// The Temporal UI the explorer links to (`{url}/namespaces/{ns}/workflows/{id}`).
     #[arg(long, env = "STATEFUL_TEMPORAL_UI_URL", default_value = stateful_explorer::DEFAULT_TEMPORAL_UI, value_name = "URL")]
     pub temporal_ui_url: String,
@@ -916,13 +920,13 @@ async fn serve_explorer(
     let Some(addr) = &args.explorer else {
         return Ok(None);
     };
-    let addr: SocketAddr = addr
-        .parse()
-        .with_context(|| format!("--explorer `{addr}` is not host:port"))?;
+    let addr = stateful_explorer::resolve(addr, "--explorer").await?;
     let token = stateful_explorer::token_from_env(&addr, &args.explorer_token_env, "--explorer")?;
     let auth = token.map(|t| {
         let check = auth::BearerToken::new(&t);
-        Arc::new(move |given: &str| check.matches(given)) as stateful_explorer::TokenCheck
+        let check =
+            Arc::new(move |given: &str| check.matches(given)) as stateful_explorer::TokenCheck;
+        stateful_explorer::Auth::new(&t, Some(check))
     });
     let explorer = stateful_explorer::Explorer::new(
         client.clone(),
@@ -931,6 +935,7 @@ async fn serve_explorer(
             temporal_ui_url: args.temporal_ui_url.clone(),
             auth,
             loopback: stateful_explorer::is_loopback(&addr),
+            secure_cookie: args.explorer_secure_cookie,
         },
     )?;
     // A tree page walks the whole tree (some 5 queries a workflow): a large one takes longer than
@@ -940,7 +945,12 @@ async fn serve_explorer(
         timeout: Duration::from_secs(args.http_request_timeout.max(120)),
         ..args.ingress_limits()
     };
-    let router = auth::guard(explorer.router(), limits, "explorer");
+    // The guard's own answers (429, 413, 503) get the explorer's security headers too.
+    let router = stateful_explorer::with_security_headers(auth::guard(
+        explorer.router(),
+        limits,
+        "explorer",
+    ));
     Ok(Some(stateful_explorer::serve(router, addr).await?))
 }
 

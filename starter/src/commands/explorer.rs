@@ -1,7 +1,5 @@
 //! `explorer`: the web explorer of trees, for people who do not run a worker.
 
-use std::net::SocketAddr;
-
 use anyhow::Context;
 use serde_json::json;
 
@@ -10,18 +8,19 @@ use crate::cli::ExplorerArgs;
 
 /// `starter explorer`: serves until Ctrl-C.
 pub async fn explorer(ctx: &Ctx, a: ExplorerArgs) -> anyhow::Result<()> {
-    let addr: SocketAddr = a
-        .listen
-        .parse()
-        .with_context(|| format!("--listen `{}` is not host:port", a.listen))?;
+    // A name (`localhost:8089`) is resolved to its first address.
+    let addr = stateful_explorer::resolve(&a.listen, "--listen").await?;
     let token = stateful_explorer::token_from_env(&addr, &a.token_env, "--listen")?;
     let explorer = stateful_explorer::Explorer::new(
         ctx.client.clone(),
         stateful_explorer::Config {
             namespace: ctx.namespace.clone(),
             temporal_ui_url: a.temporal_ui_url,
-            auth: token.as_deref().map(stateful_explorer::token_check),
+            auth: token
+                .as_deref()
+                .map(|t| stateful_explorer::Auth::new(t, None)),
             loopback: stateful_explorer::is_loopback(&addr),
+            secure_cookie: a.secure_cookie,
         },
     )?;
     let bound = stateful_explorer::serve(explorer.router(), addr).await?;
@@ -31,7 +30,7 @@ pub async fn explorer(ctx: &Ctx, a: ExplorerArgs) -> anyhow::Result<()> {
         || {
             if token.is_some() {
                 format!(
-                    "explorer on {url}/ (log in once with {url}/login?token=<the token in ${}>); Ctrl-C stops it",
+                    "explorer on {url}/ (log in once at {url}/login with the token in ${}); Ctrl-C stops it",
                     a.token_env
                 )
             } else {
