@@ -113,7 +113,12 @@ pub async fn versioned_rolling_deploy_moves_a_tree_under_a_burst_to_build_b_with
             bail!("starter upgrade failed: {err}\n{out}");
         }
         let report: Value = serde_json::from_str(&out)?;
-        ensure_eq!(report["versions"], json!({ b_label.clone(): WORKFLOWS }));
+        if report["versions"] != json!({ b_label.clone(): WORKFLOWS }) {
+            bail!(
+                "starter upgrade left the tree on {} (want all {WORKFLOWS} on {b_label})\nits stderr: {err}\nits report: {out}",
+                report["versions"]
+            );
+        }
         ensure_eq!(report["errors"], json!(0));
         // A goes with the last waves in flight: nothing is pinned to it any more.
         phase.send_modify(|p| *p += 1);

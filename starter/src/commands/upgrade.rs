@@ -93,7 +93,7 @@ pub async fn upgrade(ctx: &Ctx, a: UpgradeArgs) -> anyhow::Result<()> {
         }
         // A new run that started on another version than the deployment's current one (the
         // routing had not reached its partition yet): checkpointed again.
-        let again = left_behind(ctx, &nodes).await;
+        let (again, waiting) = left_behind(ctx, &nodes).await;
         for i in again {
             let n = &mut nodes[i];
             if n.checkpoints >= MAX_CHECKPOINTS {
@@ -117,7 +117,9 @@ pub async fn upgrade(ctx: &Ctx, a: UpgradeArgs) -> anyhow::Result<()> {
         if !ctx.json {
             eprint!("\rupgrading {total} workflows: {done} on a new run, {failed} unreachable   ");
         }
-        if done + failed == total {
+        // Done when every workflow moved, none is left on another version while the routing
+        // still propagates (it is checkpointed again once it has).
+        if done + failed == total && waiting == 0 {
             break;
         }
         if Instant::now() > deadline {
@@ -173,11 +175,12 @@ async fn wait_routed(ctx: &Ctx, root: &str, deadline: Instant) {
     }
 }
 
-/// The nodes whose new run started on another version than their deployment's current one (once
-/// that routing has propagated), still running.
-async fn left_behind(ctx: &Ctx, nodes: &[Node]) -> Vec<usize> {
+/// The nodes whose new run started on another version than their deployment's current one, to
+/// checkpoint again once that routing has propagated; and how many such nodes wait for it.
+async fn left_behind(ctx: &Ctx, nodes: &[Node]) -> (Vec<usize>, usize) {
     let mut current: BTreeMap<String, Option<Current>> = BTreeMap::new();
-    let mut out = Vec::new();
+    let mut again = Vec::new();
+    let mut waiting = 0;
     for (i, n) in nodes.iter().enumerate() {
         let Some(after) = &n.after else { continue };
         let Some(dep) = after.deployment.clone() else {
@@ -187,20 +190,30 @@ async fn left_behind(ctx: &Ctx, nodes: &[Node]) -> Vec<usize> {
             continue;
         }
         if !current.contains_key(&dep) {
-            let c = current_version(&ctx.client, &ctx.namespace, &dep)
-                .await
-                .ok();
+            let c = match current_version(&ctx.client, &ctx.namespace, &dep).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    // On stderr even with --json (the report goes to stdout).
+                    eprintln!(
+                        "\n{e:#}: workflows left on an older version are not checkpointed again"
+                    );
+                    None
+                }
+            };
             current.insert(dep.clone(), c);
         }
         if let Some(Some(c)) = current.get(&dep)
-            && c.propagated
             && c.version != "unversioned"
             && c.version != after.version
         {
-            out.push(i);
+            if c.propagated {
+                again.push(i);
+            } else {
+                waiting += 1;
+            }
         }
     }
-    out
+    (again, waiting)
 }
 
 /// Its run before, and the `checkpoint` signal sent (a workflow that already ended gets none).
