@@ -8,8 +8,9 @@
 //!   coalesce (a field keeps its first old value and its last new one).
 //! - **Delivered** one call at a time per workflow ([`Hooks::take`]): the pending delivery with the
 //!   lowest version first; never while the workflow is paused. The body carries an idempotency key
-//!   (`{workflowId}:{version}:{seq}`; the same key when a delivery is sent again, e.g. by the next
-//!   run after a continue-as-new that cut a call short), also sent as the `Idempotency-Key` header.
+//!   (`{workflowId}:{chain}:{version}:{seq}`, the chain naming the execution: see
+//!   [`Hooks::set_chain`]; the same key when a delivery is sent again, e.g. by the next run after a
+//!   continue-as-new that cut a call short), also sent as the `Idempotency-Key` header.
 //! - **Finished** ([`Hooks::done`]): a 2xx answer delivered it; anything else after the activity's
 //!   retries refused it: counted and recorded (the `hooks` query), and the next one goes.
 //!
@@ -160,6 +161,9 @@ pub struct HooksCarry {
     /// Recent refusals.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refusals: Vec<Refusal>,
+    /// The execution chain the keys name (see [`Hooks::set_chain`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub chain: String,
 }
 
 impl HooksCarry {
@@ -233,6 +237,7 @@ pub struct Hooks {
     coalesced: u64,
     last_delivered: Option<Value>,
     refusals: VecDeque<Refusal>,
+    chain: String,
 }
 
 fn bounded(v: Option<&Value>) -> Value {
@@ -261,6 +266,17 @@ impl Hooks {
             coalesced: c.coalesced,
             last_delivered: c.last_delivered,
             refusals: c.refusals.into_iter().collect(),
+            chain: c.chain,
+        }
+    }
+
+    /// Names the execution chain in the keys: the first run's id (a prefix), set once when a
+    /// workflow first starts and carried over continue-as-new. A workflow id used again by a new
+    /// execution (a child restarted after it ended, a root started again) then never repeats an
+    /// earlier execution's keys, which a receiver would drop as duplicates.
+    pub fn set_chain(&mut self, first_run_id: &str) {
+        if self.chain.is_empty() {
+            self.chain = first_run_id.chars().take(12).collect();
         }
     }
 
@@ -275,6 +291,7 @@ impl Hooks {
             coalesced: self.coalesced,
             last_delivered: self.last_delivered.clone(),
             refusals: self.refusals.iter().cloned().collect(),
+            chain: self.chain.clone(),
         }
     }
 
@@ -416,7 +433,7 @@ impl Hooks {
                 }
             }
             let (d, out) = self.current.as_mut()?;
-            let key = format!("{}:{}:{}", t.workflow_id, d.version, d.seq);
+            let key = key_of(&self.chain, t.workflow_id, d);
             // The hook as the schema has it now (a schema change may have moved it).
             let hook = hooks
                 .get(d.hook)
@@ -466,7 +483,7 @@ impl Hooks {
         let Some((d, _)) = self.current.take() else {
             return;
         };
-        let key = format!("{workflow_id}:{}:{}", d.version, d.seq);
+        let key = key_of(&self.chain, workflow_id, &d);
         match outcome {
             Ok(s) if (200..300).contains(&s) => {
                 self.delivered += 1;
@@ -513,6 +530,16 @@ impl Hooks {
             "lastDelivered": self.last_delivered,
             "refusals": self.refusals,
         })
+    }
+}
+
+/// A delivery's idempotency key: `{workflowId}:{chain}:{version}:{seq}` (`{workflowId}:{version}:
+/// {seq}` without a chain).
+fn key_of(chain: &str, workflow_id: &str, d: &Delivery) -> String {
+    if chain.is_empty() {
+        format!("{workflow_id}:{}:{}", d.version, d.seq)
+    } else {
+        format!("{workflow_id}:{chain}:{}:{}", d.version, d.seq)
     }
 }
 

@@ -114,6 +114,9 @@ pub(crate) async fn run(
     let search_attributes = crate::visibility::decide(ctx);
     ctx.state_mut(|s| s.search_attributes = search_attributes);
     start(ctx, input).await?;
+    // Hook keys name the execution chain: this run's id, unless a carried chain names the first.
+    let run_id = ctx.run_id().to_string();
+    ctx.state_mut(|s| s.core.set_hook_chain(&run_id));
     let mut inflight = InFlight::default();
     let first = ctx.state_mut(|s| s.core.initial_effects());
     send(ctx, first, &mut inflight);

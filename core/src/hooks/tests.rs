@@ -464,3 +464,37 @@ fn a_hook_that_left_the_schema_refuses_what_waited_for_it() {
     assert_eq!(h.counts(), (0, 1));
     assert!(!h.busy());
 }
+
+#[test]
+fn keys_name_the_execution_chain_which_the_next_run_keeps() {
+    let hs = hooks(json!([{"url": "http://api.test/h"}]));
+    let before = row(json!({"id": "1"}));
+    let mut h = Hooks::default();
+    h.set_chain("0193a2b4-c5d6-7e8f-9012-abcdef");
+    observe_change(
+        &mut h,
+        &hs,
+        &before,
+        &change(&[("x", json!(1))], "client"),
+        (1, 2),
+    );
+    let c = h.take(&hs, &target(None, None, 1)).expect("a call");
+    assert_eq!(c.key, "Listing-1:0193a2b4-c5d:2:1");
+    // The next run is given its own run id: the chain stays the first run's.
+    let mut next = Hooks::carried(h.carry());
+    next.set_chain("ffffffff-0000");
+    let again = next.take(&hs, &target(None, None, 2)).expect("sent again");
+    assert_eq!(again.key, c.key);
+    // Another execution under the same workflow id: another chain, other keys.
+    let mut other = Hooks::default();
+    other.set_chain("77777777-8888");
+    observe_change(
+        &mut other,
+        &hs,
+        &before,
+        &change(&[("x", json!(1))], "client"),
+        (1, 2),
+    );
+    let o = other.take(&hs, &target(None, None, 1)).expect("a call");
+    assert_ne!(o.key, c.key);
+}

@@ -158,6 +158,11 @@ impl Core {
         self.hooks.take(&hooks, &target)
     }
 
+    /// Names this execution chain in hook keys (its first run's id; kept when carried over).
+    pub fn set_hook_chain(&mut self, first_run_id: &str) {
+        self.hooks.set_chain(first_run_id);
+    }
+
     /// A hook call's outcome (`Ok(HTTP status)`, or why the activity failed after its retries).
     pub fn hook_done(&mut self, seq: u64, outcome: Result<u16, String>, now: u64) {
         self.hooks.done(seq, outcome, &self.ident.workflow_id, now);
