@@ -27,7 +27,7 @@ const MAX_CHECKPOINTS: u32 = 5;
 
 /// How long the upgrade waits for the deployment's routing to reach every task queue partition
 /// before it checkpoints anyway (what lands on the old version is checkpointed again).
-const ROUTING_WAIT: Duration = Duration::from_secs(60);
+const ROUTING_WAIT: Duration = Duration::from_secs(20);
 
 /// One workflow of the tree.
 struct Node {
@@ -117,9 +117,12 @@ pub async fn upgrade(ctx: &Ctx, a: UpgradeArgs) -> anyhow::Result<()> {
         if !ctx.json {
             eprint!("\rupgrading {total} workflows: {done} on a new run, {failed} unreachable   ");
         }
-        // Done when every workflow moved, none is left on another version while the routing
-        // still propagates (it is checkpointed again once it has).
-        if done + failed == total && waiting == 0 {
+        if done + failed == total {
+            if waiting > 0 && !ctx.json {
+                eprint!(
+                    "\n{waiting} workflows started on another version than the current one while its routing still propagates: run `starter upgrade` again once it has"
+                );
+            }
             break;
         }
         if Instant::now() > deadline {
