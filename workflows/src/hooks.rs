@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::LocalBoxFuture;
-use stateful_core::FailureKind;
 use stateful_core::hooks::HookCall;
 use temporalio_common::error::IncomingError;
-use temporalio_common::protos::temporal::api::common::v1::RetryPolicy;
-use temporalio_sdk::{ActivityOptions, WorkflowCancellationToken, WorkflowContext};
+use temporalio_sdk::{ActivityOptions, WorkflowContext};
 use tracing::{info, warn};
 
 use crate::StatefulWorkflow;
@@ -24,23 +22,15 @@ pub(crate) type HookOutcome = (u64, Result<u16, String>);
 
 /// Hook calls retry transient failures (5xx, 408, 429, timeouts, connection errors) for about ten
 /// minutes (12 attempts, backoff from 1 s to 2 min); the kinds retrying cannot fix
-/// ([`FailureKind::NON_RETRYABLE`]: 4xx, a refused host, ...) end the delivery at once, refused.
+/// (`FailureKind::NON_RETRYABLE`: 4xx, a refused host, ...) end the delivery at once, refused.
 fn hook_options(task_queue: Option<String>, summary: String) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-        .maybe_task_queue(task_queue)
-        .summary(summary)
-        .retry_policy(RetryPolicy {
-            initial_interval: Some(Duration::from_secs(1).try_into().unwrap_or_default()),
-            backoff_coefficient: 2.0,
-            maximum_interval: Some(Duration::from_secs(120).try_into().unwrap_or_default()),
-            maximum_attempts: 12,
-            non_retryable_error_types: FailureKind::NON_RETRYABLE
-                .iter()
-                .map(|k| k.as_str().to_string())
-                .collect(),
-        })
-        .cancellation_token(WorkflowCancellationToken::new())
-        .build()
+    crate::loading::http_options(
+        task_queue,
+        summary,
+        Duration::from_secs(1),
+        Duration::from_secs(120),
+        12,
+    )
 }
 
 /// Starts the next hook call, if one is due and none is out.

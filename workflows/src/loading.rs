@@ -25,14 +25,32 @@ use crate::run::now_ms;
 /// recorded (`activityTaskQueue`), or, without one, on the workflow's own. `summary` says in the UI
 /// which URL is loaded (never its query string nor credentials: `crate::ui::safe_url`).
 fn load_options(task_queue: Option<String>, summary: String) -> ActivityOptions {
+    http_options(
+        task_queue,
+        summary,
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+        6,
+    )
+}
+
+/// The options of an HTTP activity (a load, a hook call): 30 s per attempt, backoff doubling from
+/// `initial` to `max`, `attempts` in all, never retrying [`FailureKind::NON_RETRYABLE`].
+pub(crate) fn http_options(
+    task_queue: Option<String>,
+    summary: String,
+    initial: Duration,
+    max: Duration,
+    attempts: i32,
+) -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
         .maybe_task_queue(task_queue)
         .summary(summary)
         .retry_policy(RetryPolicy {
-            initial_interval: Some(Duration::from_millis(500).try_into().unwrap_or_default()),
+            initial_interval: Some(initial.try_into().unwrap_or_default()),
             backoff_coefficient: 2.0,
-            maximum_interval: Some(Duration::from_secs(30).try_into().unwrap_or_default()),
-            maximum_attempts: 6,
+            maximum_interval: Some(max.try_into().unwrap_or_default()),
+            maximum_attempts: attempts,
             non_retryable_error_types: FailureKind::NON_RETRYABLE
                 .iter()
                 .map(|k| k.as_str().to_string())
