@@ -313,3 +313,39 @@ pub fn with_payloads_decoded(text: &str) -> String {
     }
     out
 }
+
+/// `text` with every run of 8 or more hexadecimal digits and dashes (ids: run ids, request ids,
+/// checksums) replaced by `#`.
+pub fn without_hex_runs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 8 {
+            out.push('#');
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_hexdigit() || c == '-' {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod scrub_tests {
+    #[test]
+    fn ids_go_and_short_values_stay() {
+        let t = r#"{"runId":"01a22e73-dbf9-7e41-f000-244309d38c9d","f000":"v"}"#;
+        let s = super::without_hex_runs(t);
+        assert!(s.contains("\"f000\""), "{s}");
+        assert!(!s.contains("dbf9"), "{s}");
+    }
+}
