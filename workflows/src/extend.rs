@@ -49,7 +49,6 @@ use serde_json::{Map, Value, json};
 use stateful_core::{Core, Effect, Signal};
 use stateful_engine::normalize::EntityRef;
 use temporalio_common::UntypedActivity;
-use temporalio_common::error::IncomingError;
 use temporalio_common::protos::temporal::api::common::v1::RetryPolicy;
 use temporalio_sdk::{ActivityOptions, WorkflowCancellationToken, WorkflowContext};
 use tracing::warn;
@@ -903,17 +902,7 @@ fn start_waiting(ctx: &WorkflowContext<StatefulWorkflow>, inflight: &mut InFligh
                     .await;
                 let result = match got {
                     Ok(raw) => payload::decode(&raw),
-                    Err(e) => Err(match e.cause() {
-                        Some(IncomingError::Application(app)) => format!(
-                            "{}: {}",
-                            app.type_name().unwrap_or("Failed"),
-                            app.failure()
-                                .map(|f| f.message.clone())
-                                .unwrap_or_else(|| e.to_string())
-                        ),
-                        Some(IncomingError::Timeout(_)) => "the activity timed out".to_string(),
-                        _ => e.to_string(),
-                    }),
+                    Err(e) => Err(crate::loading::failure_text(&e, "the activity timed out")),
                 };
                 ActivityOutcome {
                     owner: call.owner,

@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::LocalBoxFuture;
 use stateful_core::hooks::HookCall;
-use temporalio_common::error::IncomingError;
 use temporalio_sdk::{ActivityOptions, WorkflowContext};
 use tracing::{info, warn};
 
@@ -80,17 +79,7 @@ fn call_hook(
             .await;
         let outcome = match got {
             Ok(out) => Ok(out.status),
-            Err(e) => Err(match e.cause() {
-                Some(IncomingError::Application(app)) => format!(
-                    "{}: {}",
-                    app.type_name().unwrap_or("Failed"),
-                    app.failure()
-                        .map(|f| f.message.clone())
-                        .unwrap_or_else(|| e.to_string())
-                ),
-                Some(IncomingError::Timeout(_)) => "the hook call timed out".to_string(),
-                _ => e.to_string(),
-            }),
+            Err(e) => Err(crate::loading::failure_text(&e, "the hook call timed out")),
         };
         (call.seq, outcome)
     }

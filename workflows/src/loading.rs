@@ -144,6 +144,22 @@ async fn load_batch(
     Ok(plan.finish())
 }
 
+/// An activity's failure as one line: `Type: message` for an application failure, `timed_out` for
+/// a timeout, the error itself otherwise (hook calls and a custom worker's activities report it).
+pub(crate) fn failure_text(e: &ActivityExecutionError, timed_out: &str) -> String {
+    match e.cause() {
+        Some(IncomingError::Application(app)) => format!(
+            "{}: {}",
+            app.type_name().unwrap_or("Failed"),
+            app.failure()
+                .map(|f| f.message.clone())
+                .unwrap_or_else(|| e.to_string())
+        ),
+        Some(IncomingError::Timeout(_)) => timed_out.to_string(),
+        _ => e.to_string(),
+    }
+}
+
 /// A load activity's failure, as the workflow reports it: its type and message.
 fn failure(e: &ActivityExecutionError) -> Loaded {
     let (kind, message) = match e.cause() {
