@@ -232,7 +232,10 @@ pub async fn run(
         rows: Vec::new(),
         failure: None,
     };
-    if which.contains("s11") {
+    if which.contains("floor") {
+        floor_s11(address, client, log_dir, tag, &mut out).await?;
+    }
+    if which == "s11" || which == "s11-s12" {
         eprintln!("bench: S11 without compression (is the 1 + 10,000 root accepted?)...");
         let probe = s11_plain_probe(client, cli, address, log_dir, tag).await?;
         eprintln!("bench: S11 without compression: {probe}");
@@ -664,4 +667,154 @@ async fn list_running(c: &Client, query: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// S11 on the raw-Temporal floor (`BENCH_ONLY=s11-floor`): a floor root with 10,000 children on a
+/// `floor-worker` of its own (the same cache as S11's worker), the same phases: all children
+/// running, a value sent down to all of them (twice: the rename and the rotation), a Temporal
+/// cancellation of the root until no child runs; the floor worker's RSS.
+async fn floor_s11(
+    address: &str,
+    c: &Client,
+    log_dir: &Path,
+    tag: &str,
+    out: &mut Outcome,
+) -> anyhow::Result<()> {
+    let n = S11_CHILDREN;
+    let cache = std::env::var("BENCH_S11_CACHE").unwrap_or_else(|_| "12000".into());
+    eprintln!("bench: S11 on the floor (1 + 10,000, --max-cached-workflows {cache})...");
+    let w = WorkerProc::start_bin(
+        "floor-worker",
+        address,
+        "floor-s11",
+        log_dir,
+        "floor-worker-s11",
+        &["--max-cached-workflows", &cache],
+        "release",
+        &[],
+    )
+    .await?;
+    let rss = Rss::start(w.child.id().unwrap_or(0));
+    let base = rss.take();
+    let root = format!("floor-big{tag}");
+    let prefix = format!("{root}-c");
+    let kids: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    let running_q = format!("WorkflowId STARTS_WITH '{prefix}' AND ExecutionStatus = 'Running'");
+    let t0 = Instant::now();
+    c.start_workflow(
+        stateful_tests::floor::FloorParent::run,
+        json!({"children": n, "grandchildren": 0}),
+        temporalio_client::WorkflowStartOptions::new("floor-s11".to_string(), root.clone()).build(),
+    )
+    .await
+    .map_err(|e| anyhow!("starting the floor root: {e}"))?;
+    let mut shown = Instant::now();
+    let started = loop {
+        let running = count(c, &running_q).await?;
+        if running >= n {
+            break ms(t0.elapsed());
+        }
+        if shown.elapsed() > Duration::from_secs(30) {
+            eprintln!(
+                "bench: S11 floor start: {running} of {n} children running after {:.0} s",
+                t0.elapsed().as_secs_f64()
+            );
+            shown = Instant::now();
+        }
+        if t0.elapsed() > S11_START_WITHIN {
+            bail!("floor start: only {running} of {n} children running after {S11_START_WITHIN:?}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    out.rows.push((
+        "S11 floor: all 10,000 children running (visibility count)".into(),
+        format!(
+            "{:.1} s ({:.0} children/s)",
+            started / 1000.0,
+            n as f64 / (started / 1000.0)
+        ),
+    ));
+    let start_rss = rss.take();
+    let mut peaks = Vec::new();
+    for (phase, key, value) in [
+        ("a value down to all (the rename)", "name", "renamed"),
+        (
+            "a second value down to all (the rotation)",
+            "token",
+            "s11-2",
+        ),
+    ] {
+        let t0 = Instant::now();
+        ops::signal(
+            c,
+            &root,
+            "down",
+            Some(&json!({"value": {key: value}, "depth": 1})),
+        )
+        .await?;
+        let swept = sweep_until(
+            c,
+            &kids,
+            "get",
+            Arc::new(move |v: &Value| v[key] == value),
+            t0,
+            phase_within(),
+        )
+        .await?;
+        out.rows.push((
+            format!("S11 floor: {phase} reaches every child (polled)"),
+            phase_figure(&swept, n),
+        ));
+        if !swept.stuck.is_empty() {
+            out.failure = Some(format!(
+                "S11 floor: {phase}: {} children never reached",
+                swept.stuck.len()
+            ));
+        }
+        peaks.push(rss.take());
+    }
+    let t0 = Instant::now();
+    c.get_workflow_handle::<UntypedWorkflow>(&root)
+        .cancel(WorkflowCancelOptions::default())
+        .await?;
+    let mut progress = (usize::MAX, Instant::now());
+    let cancelled = loop {
+        let running = count(c, &running_q).await?;
+        let (_, status, _, _) = describe(c, &root).await?;
+        if running == 0 && status != 1 {
+            break format!(
+                "{:.1} s; root {}",
+                t0.elapsed().as_secs_f64(),
+                status_name(status)
+            );
+        }
+        if running < progress.0 {
+            progress = (running, Instant::now());
+        } else if progress.1.elapsed() > STALL || t0.elapsed() > phase_within() {
+            out.failure = Some(format!(
+                "S11 floor: cancel: {running} children still running"
+            ));
+            break format!(
+                "NOT ALL: {running} of {n} still running after {:.0} s",
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    out.rows.push((
+        "S11 floor: cascade cancel (Temporal cancellation of the root) until no child runs".into(),
+        cancelled,
+    ));
+    out.rows.push((
+        "S11 floor worker RSS: idle / peak during start, rename, rotation, cancel / VmHWM".into(),
+        format!(
+            "{base:.0} / {start_rss:.0}, {:.0}, {:.0}, {:.0} / {:.0} MB",
+            peaks[0],
+            peaks[1],
+            rss.take(),
+            rss.hwm()
+        ),
+    ));
+    w.stop().await;
+    Ok(())
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail};
 use serde_json::{Value, json};
 use stateful_client::ops;
-use stateful_tests::floor::{FloorParent, spawn_floor_worker};
+use stateful_tests::floor::FloorParent;
 use stateful_tests::{WorkerProc, client, dev_server, root, temporal_cli};
 use temporalio_client::{Client, WorkflowDescribeOptions};
 use tokio::sync::Semaphore;
@@ -199,7 +199,12 @@ async fn s2(c: &Arc<Ctx>, workflows: usize, per: usize) -> anyhow::Result<f64> {
         )
         .await?;
     }
-    Ok((workflows * per) as f64 / t0.elapsed().as_secs_f64())
+    let took = t0.elapsed().as_secs_f64();
+    // Leave nothing running behind (S7's peak is measured after S2).
+    for (_, wid) in &wids {
+        ops::signal(&c.client, wid, "cancel", None).await?;
+    }
+    Ok((workflows * per) as f64 / took)
 }
 
 fn tree_data(id: &str, listings: usize, photos: usize) -> Value {
@@ -312,30 +317,37 @@ async fn signal_task_delays(c: &Ctx, wid: &str) -> anyhow::Result<Vec<f64>> {
     Ok(out)
 }
 
-/// S3–S6 on one tree; returns (start, down, up, token) in ms.
-async fn tree(
-    c: &Arc<Ctx>,
-    run: usize,
-    listings: usize,
-    photos: usize,
-) -> anyhow::Result<BTreeMap<&'static str, f64>> {
+/// What a tree scenario measured: times in ms (`start`, `start_history`, `down`, `up`, `token`),
+/// and the fan-outs' splits per level from the histories.
+#[derive(Debug, Default)]
+struct Fanout {
+    times: BTreeMap<&'static str, f64>,
+    down: Vec<Hop>,
+    up: Vec<Hop>,
+    token: Vec<Hop>,
+}
+
+/// S3–S6 on one tree of ours.
+async fn tree(c: &Arc<Ctx>, run: usize, listings: usize, photos: usize) -> anyhow::Result<Fanout> {
     let id = format!("t{listings}x{photos}-{run}-{}", c.tag);
     let root = format!("User-{id}");
     let (ls, ps) = tree_ids(&id, listings, photos);
     let mut all: Vec<String> = vec![root.clone()];
     all.extend(ls.iter().cloned());
     all.extend(ps.iter().cloned());
-    let mut out = BTreeMap::new();
+    let mut out = Fanout::default();
     let t0 = Instant::now();
     ops::start(&c.client, &c.tq, &root, json!({"id": id, "entityName": "User", "apiToken": "bench-1", "data": tree_data(&id, listings, photos)})).await?;
     poll_all(c, all.clone(), "state", holds_own).await?;
-    out.insert("start", ms(t0.elapsed()));
-    out.insert("start_history", start_from_history(c, &all).await?);
+    out.times.insert("start", ms(t0.elapsed()));
+    out.times
+        .insert("start_history", start_from_history(c, &all).await?);
     if photos > 0 {
         // S4: one root update renaming every listing.
         let upd: serde_json::Map<String, Value> = (0..listings)
             .map(|l| (format!("{id}-l{l}"), json!({"name": "renamed"})))
             .collect();
+        let since = now_ms();
         let t0 = Instant::now();
         ops::signal(
             &c.client,
@@ -345,9 +357,11 @@ async fn tree(
         )
         .await?;
         poll_all(c, ls.clone(), "data", |_, v| v["name"] == "renamed").await?;
-        out.insert("down", ms(t0.elapsed()));
+        out.times.insert("down", ms(t0.elapsed()));
+        out.down = hop_split(c, &[vec![root.clone()], ls.clone()], since).await?;
         // S5: a photo change reaches the root.
         let p0 = format!("{id}-l0-p0");
+        let since = now_ms();
         let t0 = Instant::now();
         ops::signal(
             &c.client,
@@ -364,19 +378,27 @@ async fn tree(
             Duration::from_secs(60),
         )
         .await?;
-        out.insert("up", ms(t0.elapsed()));
+        out.times.insert("up", ms(t0.elapsed()));
+        out.up = hop_split(
+            c,
+            &[
+                vec![format!("Photo-{p0}")],
+                vec![ls[0].clone()],
+                vec![root.clone()],
+            ],
+            since,
+        )
+        .await?;
         // S6: a token rotation reaches every descendant.
-        let fp = stateful_engine::fingerprint("bench-2");
+        let since = now_ms();
         let t0 = Instant::now();
         ops::signal(&c.client, &root, "apiToken", Some(&json!("bench-2"))).await?;
-        let desc: Vec<String> = all[1..].to_vec();
-        let fp2 = fp.clone();
-        let _ = fp2;
-        poll_all(c, desc, "apiToken", |_, v| {
+        poll_all(c, all[1..].to_vec(), "apiToken", |_, v| {
             v["fingerprint"] == json!(stateful_engine::fingerprint("bench-2"))
         })
         .await?;
-        out.insert("token", ms(t0.elapsed()));
+        out.times.insert("token", ms(t0.elapsed()));
+        out.token = hop_split(c, &[vec![root.clone()], ls.clone(), ps.clone()], since).await?;
     }
     // Leave nothing running behind.
     ops::signal(&c.client, &root, "cancel", None).await?;
@@ -411,50 +433,209 @@ async fn floor_s1(c: &Ctx) -> anyhow::Result<(f64, f64)> {
     Ok((pct(&lat, 0.5), pct(&lat, 0.95)))
 }
 
-async fn floor_s2(c: &Arc<Ctx>) -> anyhow::Result<f64> {
-    let wid = uid(c, "floor-s2-");
-    start_floor(c, &wid, 0, 0).await?;
+/// S2 on the floor: `workflows` floor workflows take `per` `set` signals each, 32 in flight.
+async fn floor_s2(c: &Arc<Ctx>, workflows: usize, per: usize) -> anyhow::Result<f64> {
+    let run = uid(c, &format!("floor-s2x{workflows}-"));
+    let wids: Vec<String> = (0..workflows).map(|w| format!("{run}-{w}")).collect();
+    for wid in &wids {
+        start_floor(c, wid, 0, 0).await?;
+    }
+    for wid in &wids {
+        poll_until(c, wid, "get", |v| v.is_object(), Duration::from_secs(60)).await?;
+    }
     let sem = Arc::new(Semaphore::new(32));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for i in 0..500 {
-        let (c, sem, wid) = (c.clone(), sem.clone(), wid.clone());
-        tasks.push(tokio::spawn(async move {
-            let _p = sem.acquire().await?;
-            ops::signal(&c.client, &wid, "set", Some(&json!({format!("f{i}"): i}))).await
-        }));
+    for i in 0..per {
+        for wid in &wids {
+            let (c, sem, wid) = (c.clone(), sem.clone(), wid.clone());
+            tasks.push(tokio::spawn(async move {
+                let _p = sem.acquire().await?;
+                ops::signal(&c.client, &wid, "set", Some(&json!({format!("f{i}"): i}))).await
+            }));
+        }
     }
     for t in tasks {
         t.await??;
     }
-    poll_until(
-        c,
-        &wid,
-        "get",
-        |v| v.as_object().map(|m| m.len()) == Some(500),
-        Duration::from_secs(120),
-    )
-    .await?;
-    ops::signal(&c.client, &wid, "done", Some(&json!(true))).await?;
-    Ok(500.0 / t0.elapsed().as_secs_f64())
+    for wid in &wids {
+        poll_until(
+            c,
+            wid,
+            "get",
+            move |v| v.as_object().map(|m| m.len()) == Some(per),
+            Duration::from_secs(300),
+        )
+        .await?;
+    }
+    let took = t0.elapsed().as_secs_f64();
+    for wid in &wids {
+        ops::signal(&c.client, wid, "done", Some(&json!(true))).await?;
+    }
+    Ok((workflows * per) as f64 / took)
 }
 
-async fn floor_s3(c: &Arc<Ctx>, run: usize) -> anyhow::Result<(f64, f64)> {
-    let wid = format!("floor-s3-{run}-{}", c.tag);
-    let t0 = Instant::now();
-    start_floor(c, &wid, 10, 10).await?;
-    let mut all = vec![wid.clone()];
-    for i in 0..10 {
-        all.push(format!("{wid}-c{i}"));
-        for j in 0..10 {
-            all.push(format!("{wid}-c{i}-g{j}"));
+/// Milliseconds since the epoch by this machine's clock (the local dev server's events use it too).
+fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// One level of a fan-out, from the histories' event times (see [`hop_split`]).
+#[derive(Debug, Clone, Copy)]
+struct Hop {
+    /// When the last workflow of the level had received the message (its signal event), ms from
+    /// the first level's signal.
+    arrived: f64,
+    /// When the last workflow of the level had applied it (the workflow task that took the signal
+    /// completed), ms from the first level's signal.
+    applied: f64,
+    /// The median workflow task at this level, scheduled → started (waiting for a poller).
+    wait: f64,
+    /// The median workflow task at this level, started → completed (the worker's time).
+    task: f64,
+}
+
+/// Where a message's time goes through a fan-out: `levels[0]` is the workflow the client signalled
+/// at `since` (ms since the epoch, this machine's clock), `levels[k]` the workflows the message
+/// reaches after k hops. Each workflow's first signal at or after `since`, and the workflow task
+/// that took it.
+async fn hop_split(c: &Ctx, levels: &[Vec<String>], since: f64) -> anyhow::Result<Vec<Hop>> {
+    let mut out = Vec::new();
+    let mut origin = None;
+    for level in levels {
+        let (mut arrived, mut applied, mut waits, mut tasks) = (0f64, 0f64, vec![], vec![]);
+        for wid in level {
+            let ev = events(c, wid).await?;
+            let i = ev
+                .iter()
+                .position(|e| e.0 >= since && e.1 == "WorkflowExecutionSignaledEventAttributes")
+                .ok_or_else(|| anyhow!("{wid}: no signal after the message was sent"))?;
+            let find = |kind: &str| {
+                ev[i..]
+                    .iter()
+                    .find(|e| e.1 == kind)
+                    .map(|e| e.0)
+                    .ok_or_else(|| anyhow!("{wid}: no {kind} after the signal"))
+            };
+            let (sched, started, done) = (
+                find("WorkflowTaskScheduledEventAttributes")?,
+                find("WorkflowTaskStartedEventAttributes")?,
+                find("WorkflowTaskCompletedEventAttributes")?,
+            );
+            let o = *origin.get_or_insert(ev[i].0);
+            arrived = arrived.max(ev[i].0 - o);
+            applied = applied.max(done - o);
+            waits.push(started - sched);
+            tasks.push(done - started);
         }
+        out.push(Hop {
+            arrived,
+            applied,
+            wait: pct(&waits, 0.5),
+            task: pct(&tasks, 0.5),
+        });
     }
+    Ok(out)
+}
+
+/// The medians over runs of each level's figures, as a table cell: `names[k]` for level k.
+fn hops_cell(runs: &[Vec<Hop>], names: &[&str]) -> String {
+    if runs.is_empty() {
+        return "–".into();
+    }
+    let levels = runs.iter().map(Vec::len).min().unwrap_or(0);
+    (0..levels)
+        .map(|k| {
+            let f = |g: fn(&Hop) -> f64| med(&runs.iter().map(|r| g(&r[k])).collect::<Vec<_>>());
+            format!(
+                "{}: applied +{:.1} (arrived +{:.1}; task wait {:.1}, run {:.1})",
+                names.get(k).copied().unwrap_or("?"),
+                f(|h| h.applied),
+                f(|h| h.arrived),
+                f(|h| h.wait),
+                f(|h| h.task),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+/// S3–S6 on the floor: a `listings` × `photos` tree of floor workflows; the same fan-outs as
+/// [`tree`] (`down` with depth 1 to the children, `up` with 2 hops from a grandchild to the root,
+/// `down` with depth 2 to every descendant), polled alike.
+async fn floor_tree(
+    c: &Arc<Ctx>,
+    run: usize,
+    listings: usize,
+    photos: usize,
+) -> anyhow::Result<Fanout> {
+    let wid = format!("floor-t{listings}x{photos}-{run}-{}", c.tag);
+    let children: Vec<String> = (0..listings).map(|i| format!("{wid}-c{i}")).collect();
+    let grandchildren: Vec<String> = children
+        .iter()
+        .flat_map(|ch| (0..photos).map(move |j| format!("{ch}-g{j}")))
+        .collect();
+    let mut all = vec![wid.clone()];
+    all.extend(children.iter().cloned());
+    all.extend(grandchildren.iter().cloned());
+    let mut out = Fanout::default();
+    let t0 = Instant::now();
+    start_floor(c, &wid, listings as u64, photos as u64).await?;
     poll_all(c, all.clone(), "get", |_, v| v.is_object()).await?;
-    let d = ms(t0.elapsed());
-    let h = start_from_history(c, &all).await?;
-    ops::signal(&c.client, &wid, "done", Some(&json!(true))).await?;
-    Ok((d, h))
+    out.times.insert("start", ms(t0.elapsed()));
+    out.times
+        .insert("start_history", start_from_history(c, &all).await?);
+    if photos > 0 {
+        let since = now_ms();
+        let t0 = Instant::now();
+        let msg = json!({"value": {"name": "renamed"}, "depth": 1});
+        ops::signal(&c.client, &wid, "down", Some(&msg)).await?;
+        poll_all(c, children.clone(), "get", |_, v| v["name"] == "renamed").await?;
+        out.times.insert("down", ms(t0.elapsed()));
+        out.down = hop_split(c, &[vec![wid.clone()], children.clone()], since).await?;
+        let g0 = grandchildren[0].clone();
+        let since = now_ms();
+        let t0 = Instant::now();
+        let msg = json!({"value": {"caption": "up"}, "hops": 2});
+        ops::signal(&c.client, &g0, "up", Some(&msg)).await?;
+        poll_until(
+            c,
+            &wid,
+            "get",
+            |v| v["caption"] == "up",
+            Duration::from_secs(60),
+        )
+        .await?;
+        out.times.insert("up", ms(t0.elapsed()));
+        out.up = hop_split(
+            c,
+            &[vec![g0], vec![children[0].clone()], vec![wid.clone()]],
+            since,
+        )
+        .await?;
+        let since = now_ms();
+        let t0 = Instant::now();
+        let msg = json!({"value": {"token": "bench-2"}, "depth": 2});
+        ops::signal(&c.client, &wid, "down", Some(&msg)).await?;
+        poll_all(c, all[1..].to_vec(), "get", |_, v| v["token"] == "bench-2").await?;
+        out.times.insert("token", ms(t0.elapsed()));
+        out.token = hop_split(
+            c,
+            &[vec![wid.clone()], children.clone(), grandchildren.clone()],
+            since,
+        )
+        .await?;
+    }
+    // Leave nothing running behind: a Temporal cancellation, passed down the tree.
+    c.client
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(wid.clone())
+        .cancel(Default::default())
+        .await
+        .map_err(|e| anyhow!("cancelling {wid}: {e}"))?;
+    Ok(out)
 }
 
 /// S8: a workflow with `maxHistoryLength` 1,000 takes 1,000 updates (32 signals in flight): how many
@@ -593,6 +774,114 @@ async fn s6_with_api(c: &Arc<Ctx>, run: usize) -> anyhow::Result<f64> {
     Ok(took)
 }
 
+/// S7 on the floor: like [`s7_idle`], on a `floor-worker` of its own; a workflow counts as cached
+/// once it answers its query (its first task is done and the cache holds all of them).
+async fn s7_floor_idle(
+    c: &Ctx,
+    w: &WorkerProc,
+    tq: &str,
+    from: usize,
+    to: usize,
+) -> anyhow::Result<f64> {
+    let sem = Arc::new(Semaphore::new(32));
+    let mut tasks = Vec::new();
+    for i in from..to {
+        let (client, tq, sem) = (c.client.clone(), tq.to_string(), sem.clone());
+        let wid = format!("floor-idle{i}-{}", c.tag);
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire().await?;
+            client
+                .start_workflow(
+                    FloorParent::run,
+                    json!({"children": 0, "grandchildren": 0, "value": {"name": "idle", "n": i}}),
+                    temporalio_client::WorkflowStartOptions::new(tq, wid.clone()).build(),
+                )
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while ops::query(&client, &wid, "get").await.is_err() {
+                if Instant::now() > deadline {
+                    bail!("{wid} did not answer within 600 s");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(rss_kb(w.child.id().unwrap_or(0), "VmRSS:") as f64 / 1024.0)
+}
+
+/// S7's row: a worker of ours and a floor worker, each of its own with an 11,000-workflow cache,
+/// holding 1,000 then `idle` idle workflows: RSS per cached workflow.
+async fn s7_rows(
+    ctx: &Arc<Ctx>,
+    address: &str,
+    log_dir: &std::path::Path,
+    idle: usize,
+) -> anyhow::Result<(String, String, String)> {
+    eprintln!("bench: S7 (RSS per cached idle workflow, up to {idle})...");
+    let first = idle.min(1000);
+    let per = |base: f64, at: f64, n: usize| (at - base) * 1024.0 / n as f64;
+    let itq = "idle".to_string();
+    let iw = WorkerProc::start_with(
+        address,
+        &itq,
+        log_dir,
+        "worker-idle",
+        &["--max-cached-workflows", "11000"],
+        "release",
+    )
+    .await?;
+    let base = rss_kb(iw.child.id().unwrap_or(0), "VmRSS:") as f64 / 1024.0;
+    let at1k = s7_idle(ctx, &iw, &itq, 0, first).await?;
+    let mut ours = vec![format!(
+        "{:.1} KB each at {first} ({base:.0} → {at1k:.0} MB)",
+        per(base, at1k, first)
+    )];
+    if idle > first {
+        let at_n = s7_idle(ctx, &iw, &itq, first, idle).await?;
+        ours.push(format!(
+            "{:.1} KB each at {idle} ({at_n:.0} MB)",
+            per(base, at_n, idle)
+        ));
+    }
+    iw.stop().await;
+    let ftq = "floor-idle".to_string();
+    let fw = WorkerProc::start_bin(
+        "floor-worker",
+        address,
+        &ftq,
+        log_dir,
+        "floor-worker-idle",
+        &["--max-cached-workflows", "11000"],
+        "release",
+        &[],
+    )
+    .await?;
+    let fbase = rss_kb(fw.child.id().unwrap_or(0), "VmRSS:") as f64 / 1024.0;
+    let f1k = s7_floor_idle(ctx, &fw, &ftq, 0, first).await?;
+    let mut floor = vec![format!(
+        "{:.1} KB each at {first} ({fbase:.0} → {f1k:.0} MB)",
+        per(fbase, f1k, first)
+    )];
+    if idle > first {
+        let f_n = s7_floor_idle(ctx, &fw, &ftq, first, idle).await?;
+        floor.push(format!(
+            "{:.1} KB each at {idle} ({f_n:.0} MB)",
+            per(fbase, f_n, idle)
+        ));
+    }
+    fw.stop().await;
+    Ok((
+        "S7 worker RSS per cached idle workflow".into(),
+        ours.join("; "),
+        floor.join("; "),
+    ))
+}
+
 fn rss_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -608,6 +897,60 @@ fn med(v: &[f64]) -> f64 {
     pct(v, 0.5)
 }
 
+/// A cell from the runs' figures and the runs that failed: the median and spread in `unit`, then
+/// what failed (with the laggard's last answer, which the failure names).
+fn cell(v: &[f64], errs: &[String], unit: &str) -> String {
+    let mut out = if v.is_empty() {
+        String::new()
+    } else {
+        format!("{:.0} {unit} ({})", med(v), spread(v))
+    };
+    for e in errs {
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        out.push_str(&cut_cell(e));
+    }
+    if out.is_empty() { "–".into() } else { out }
+}
+
+/// A failure as it fits a table cell: one line, at most 300 characters, no `|`.
+fn cut_cell(e: &str) -> String {
+    let one: String = e.replace(['\n', '|'], " ");
+    match one.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &one[..i]),
+        None => one,
+    }
+}
+
+/// The leading number of a cell (`1,146 updates/s (…)` → 1146) and its unit.
+fn figure(cell: &str) -> Option<(f64, &str)> {
+    let mut words = cell.split_whitespace();
+    let n = words.next()?.replace(',', "").parse::<f64>().ok()?;
+    let mut unit = words.next()?;
+    if unit == "/" {
+        // `p50 / p95 ms`: the unit follows the second figure.
+        words.next()?;
+        unit = words.next()?;
+    }
+    Some((n, unit))
+}
+
+/// The table of `rows`, with "ours ÷ floor" where both cells have a figure in the same unit.
+fn table(rows: &[(String, String, String)]) -> String {
+    let mut t = String::from(
+        "| scenario | ours | raw-Temporal floor | ours ÷ floor |\n|---|---|---|---|\n",
+    );
+    for (a, b, f) in rows {
+        let ratio = match (figure(b), figure(f)) {
+            (Some((x, u)), Some((y, v))) if u == v && y > 0.0 => format!("{:.2}", x / y),
+            _ => "–".into(),
+        };
+        t.push_str(&format!("| {a} | {b} | {f} | {ratio} |\n"));
+    }
+    t
+}
+
 fn spread(v: &[f64]) -> String {
     format!("{:.0}–{:.0}", pct(v, 0.0), pct(v, 1.0))
 }
@@ -616,13 +959,13 @@ fn spread(v: &[f64]) -> String {
 /// BENCHMARKS.md alone.
 async fn print_and_stop(
     rows: &[(String, String, String)],
-    w: WorkerProc,
+    workers: Vec<WorkerProc>,
     srv: Option<DevServer>,
 ) -> anyhow::Result<()> {
-    for (a, b, f) in rows {
-        println!("| {a} | {b} | {f} |");
+    print!("{}", table(rows));
+    for w in workers {
+        w.stop().await;
     }
-    w.stop().await;
     if let Some(srv) = srv {
         srv.stop().await;
     }
@@ -663,7 +1006,7 @@ async fn main() -> anyhow::Result<()> {
     let c = client(&address).await?;
     let log_dir = root().join("target/bench");
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    if matches!(only.as_str(), "s11" | "s12" | "s11-s12") {
+    if matches!(only.as_str(), "s11" | "s12" | "s11-s12" | "s11-floor") {
         // The large scenarios, each on a worker of its own: printed, BENCHMARKS.md left alone.
         let tag = format!(
             "{:x}",
@@ -687,7 +1030,19 @@ async fn main() -> anyhow::Result<()> {
     let w = WorkerProc::start_with(&address, &tq, &log_dir, "worker", &[], "release").await?;
     let pid = w.child.id().unwrap_or(0);
     let floor_tq = "floor".to_string();
-    spawn_floor_worker(c.clone(), floor_tq.clone());
+    // The floor in a worker process of its own, with our worker's pollers, cache and runtime.
+    let fw = WorkerProc::start_bin(
+        "floor-worker",
+        &address,
+        &floor_tq,
+        &log_dir,
+        "floor-worker",
+        &[],
+        "release",
+        &[],
+    )
+    .await?;
+    let floor_pid = fw.child.id().unwrap_or(0);
     let tag = format!(
         "{:x}",
         std::time::SystemTime::now()
@@ -701,15 +1056,26 @@ async fn main() -> anyhow::Result<()> {
         tag,
         poll: Arc::new(Semaphore::new(8)),
     });
-    eprintln!("bench: Temporal at {address}, release worker pid {pid}, {runs} runs per figure");
+    eprintln!(
+        "bench: Temporal at {address}, release worker pid {pid}, floor worker pid {floor_pid}, {runs} runs per figure"
+    );
 
     let mut rows: Vec<(String, String, String)> = Vec::new();
+    if let Some(n) = std::env::var("BENCH_ONLY").ok().and_then(|v| {
+        v.strip_prefix("s7")
+            .map(|n| n.trim_start_matches('-').parse::<usize>().unwrap_or(1000))
+    }) {
+        // S7 alone (`s7` or `s7-N`: N idle workflows, 1,000 by default): printed.
+        rows.push(s7_rows(&ctx, &address, &log_dir, n).await?);
+        return print_and_stop(&rows, vec![w, fw], srv).await;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("s6api") {
         for r in 0..runs {
             let t = s6_with_api(&ctx, r).await;
             println!("S6 with an API, run {r}: {t:?}");
         }
         w.stop().await;
+        fw.stop().await;
         return Ok(());
     }
     let (mut p50, mut p95, mut ap50, mut ap95, mut fp50, mut fp95) =
@@ -749,14 +1115,15 @@ async fn main() -> anyhow::Result<()> {
         "–".into(),
     ));
     if std::env::var("BENCH_ONLY").as_deref() == Ok("s1") {
-        return print_and_stop(&rows, w, srv).await;
+        return print_and_stop(&rows, vec![w, fw], srv).await;
     }
-    let (mut t1, mut t20, mut tf) = (vec![], vec![], vec![]);
+    let (mut t1, mut t20, mut tf, mut tf20) = (vec![], vec![], vec![], vec![]);
     for _ in 0..runs {
         eprintln!("bench: S2 (throughput)...");
         t1.push(s2(&ctx, 1, 500).await?);
         t20.push(s2(&ctx, 20, 100).await?);
-        tf.push(floor_s2(&ctx).await?);
+        tf.push(floor_s2(&ctx, 1, 500).await?);
+        tf20.push(floor_s2(&ctx, 20, 100).await?);
     }
     rows.push((
         "S2 500 updates, 32 signals in flight".into(),
@@ -766,47 +1133,86 @@ async fn main() -> anyhow::Result<()> {
     rows.push((
         "S2 20 workflows × 100 updates".into(),
         format!("{:.0} updates/s ({})", med(&t20), spread(&t20)),
-        "–".into(),
+        format!("{:.0} updates/s ({})", med(&tf20), spread(&tf20)),
     ));
-    let (mut s3, mut s3h, mut fs3h) = (vec![], vec![], vec![]);
-    let (mut s4, mut s5, mut s6, mut fs3) = (vec![], vec![], vec![], vec![]);
+    // S3–S6: ours and the floor's, run after run; a failed run is reported in its rows.
+    let (mut ours, mut floors) = (Vec::new(), Vec::new());
+    let (mut ours_err, mut floor_err) = (Vec::new(), Vec::new());
     for r in 0..runs {
-        eprintln!("bench: S3–S6 (111-workflow tree)...");
-        let t = tree(&ctx, r, 10, 10).await?;
-        s3.push(t["start"]);
-        s3h.push(t["start_history"]);
-        s4.push(t["down"]);
-        s5.push(t["up"]);
-        s6.push(t["token"]);
-        let (polled, hist) = floor_s3(&ctx, r).await?;
-        fs3.push(polled);
-        fs3h.push(hist);
+        eprintln!("bench: S3–S6 (111-workflow tree), run {r}...");
+        match tree(&ctx, r, 10, 10).await {
+            Ok(t) => ours.push(t),
+            Err(e) => {
+                eprintln!("bench: S3–S6 run {r} failed: {e:#}");
+                ours_err.push(format!("run {r} failed: {e:#}"));
+            }
+        }
+        eprintln!("bench: S3–S6 on the floor, run {r}...");
+        match floor_tree(&ctx, r, 10, 10).await {
+            Ok(t) => floors.push(t),
+            Err(e) => {
+                eprintln!("bench: S3–S6 on the floor, run {r} failed: {e:#}");
+                floor_err.push(format!("run {r} failed: {e:#}"));
+            }
+        }
     }
-    rows.push((
-        "S3 111-workflow tree start (polled)".into(),
-        format!("{:.0} ms ({})", med(&s3), spread(&s3)),
-        format!("{:.0} ms ({})", med(&fs3), spread(&fs3)),
-    ));
-    rows.push((
-        "S3 111-workflow tree start (histories' event times)".into(),
-        format!("{:.0} ms ({})", med(&s3h), spread(&s3h)),
-        format!("{:.0} ms ({})", med(&fs3h), spread(&fs3h)),
-    ));
-    rows.push((
-        "S4 root rename reaches 10 listings".into(),
-        format!("{:.0} ms ({})", med(&s4), spread(&s4)),
-        "–".into(),
-    ));
-    rows.push((
-        "S5 photo change reaches the root".into(),
-        format!("{:.0} ms ({})", med(&s5), spread(&s5)),
-        "–".into(),
-    ));
-    rows.push((
-        "S6 token rotation reaches 110 descendants".into(),
-        format!("{:.0} ms ({})", med(&s6), spread(&s6)),
-        "–".into(),
-    ));
+    let times = |v: &[Fanout], k: &str| -> Vec<f64> {
+        v.iter().filter_map(|t| t.times.get(k).copied()).collect()
+    };
+    let last = |v: &[Fanout], g: fn(&Fanout) -> &Vec<Hop>| -> Vec<f64> {
+        v.iter()
+            .filter_map(|t| g(t).last().map(|h| h.applied))
+            .collect()
+    };
+    for (name, key) in [
+        ("S3 111-workflow tree start (polled)", "start"),
+        (
+            "S3 111-workflow tree start (histories' event times)",
+            "start_history",
+        ),
+        ("S4 root rename reaches 10 listings (polled)", "down"),
+        ("S5 photo change reaches the root (polled)", "up"),
+        (
+            "S6 token rotation reaches 110 descendants (polled)",
+            "token",
+        ),
+    ] {
+        rows.push((
+            name.into(),
+            cell(&times(&ours, key), &ours_err, "ms"),
+            cell(&times(&floors, key), &floor_err, "ms"),
+        ));
+    }
+    for (name, g, levels) in [
+        (
+            "S4 rename, from event times: the last listing applied",
+            (|t: &Fanout| &t.down) as fn(&Fanout) -> &Vec<Hop>,
+            ["root", "listings", ""],
+        ),
+        (
+            "S5 photo change, from event times: the root applied",
+            |t: &Fanout| &t.up,
+            ["photo", "listing", "root"],
+        ),
+        (
+            "S6 rotation, from event times: the last photo applied",
+            |t: &Fanout| &t.token,
+            ["root", "listings", "photos"],
+        ),
+    ] {
+        rows.push((
+            name.into(),
+            cell(&last(&ours, g), &ours_err, "ms"),
+            cell(&last(&floors, g), &floor_err, "ms"),
+        ));
+        let split =
+            |v: &[Fanout]| hops_cell(&v.iter().map(|t| g(t).clone()).collect::<Vec<_>>(), &levels);
+        rows.push((
+            format!("{} per level, ms from the first signal", &name[..2]),
+            split(&ours),
+            split(&floors),
+        ));
+    }
     let mut s6a = vec![];
     let mut s6a_err = None;
     let api_runs = if std::env::var("BENCH_ONLY").as_deref() == Ok("s1-s6-no-api") {
@@ -837,28 +1243,47 @@ async fn main() -> anyhow::Result<()> {
     rows.push((
         "S7 worker peak RSS after S1–S6 (before the 1 + 1,000 tree)".into(),
         format!("{:.0} MB", peak as f64 / 1024.0),
-        "–".into(),
+        format!("{:.0} MB", rss_kb(floor_pid, "VmHWM:") as f64 / 1024.0),
     ));
     if std::env::var("BENCH_ONLY").is_ok_and(|v| v.starts_with("s1-s6")) {
         // S1–S6 only (a before/after comparison): printed, BENCHMARKS.md left alone.
-        return print_and_stop(&rows, w, srv).await;
+        return print_and_stop(&rows, vec![w, fw], srv).await;
     }
-    let mut big = vec![];
-    let mut big_err = None;
-    for r in 0..runs.min(2) {
-        eprintln!("bench: S3 (1 + 1,000)...");
+    let (mut big, mut big_err, mut fbig, mut fbig_err) = (vec![], vec![], vec![], vec![]);
+    for r in 0..runs {
+        eprintln!("bench: S3 (1 + 1,000), run {r}...");
         match tree(&ctx, 100 + r, 1000, 0).await {
-            Ok(t) => big.push(t["start"]),
-            Err(e) => {
-                big_err = Some(format!("failed: {e}"));
-                break;
-            }
+            Ok(t) => big.push(t.times["start"]),
+            Err(e) => big_err.push(format!("run {r} failed: {e:#}")),
+        }
+        eprintln!("bench: S3 (1 + 1,000) on the floor, run {r}...");
+        match floor_tree(&ctx, 100 + r, 1000, 0).await {
+            Ok(t) => fbig.push(t.times["start"]),
+            Err(e) => fbig_err.push(format!("run {r} failed: {e:#}")),
         }
     }
     rows.push((
         "S3 1 + 1,000 tree start (polled)".into(),
-        big_err.unwrap_or_else(|| format!("{:.0} ms ({})", med(&big), spread(&big))),
-        "–".into(),
+        cell(&big, &big_err, "ms"),
+        cell(&fbig, &fbig_err, "ms"),
+    ));
+    // S2 at scale: 1,000 workflows × 20 updates.
+    let (mut t1k, mut t1k_err, mut ft1k, mut ft1k_err) = (vec![], vec![], vec![], vec![]);
+    for r in 0..runs {
+        eprintln!("bench: S2 1,000 workflows × 20 updates, run {r}...");
+        match s2(&ctx, 1000, 20).await {
+            Ok(t) => t1k.push(t),
+            Err(e) => t1k_err.push(format!("run {r} failed: {e:#}")),
+        }
+        match floor_s2(&ctx, 1000, 20).await {
+            Ok(t) => ft1k.push(t),
+            Err(e) => ft1k_err.push(format!("run {r} failed: {e:#}")),
+        }
+    }
+    rows.push((
+        "S2 1,000 workflows × 20 updates".into(),
+        cell(&t1k, &t1k_err, "updates/s"),
+        cell(&ft1k, &ft1k_err, "updates/s"),
     ));
     // S8: history cost per applied update, from the S1 workflows.
     let d = ctx
@@ -900,40 +1325,7 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     if idle > 0 {
-        eprintln!("bench: S7 (RSS per cached idle workflow, up to {idle})...");
-        let itq = "idle".to_string();
-        let iw = WorkerProc::start_with(
-            &address,
-            &itq,
-            &log_dir,
-            "worker-idle",
-            &["--max-cached-workflows", "11000"],
-            "release",
-        )
-        .await?;
-        let base = rss_kb(iw.child.id().unwrap_or(0), "VmRSS:") as f64 / 1024.0;
-        let first = idle.min(1000);
-        let at1k = s7_idle(&ctx, &iw, &itq, 0, first).await?;
-        let mut cells = vec![format!(
-            "{:.1} KB each at {first} ({:.0} → {:.0} MB)",
-            (at1k - base) * 1024.0 / first as f64,
-            base,
-            at1k
-        )];
-        if idle > first {
-            let at_n = s7_idle(&ctx, &iw, &itq, first, idle).await?;
-            cells.push(format!(
-                "{:.1} KB each at {idle} ({:.0} MB)",
-                (at_n - base) * 1024.0 / idle as f64,
-                at_n
-            ));
-        }
-        rows.push((
-            "S7 worker RSS per cached idle workflow".into(),
-            cells.join("; "),
-            "–".into(),
-        ));
-        iw.stop().await;
+        rows.push(s7_rows(&ctx, &address, &log_dir, idle).await?);
     }
     // S9: checkpoints of the S1 workflow (200 fields): from the `checkpoint` signal until the new run
     // has started (its run id, polled with `describe` every 5 ms: a query would land on the closed run
@@ -1003,10 +1395,7 @@ async fn main() -> anyhow::Result<()> {
         "–".into(),
     ));
 
-    let mut table = String::from("| scenario | ours | raw-Temporal floor |\n|---|---|---|\n");
-    for (a, b, f) in &rows {
-        table.push_str(&format!("| {a} | {b} | {f} |\n"));
-    }
+    let table = table(&rows);
     println!("{table}");
     let machine = format!(
         "{} cores, {} GB RAM, {}",
@@ -1066,6 +1455,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&path, new)?;
     eprintln!("bench: wrote the cluster section of {}", path.display());
     w.stop().await;
+    fw.stop().await;
     if let Some(srv) = srv {
         srv.stop().await;
     }

@@ -34,6 +34,7 @@ pub mod markers;
 pub mod metrics;
 pub mod payload;
 pub(crate) mod run;
+mod schemas;
 // The SDK's `#[workflow_methods]` and `#[activities]` macros generate an undocumented constant per
 // method; the methods themselves are documented.
 #[allow(missing_docs)]

@@ -279,7 +279,9 @@ async fn start(
                 .into(),
         ));
     }
-    let schema = Schema::from_json(&schema_json).map_err(|e| fail(format!("bad schema: {e}")))?;
+    // Parsed once per worker and shared by the workflows that run it.
+    let (schema, schema_json) =
+        crate::schemas::shared(&schema_json).map_err(|e| fail(format!("bad schema: {e}")))?;
     let wid = ctx.workflow_id().to_string();
     let now = now_ms(ctx.workflow_time());
     let continued = start.carry.is_some();

@@ -120,7 +120,7 @@ impl Core {
             "status": if self.status == Status::Paused { "paused" } else { "running" },
             "subscriptions": self.tree.subscriptions(),
             "ancestorWorkflowIds": self.ident.ancestors,
-            "schema": self.ident.schema_json,
+            "schema": *self.ident.schema_json,
             "maxHistoryLength": self.ident.max_history,
             "carry": carry,
         });

@@ -11,7 +11,7 @@
 //! relation field that holds something other than ids); a schema over [`MAX_SCHEMA_BYTES`]; a run
 //! replaying a history recorded before ordered control messages.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use stateful_engine::{Schema, Stamp, Store};
@@ -131,8 +131,8 @@ impl Core {
         ident.schema_version = next
             .version
             .unwrap_or(ident.schema_version.saturating_add(1));
-        ident.previous_schema = ident.schema.replace(Rc::new(next.schema));
-        ident.schema_json = next.json;
+        ident.previous_schema = ident.schema.replace(Arc::new(next.schema));
+        ident.schema_json = Arc::new(next.json);
         self.rebuild_slices();
     }
 
@@ -146,7 +146,7 @@ impl Core {
             "version": self.ident.schema_version,
             "stamp": self.ident.schema_order.get(),
             "entities": schema.map(|s| s.entities().keys().cloned().collect::<Vec<_>>()),
-            "schema": self.ident.schema_json,
+            "schema": *self.ident.schema_json,
         })
     }
 

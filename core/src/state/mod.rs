@@ -4,7 +4,7 @@
 //! ([`ApiState`]), the tree ([`Tree`]), the inbox with its update tickets ([`Inbox`]) and the audit
 //! trail ([`Audit`]).
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use stateful_engine::{Change, ChangeSet, EntityRef, Schema, Stamp, Store, checksum, wire};
@@ -54,9 +54,11 @@ struct Ident {
     entity: String,
     workflow_id: String,
     ancestors: Vec<String>,
-    schema: Option<Rc<Schema>>,
-    /// The schema as recorded (extended-format JSON), carried over continue-as-new and to children.
-    schema_json: Value,
+    /// Shared by every workflow of the worker that runs the same schema (see [`Core::start`]).
+    schema: Option<Arc<Schema>>,
+    /// The schema as recorded (extended-format JSON), carried over continue-as-new and to children;
+    /// shared as the parsed schema is.
+    schema_json: Arc<Value>,
     max_history: u32,
     /// The incarnation its starter gave it (carried over continue-as-new).
     incarnation: Option<Stamp>,
@@ -71,7 +73,7 @@ struct Ident {
     schema_version: u64,
     /// The schema before a change whose effects are not planned yet (a removed relation's
     /// `onRemove` is read from it).
-    previous_schema: Option<Rc<Schema>>,
+    previous_schema: Option<Arc<Schema>>,
 }
 
 /// The state of one StatefulWorkflow.
@@ -235,11 +237,12 @@ impl Core {
     pub fn start(
         &mut self,
         mut input: StartInput,
-        schema: Schema,
-        schema_json: Value,
+        schema: impl Into<Arc<Schema>>,
+        schema_json: impl Into<Arc<Value>>,
         workflow_id: String,
         now: u64,
     ) -> Result<(), String> {
+        let schema: Arc<Schema> = schema.into();
         schema
             .entity(&input.entity_name)
             .map_err(|e| e.to_string())?;
@@ -249,8 +252,8 @@ impl Core {
             entity: std::mem::take(&mut input.entity_name),
             workflow_id,
             ancestors: std::mem::take(&mut input.ancestor_workflow_ids),
-            schema: Some(Rc::new(schema)),
-            schema_json,
+            schema: Some(schema),
+            schema_json: schema_json.into(),
             max_history: input.max_history.unwrap_or(DEFAULT_MAX_HISTORY),
             incarnation: input.incarnation.take(),
             limits: input.limits,

@@ -500,7 +500,7 @@ impl Step<'_> {
         }
         let mut next = super::evolve::prepare(self.ident, batch.store(), self.legacy, v, self.now)?;
         self.schema_ticket = ticket;
-        if next.json == self.ident.schema_json
+        if next.json == *self.ident.schema_json
             || Some(next.schema.checksum()) == self.ident.schema.as_deref().map(Schema::checksum)
         {
             return Ok(());
