@@ -1214,7 +1214,7 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     let mut s6a = vec![];
-    let mut s6a_err = None;
+    let mut s6a_err = Vec::new();
     let api_runs = if std::env::var("BENCH_ONLY").as_deref() == Ok("s1-s6-no-api") {
         0
     } else {
@@ -1226,17 +1226,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(t) => s6a.push(t),
             Err(e) => {
                 eprintln!("bench: S6 with an API failed: {e:#}");
-                s6a_err = Some(format!("run {r} failed: {e:#}"));
+                s6a_err.push(format!("run {r} failed: {e:#}"));
             }
         }
     }
     rows.push((
         "S6 with an API: all 111 use the new token and have reloaded with it".into(),
-        match (&s6a_err, s6a.is_empty()) {
-            (Some(e), true) => e.clone(),
-            (Some(e), false) => format!("{:.0} ms ({}); {e}", med(&s6a), spread(&s6a)),
-            (None, _) => format!("{:.0} ms ({})", med(&s6a), spread(&s6a)),
-        },
+        cell(&s6a, &s6a_err, "ms"),
         "–".into(),
     ));
     let peak = rss_kb(pid, "VmHWM:");

@@ -6,6 +6,8 @@
 //! It runs in a worker process of its own (the `floor-worker` binary), with the pollers, cache,
 //! sticky timeout and runtime of the release `worker`, so the two are measured alike.
 
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -19,9 +21,9 @@ use temporalio_sdk::{
     WorkflowTermination, runtime::PollerBehavior,
 };
 
-/// Starts, signals and cancellations issued per workflow task: under Temporal's 2,000 pending ones
-/// per workflow and its 4 MB per task completion (what StatefulWorkflow paces by too).
-const WAVE: usize = 500;
+/// Starts, signals and cancellations in flight at once: under Temporal's 2,000 pending ones per
+/// workflow and its 4 MB per task completion (StatefulWorkflow keeps up to 1,000 in flight too).
+const WAVE: usize = 1_000;
 
 /// The floor workflow.
 #[workflow]
@@ -31,43 +33,71 @@ pub struct FloorParent {
     done: bool,
     children: Vec<String>,
     parent: Option<String>,
-    /// Fan-outs sent on so far (the run checks its history's length after each).
-    sent: u64,
+    /// Messages to send on (signal name, payload, to the children or else to the parent), sent
+    /// by the run itself, which checks its history's length after each.
+    sends: Vec<(&'static str, Value, bool)>,
 }
 
 /// A run continues as new past this many events (Temporal's limit is 51,200), keeping its value
 /// and its children: a 1 + 10,000 tree needs it, as StatefulWorkflow does.
 const MAX_HISTORY: u32 = 10_000;
 
-/// Signals `name` with `payload` to every workflow of `to`, [`WAVE`] at a time.
+/// Children a run starts before it continues as new (Temporal allows 2,000 running children per
+/// run by default).
+const PER_RUN: usize = 1_500;
+
+/// Awaits every future of `futs`, at most `max` in flight (a new one starts as soon as one ends),
+/// polling each with the workflow's own waker (`join_all` of more than 30 futures polls them
+/// through wakers of its own, which the SDK refuses as nondeterminism).
+async fn window<F: Future>(futs: impl IntoIterator<Item = F>, max: usize) {
+    let mut next = futs.into_iter();
+    let mut more = true;
+    let mut pending: Vec<Pin<Box<F>>> = Vec::new();
+    futures::future::poll_fn(|cx| {
+        loop {
+            while more && pending.len() < max {
+                match next.next() {
+                    Some(f) => pending.push(Box::pin(f)),
+                    None => more = false,
+                }
+            }
+            let before = pending.len();
+            pending.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+            if pending.is_empty() && !more {
+                return Poll::Ready(());
+            }
+            if pending.len() == before {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
+}
+
+/// Signals `name` with `payload` to every workflow of `to`, [`WAVE`] in flight.
 async fn broadcast(ctx: &WorkflowContext<FloorParent>, to: &[String], name: &str, payload: Value) {
-    for wave in to.chunks(WAVE) {
-        let handles: Vec<_> = wave
-            .iter()
-            .map(|w| ctx.external_workflow(w.clone(), None))
-            .collect();
-        let sends: Vec<_> = handles
-            .iter()
-            .map(|h| {
-                h.signal(
-                    JsonSignal::<UntypedWorkflow>::new(name),
-                    payload.clone(),
-                    SignalWorkflowOptions::builder()
-                        .cancellation_token(WorkflowCancellationToken::new())
-                        .build(),
-                )
-                .map(|_| ())
-            })
-            .collect();
-        futures::future::join_all(sends).await;
-    }
+    let handles: Vec<_> = to
+        .iter()
+        .map(|w| ctx.external_workflow(w.clone(), None))
+        .collect();
+    let sends = handles.iter().map(|h| {
+        h.signal(
+            JsonSignal::<UntypedWorkflow>::new(name),
+            payload.clone(),
+            SignalWorkflowOptions::builder()
+                .cancellation_token(WorkflowCancellationToken::new())
+                .build(),
+        )
+        .map(|_| ())
+    });
+    window(sends, WAVE).await;
 }
 
 #[workflow_methods]
 impl FloorParent {
     /// Starts `children` children (each with `grandchildren` of its own), then waits for `done` or
     /// a Temporal cancellation (which it passes on to its children before it ends cancelled). Past
-    /// [`MAX_HISTORY`] events it continues as new (`adopt`: its children are already started).
+    /// [`MAX_HISTORY`] events it continues as new (`from`: the children it has started).
     #[run(name = "FloorParent")]
     pub async fn run(ctx: &mut WorkflowContext<Self>, input: Value) -> WorkflowResult<Value> {
         let n = input["children"].as_u64().unwrap_or(0);
@@ -86,63 +116,75 @@ impl FloorParent {
                 s.value = v.clone();
             }
         });
-        if input["adopt"] != json!(true) {
-            // All starts of a wave at once, as StatefulWorkflow does (awaiting them one by one
-            // would put a round trip to the server between two children).
-            for wave in ids.chunks(WAVE) {
-                let starts: Vec<_> = wave
-                    .iter()
-                    .map(|id| {
-                        let opts = ChildWorkflowOptions::builder()
-                            .workflow_id(id.clone())
-                            .parent_close_policy(ParentClosePolicy::Abandon)
-                            .build();
-                        ctx.start_child_workflow(
-                            FloorParent::run,
-                            json!({"children": g, "grandchildren": 0, "level": 1, "parent": own}),
-                            opts,
-                        )
-                    })
-                    .collect();
-                let _ = futures::future::join_all(starts).await;
-            }
+        // A run may have at most 2,000 running children (Temporal's default): it starts up to
+        // PER_RUN of them and continues as new to start the rest (the children it started run on).
+        let from = (input["from"].as_u64().unwrap_or(0) as usize).min(ids.len());
+        let upto = (from + PER_RUN).min(ids.len());
+        // All starts of a wave at once, as StatefulWorkflow does (awaiting them one by one would
+        // put a round trip to the server between two children).
+        let starts = ids[from..upto].iter().map(|id| {
+            let opts = ChildWorkflowOptions::builder()
+                .workflow_id(id.clone())
+                .parent_close_policy(ParentClosePolicy::Abandon)
+                .build();
+            ctx.start_child_workflow(
+                FloorParent::run,
+                json!({"children": g, "grandchildren": 0, "level": 1, "parent": own}),
+                opts,
+            )
+        });
+        window(starts, WAVE).await;
+        let next = |ctx: &WorkflowContext<Self>, from: usize| {
+            json!({
+                "children": n, "grandchildren": g, "level": input["level"],
+                "parent": input["parent"], "from": from,
+                "value": ctx.state(|s| Value::Object(s.value.clone())),
+            })
+        };
+        if upto < ids.len() {
+            return match ctx.continue_as_new(next(ctx, upto), Default::default()) {
+                Err(t) => Err(t),
+                Ok(never) => match never {},
+            };
         }
-        let mut seen = ctx.state(|s| s.sent);
         loop {
-            if ctx.history_length() > MAX_HISTORY && ctx.all_handlers_finished() {
-                let next = json!({
-                    "children": n, "grandchildren": g, "level": input["level"],
-                    "parent": input["parent"], "adopt": true,
-                    "value": ctx.state(|s| Value::Object(s.value.clone())),
-                });
-                return match ctx.continue_as_new(next, Default::default()) {
+            if ctx.history_length() > MAX_HISTORY {
+                return match ctx.continue_as_new(next(ctx, ids.len()), Default::default()) {
                     Err(t) => Err(t),
                     Ok(never) => match never {},
                 };
             }
             let woke = {
                 let done = ctx.wait_condition(|s| s.done).fuse();
-                let sent = ctx.wait_condition(|s| s.sent != seen).fuse();
+                let sends = ctx.wait_condition(|s| !s.sends.is_empty()).fuse();
                 let cancel = ctx.cancelled().fuse();
-                futures::pin_mut!(done, sent, cancel);
+                futures::pin_mut!(done, sends, cancel);
                 futures::select! {
                     _ = done => Some(false),
                     _ = cancel => Some(true),
-                    _ = sent => None,
+                    _ = sends => None,
                 }
             };
             match woke {
-                None => seen = ctx.state(|s| s.sent),
+                None => {
+                    let (sends, parent) =
+                        ctx.state_mut(|s| (std::mem::take(&mut s.sends), s.parent.clone()));
+                    for (name, payload, down) in sends {
+                        let to = if down {
+                            ids.clone()
+                        } else {
+                            parent.iter().cloned().collect()
+                        };
+                        broadcast(ctx, &to, name, payload).await;
+                    }
+                }
                 Some(false) => return Ok(Value::Null),
                 Some(true) => {
-                    for wave in ids.chunks(WAVE) {
-                        let handles: Vec<_> = wave
-                            .iter()
-                            .map(|id| ctx.external_workflow(id.clone(), None))
-                            .collect();
-                        let cancels: Vec<_> = handles.iter().map(|h| h.cancel(None)).collect();
-                        futures::future::join_all(cancels).await;
-                    }
+                    let handles: Vec<_> = ids
+                        .iter()
+                        .map(|id| ctx.external_workflow(id.clone(), None))
+                        .collect();
+                    window(handles.iter().map(|h| h.cancel(None)), WAVE).await;
                     return Err(WorkflowTermination::cancelled());
                 }
             }
@@ -161,41 +203,28 @@ impl FloorParent {
     /// `depth` > 0 (S4: depth 1, a rename reaching the 10 children; S6: depth 2, a value reaching
     /// the 110 descendants).
     #[signal(name = "down")]
-    pub async fn down(ctx: &mut WorkflowContext<Self>, v: Value) {
+    pub fn down(&mut self, _ctx: &mut SyncWorkflowContext<Self>, v: Value) {
         let depth = v["depth"].as_u64().unwrap_or(0);
-        let value = v["value"].clone();
-        let children = ctx.state_mut(|s| {
-            if let Value::Object(m) = &value {
-                s.value.extend(m.clone());
-            }
-            s.children.clone()
-        });
-        if depth > 0 {
-            broadcast(
-                ctx,
-                &children,
-                "down",
-                json!({"value": value, "depth": depth - 1}),
-            )
-            .await;
+        if let Value::Object(m) = &v["value"] {
+            self.value.extend(m.clone());
         }
-        ctx.state_mut(|s| s.sent += 1);
+        if depth > 0 {
+            let on = json!({"value": v["value"], "depth": depth - 1});
+            self.sends.push(("down", on, true));
+        }
     }
 
     /// `{"value": {...}, "hops": n}`: merges `value`, and sends it on to the parent while `hops`
     /// > 0 (S5: a grandchild's change reaching the root, 2 hops).
     #[signal(name = "up")]
-    pub async fn up(ctx: &mut WorkflowContext<Self>, v: Value) {
+    pub fn up(&mut self, _ctx: &mut SyncWorkflowContext<Self>, v: Value) {
         let hops = v["hops"].as_u64().unwrap_or(0);
-        let value = v["value"].clone();
-        let parent = ctx.state_mut(|s| {
-            if let Value::Object(m) = &value {
-                s.value.extend(m.clone());
-            }
-            s.parent.clone()
-        });
-        if let Some(p) = parent.filter(|_| hops > 0) {
-            broadcast(ctx, &[p], "up", json!({"value": value, "hops": hops - 1})).await;
+        if let Value::Object(m) = &v["value"] {
+            self.value.extend(m.clone());
+        }
+        if hops > 0 {
+            let on = json!({"value": v["value"], "hops": hops - 1});
+            self.sends.push(("up", on, false));
         }
     }
 
