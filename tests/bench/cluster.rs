@@ -340,8 +340,12 @@ async fn tree(c: &Arc<Ctx>, run: usize, listings: usize, photos: usize) -> anyho
     ops::start(&c.client, &c.tq, &root, json!({"id": id, "entityName": "User", "apiToken": "bench-1", "data": tree_data(&id, listings, photos)})).await?;
     poll_all(c, all.clone(), "state", holds_own).await?;
     out.times.insert("start", ms(t0.elapsed()));
-    out.times
-        .insert("start_history", start_from_history(c, &all).await?);
+    if photos > 0 {
+        // From the histories: only for the 111-workflow tree (a 1 + 1,000 root continues as new
+        // while it starts its children, and its latest run may not have completed a task yet).
+        out.times
+            .insert("start_history", start_from_history(c, &all).await?);
+    }
     if photos > 0 {
         // S4: one root update renaming every listing.
         let upd: serde_json::Map<String, Value> = (0..listings)
@@ -586,8 +590,12 @@ async fn floor_tree(
     start_floor(c, &wid, listings as u64, photos as u64).await?;
     poll_all(c, all.clone(), "get", |_, v| v.is_object()).await?;
     out.times.insert("start", ms(t0.elapsed()));
-    out.times
-        .insert("start_history", start_from_history(c, &all).await?);
+    if photos > 0 {
+        // From the histories: only for the 111-workflow tree (a 1 + 1,000 root continues as new
+        // while it starts its children, and its latest run may not have completed a task yet).
+        out.times
+            .insert("start_history", start_from_history(c, &all).await?);
+    }
     if photos > 0 {
         let since = now_ms();
         let t0 = Instant::now();
