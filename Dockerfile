@@ -20,7 +20,7 @@ WORKDIR /src
 #    declares. scripts/check-deploy fails when these lists no longer match the members' targets, and
 #    when a member's Cargo.toml is not copied below.
 ARG STUB_LIBS="engine/src/lib.rs core/src/lib.rs workflows/src/lib.rs activities/src/lib.rs client/src/lib.rs explorer/src/lib.rs worker/src/lib.rs tests/common/mod.rs"
-ARG STUB_MAINS="engine/benches/engine.rs worker/src/main.rs starter/src/main.rs tests/bench/cluster.rs tests/main.rs tests/build.rs examples/custom-worker/src/main.rs"
+ARG STUB_MAINS="engine/benches/engine.rs worker/src/main.rs starter/src/main.rs tests/bench/cluster.rs tests/bench/floor_worker.rs tests/main.rs tests/build.rs examples/custom-worker/src/main.rs"
 COPY Cargo.toml Cargo.lock ./
 COPY engine/Cargo.toml engine/
 COPY core/Cargo.toml core/
