@@ -832,7 +832,6 @@ async fn s7_rows(
 ) -> anyhow::Result<(String, String, String)> {
     eprintln!("bench: S7 (RSS per cached idle workflow, up to {idle})...");
     let first = idle.min(1000);
-    let per = |base: f64, at: f64, n: usize| (at - base) * 1024.0 / n as f64;
     let itq = "idle".to_string();
     let iw = WorkerProc::start_with(
         address,
@@ -843,19 +842,10 @@ async fn s7_rows(
         "release",
     )
     .await?;
-    let base = rss_kb(iw.child.id().unwrap_or(0), "VmRSS:") as f64 / 1024.0;
-    let at1k = s7_idle(ctx, &iw, &itq, 0, first).await?;
-    let mut ours = vec![format!(
-        "{:.1} KB each at {first} ({base:.0} → {at1k:.0} MB)",
-        per(base, at1k, first)
-    )];
-    if idle > first {
-        let at_n = s7_idle(ctx, &iw, &itq, first, idle).await?;
-        ours.push(format!(
-            "{:.1} KB each at {idle} ({at_n:.0} MB)",
-            per(base, at_n, idle)
-        ));
-    }
+    let ours = s7_cell(&iw, first, idle, |from, to| {
+        s7_idle(ctx, &iw, &itq, from, to)
+    })
+    .await?;
     iw.stop().await;
     let ftq = "floor-idle".to_string();
     let fw = WorkerProc::start_bin(
@@ -869,25 +859,41 @@ async fn s7_rows(
         &[],
     )
     .await?;
-    let fbase = rss_kb(fw.child.id().unwrap_or(0), "VmRSS:") as f64 / 1024.0;
-    let f1k = s7_floor_idle(ctx, &fw, &ftq, 0, first).await?;
-    let mut floor = vec![format!(
-        "{:.1} KB each at {first} ({fbase:.0} → {f1k:.0} MB)",
-        per(fbase, f1k, first)
+    let floor = s7_cell(&fw, first, idle, |from, to| {
+        s7_floor_idle(ctx, &fw, &ftq, from, to)
+    })
+    .await?;
+    fw.stop().await;
+    Ok(("S7 worker RSS per cached idle workflow".into(), ours, floor))
+}
+
+/// One S7 cell: the RSS per cached workflow of worker `w` once `fill(0, first)` has cached `first`
+/// idle workflows, then `fill(first, idle)` up to `idle` (`fill` returns the RSS then, in MB).
+async fn s7_cell<F, Fut>(
+    w: &WorkerProc,
+    first: usize,
+    idle: usize,
+    fill: F,
+) -> anyhow::Result<String>
+where
+    F: Fn(usize, usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<f64>>,
+{
+    let per = |base: f64, at: f64, n: usize| (at - base) * 1024.0 / n as f64;
+    let base = rss_kb(w.child.id().unwrap_or(0), "VmRSS:") as f64 / 1024.0;
+    let at1k = fill(0, first).await?;
+    let mut cells = vec![format!(
+        "{:.1} KB each at {first} ({base:.0} → {at1k:.0} MB)",
+        per(base, at1k, first)
     )];
     if idle > first {
-        let f_n = s7_floor_idle(ctx, &fw, &ftq, first, idle).await?;
-        floor.push(format!(
-            "{:.1} KB each at {idle} ({f_n:.0} MB)",
-            per(fbase, f_n, idle)
+        let at_n = fill(first, idle).await?;
+        cells.push(format!(
+            "{:.1} KB each at {idle} ({at_n:.0} MB)",
+            per(base, at_n, idle)
         ));
     }
-    fw.stop().await;
-    Ok((
-        "S7 worker RSS per cached idle workflow".into(),
-        ours.join("; "),
-        floor.join("; "),
-    ))
+    Ok(cells.join("; "))
 }
 
 fn rss_kb(pid: u32, field: &str) -> u64 {
