@@ -282,48 +282,27 @@ fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// Three different free ports on 127.0.0.1 (held together while chosen, so never the same twice).
+fn distinct_free_ports() -> anyhow::Result<(u16, u16, u16)> {
+    let l: Vec<std::net::TcpListener> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let p = |i: usize| l[i].local_addr().map(|a| a.port());
+    Ok((p(0)?, p(1)?, p(2)?))
+}
+
 pub async fn worker_binary_starts_a_dev_server_serves_metrics_and_stops_on_sigterm(
     env: &Env,
 ) -> anyhow::Result<()> {
-    use worker::devserver::{free_port, reachable};
+    use worker::devserver::reachable;
     if reachable("localhost:7233") {
         bail!(
             "something listens on localhost:7233, so the worker would use it instead of starting its own dev server: stop it to run this test"
         );
     }
-    let (port, ui, metrics) = (free_port()?, free_port()?, free_port()?);
     let home = stateful_tests::root().join(format!("target/e2e/home-{}", env.tag));
     std::fs::create_dir_all(&home)?;
     let log = env.log_dir.join("worker-embedded.log");
-    let out = std::fs::File::create(&log)?;
-    let mut child = tokio::process::Command::new(bin("worker")?)
-        .args(["--schema"])
-        .arg(stateful_tests::root().join("tests/fixtures/schema.yaml"))
-        .arg("--temporal-cli")
-        .arg(&env.cli)
-        .args([
-            "--dev-server-port",
-            &port.to_string(),
-            "--dev-server-ui-port",
-            &ui.to_string(),
-        ])
-        .args([
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics}"),
-            "--task-queue",
-            "embedded",
-        ])
-        .env_remove("TEMPORAL_ADDRESS")
-        .env_remove("TEMPORAL_NAMESPACE")
-        .env_remove("TEMPORAL_PROFILE")
-        .env_remove("TEMPORAL_CONFIG_FILE")
-        .env("HOME", &home)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .kill_on_drop(true)
-        .spawn()?;
     let wait_log = |needle: &'static str| {
         let log = log.clone();
         async move {
@@ -338,7 +317,62 @@ pub async fn worker_binary_starts_a_dev_server_serves_metrics_and_stops_on_sigte
             .await
         }
     };
-    let text = wait_log("worker ready").await?;
+    // The ports are chosen free, but another process (a parallel test, the dev server's own choice of
+    // its internal ports) can take one before the dev server binds it: the worker then says the dev
+    // server exited at start, with the server's reason, and we choose again (three attempts).
+    let mut attempt = 1;
+    let (mut child, port, ui, metrics, text) = loop {
+        let (port, ui, metrics) = distinct_free_ports()?;
+        let out = std::fs::File::create(&log)?;
+        let child = tokio::process::Command::new(bin("worker")?)
+            .args(["--schema"])
+            .arg(stateful_tests::root().join("tests/fixtures/schema.yaml"))
+            .arg("--temporal-cli")
+            .arg(&env.cli)
+            .args([
+                "--dev-server-port",
+                &port.to_string(),
+                "--dev-server-ui-port",
+                &ui.to_string(),
+            ])
+            .args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{metrics}"),
+                "--task-queue",
+                "embedded",
+            ])
+            .env_remove("TEMPORAL_ADDRESS")
+            .env_remove("TEMPORAL_NAMESPACE")
+            .env_remove("TEMPORAL_PROFILE")
+            .env_remove("TEMPORAL_CONFIG_FILE")
+            .env("HOME", &home)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()?;
+        // Ready, or the dev server's failure (no need to wait out the deadline then).
+        let text = stateful_tests::eventually(std::time::Duration::from_secs(60), || async {
+            let t = std::fs::read_to_string(&log).unwrap_or_default();
+            if t.contains("worker ready") || t.contains("the dev server exited at start") {
+                Ok(t)
+            } else {
+                bail!("no `worker ready` in the worker log yet:\n{t}")
+            }
+        })
+        .await?;
+        if !text.contains("the dev server exited at start") {
+            break (child, port, ui, metrics, text);
+        }
+        if attempt == 3 {
+            bail!("the dev server did not start in three attempts; the last:\n{text}");
+        }
+        eprintln!(
+            "  the dev server did not start (attempt {attempt}), choosing other ports:\n{text}"
+        );
+        attempt += 1;
+    };
     if !text.contains("started a local dev server")
         || !text.contains(&format!("http://127.0.0.1:{ui}"))
     {

@@ -4,6 +4,7 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -16,6 +17,65 @@ pub struct DevServer {
     pub address: String,
     /// UI address, when the UI is on.
     pub ui: Option<String>,
+}
+
+/// Why a dev server did not start.
+enum StartError {
+    /// It exited, with the tail of what it printed on stderr.
+    Exited(std::process::ExitStatus, String),
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for StartError {
+    fn from(e: anyhow::Error) -> Self {
+        StartError::Other(e)
+    }
+}
+
+/// The last [`StderrTail::MAX`] bytes a child printed on its stderr, read by a task for as long as the
+/// child lives (so that a chatty server never blocks on a full pipe).
+#[derive(Clone, Default)]
+struct StderrTail {
+    buf: Arc<Mutex<Vec<u8>>>,
+    done: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl StderrTail {
+    const MAX: usize = 2048;
+
+    /// Follows `child`'s stderr when it is piped (nothing otherwise).
+    fn follow(child: &mut Child) -> StderrTail {
+        let Some(mut err) = child.stderr.take() else {
+            return StderrTail::default();
+        };
+        let done = Arc::new(tokio::sync::Notify::new());
+        let tail = StderrTail {
+            buf: Arc::default(),
+            done: Some(done.clone()),
+        };
+        let buf = tail.buf.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut chunk = [0u8; 1024];
+            while let Ok(n @ 1..) = err.read(&mut chunk).await {
+                let mut b = buf.lock().unwrap_or_else(|p| p.into_inner());
+                b.extend_from_slice(&chunk[..n]);
+                let excess = b.len().saturating_sub(Self::MAX);
+                b.drain(..excess);
+            }
+            done.notify_one();
+        });
+        tail
+    }
+
+    /// What it printed, once its stderr is closed (waiting at most 2 s), trimmed.
+    async fn text(&self) -> String {
+        if let Some(done) = &self.done {
+            let _ = tokio::time::timeout(Duration::from_secs(2), done.notified()).await;
+        }
+        let b = self.buf.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&b).trim().to_string()
+    }
 }
 
 /// Where to find the `temporal` CLI: the given path, `TEMPORAL_CLI`, `PATH`, or `.tools/venv/bin`.
@@ -197,7 +257,8 @@ pub fn command(cli: &Path, opts: &DevServerOptions, port: u16, also_remove: &[&s
         .stdin(Stdio::null())
         .kill_on_drop(true);
     if !opts.show_output {
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        // Its stderr is kept (the tail of it) to tell why it stopped; see `StderrTail`.
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     }
     remove_secret_env(cmd.as_std_mut(), also_remove);
     cmd
@@ -217,26 +278,66 @@ impl DevServer {
         opts: &DevServerOptions,
         also_remove: &[&str],
     ) -> anyhow::Result<DevServer> {
-        let port = if opts.port == 0 {
-            free_port()?
-        } else {
-            opts.port
-        };
+        // A port we chose ourselves can be taken between our choice and the server's bind (another
+        // process picks free ports the same way): then we choose again, up to three times.
+        let attempts = if opts.port == 0 { 3 } else { 1 };
+        let mut attempt = 1;
+        loop {
+            let port = if opts.port == 0 {
+                free_port()?
+            } else {
+                opts.port
+            };
+            match Self::start_on(cli, opts, port, also_remove).await {
+                Err(StartError::Exited(status, tail)) if attempt < attempts => {
+                    tracing::warn!(
+                        port,
+                        %status,
+                        output = %tail,
+                        "the dev server exited at start; trying another port"
+                    );
+                    attempt += 1;
+                }
+                Err(StartError::Exited(status, tail)) => {
+                    bail!(
+                        "the dev server exited at start ({status}); is port {port} free? {}",
+                        if tail.is_empty() {
+                            "(it printed nothing)".to_string()
+                        } else {
+                            format!("it said: {tail}")
+                        }
+                    )
+                }
+                Err(StartError::Other(e)) => return Err(e),
+                Ok(srv) => return Ok(srv),
+            }
+        }
+    }
+
+    async fn start_on(
+        cli: &Path,
+        opts: &DevServerOptions,
+        port: u16,
+        also_remove: &[&str],
+    ) -> Result<DevServer, StartError> {
         let address = format!("127.0.0.1:{port}");
         let mut cmd = command(cli, opts, port, also_remove);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot run {}", cli.display()))?;
+        let tail = StderrTail::follow(&mut child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = child.try_wait()? {
-                bail!("the dev server exited at start ({status}); is port {port} free?");
+            if let Some(status) = child.try_wait().map_err(anyhow::Error::from)? {
+                return Err(StartError::Exited(status, tail.text().await));
             }
             if reachable(&address) {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("the dev server did not listen on {address} within 60 s");
+                return Err(StartError::Other(anyhow::anyhow!(
+                    "the dev server did not listen on {address} within 60 s"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -257,6 +358,63 @@ impl DevServer {
 mod tests {
     use super::*;
     use std::ffi::OsStr;
+
+    /// A "CLI" that fails as the dev server does when a port is taken, counting its runs.
+    fn failing_cli(dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let cli = dir.join("temporal");
+        let runs = dir.join("runs");
+        std::fs::write(
+            &cli,
+            format!(
+                "#!/bin/sh\necho run >> '{}'\necho \"Error: can't set UI port 1: bind: address already in use\" >&2\nexit 1\n",
+                runs.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+        cli
+    }
+
+    fn runs(dir: &Path) -> usize {
+        std::fs::read_to_string(dir.join("runs"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_dev_server_that_exits_at_start_is_reported_with_its_reason_and_retried_on_our_ports()
+    {
+        let dir = std::env::temp_dir().join(format!("devserver-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cli = failing_cli(&dir);
+        // A port we choose: three attempts, each on a new port, then the server's own words.
+        let opts = DevServerOptions {
+            ui_port: Some(1),
+            ..Default::default()
+        };
+        let err = DevServer::start(&cli, &opts)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("exited at start"), "{err}");
+        assert!(err.contains("address already in use"), "{err}");
+        assert_eq!(runs(&dir), 3);
+        // A port the user gave: one attempt.
+        let opts = DevServerOptions { port: 7233, ..opts };
+        let err = DevServer::start(&cli, &opts)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("is port 7233 free?"), "{err}");
+        assert!(err.contains("address already in use"), "{err}");
+        assert_eq!(runs(&dir), 4);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_dev_server_inherits_no_secret() {
