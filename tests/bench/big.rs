@@ -245,14 +245,20 @@ pub async fn run(
         // temporalio-sdk-core 0.10.1 can drop a buffered run's activation ("Extra buffered run
         // should not have produced an activation") and that workflow's task never completes (seen
         // in the earlier S11 runs; README "Scaling out"). BENCH_S11_CACHE overrides it.
+        // BENCH_S11_WORKER_ARGS adds worker options (e.g. `--sticky-timeout-ms 10000`).
         let cache = std::env::var("BENCH_S11_CACHE").unwrap_or_else(|_| "12000".into());
-        eprintln!("bench: S11 (1 + 10,000 tree, --compress, --max-cached-workflows {cache})...");
+        let extra = std::env::var("BENCH_S11_WORKER_ARGS").unwrap_or_default();
+        eprintln!(
+            "bench: S11 (1 + 10,000 tree, --compress, --max-cached-workflows {cache} {extra})..."
+        );
+        let mut args = vec!["--compress", "--max-cached-workflows", &cache];
+        args.extend(extra.split_whitespace());
         let w = WorkerProc::start_with(
             address,
             "bench-s11",
             log_dir,
             "worker-s11",
-            &["--compress", "--max-cached-workflows", &cache],
+            &args,
             "release",
         )
         .await?;
