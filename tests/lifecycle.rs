@@ -60,6 +60,86 @@ pub async fn signals_of_one_task_apply_as_one_batch(env: &Env) -> anyhow::Result
     Ok(())
 }
 
+/// A Temporal cancellation that arrives in the same workflow task as other work, one of which asks
+/// the run to continue as new (a checkpoint), ends the workflow CANCELED in that run: it is not
+/// handed over (the next run would never hear of it, and the tree would go on running).
+pub async fn a_cancellation_before_the_first_task_or_with_a_checkpoint_ends_the_workflow_cancelled(
+    env: &Env,
+) -> anyhow::Result<()> {
+    // No worker polls this queue yet: the start, the signals and the cancellation request wait in
+    // history, and the first workflow task delivers them together.
+    let tq = format!("cancel-with-work-{}", env.tag);
+    let id = env.id("cwork");
+    let wid = format!("User-{id}");
+    ops::start(
+        &env.client,
+        &tq,
+        &wid,
+        json!({"id": id, "entityName": "User", "data": {"id": id}}),
+    )
+    .await?;
+    ops::signal(
+        &env.client,
+        &wid,
+        "update",
+        Some(&json!({"data": {"id": id, "x": 1}})),
+    )
+    .await?;
+    ops::signal(&env.client, &wid, "checkpoint", None).await?;
+    env.client
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(&wid)
+        .cancel(temporalio_client::WorkflowCancelOptions::default())
+        .await?;
+    // And one cancelled before its first task with nothing else to do: it reads the worker's
+    // schema as it starts (a local activity), which the cancellation must not fail.
+    let id2 = env.id("cfirst");
+    let wid2 = format!("User-{id2}");
+    ops::start(
+        &env.client,
+        &tq,
+        &wid2,
+        json!({"id": id2, "entityName": "User", "data": {"id": id2}}),
+    )
+    .await?;
+    env.client
+        .get_workflow_handle::<temporalio_client::UntypedWorkflow>(&wid2)
+        .cancel(temporalio_client::WorkflowCancelOptions::default())
+        .await?;
+    let w = WorkerProc::start(&env.address, &tq, &env.log_dir, "worker-cwork", &[]).await?;
+    let ended = eventually(Duration::from_secs(30), || async {
+        let (status, first) = stateful_tests::history::status_in_first_run(env, &wid).await?;
+        if status == stateful_tests::history::RUNNING {
+            bail!("still running (in its first run: {first})")
+        }
+        Ok((status, first))
+    })
+    .await;
+    let ended2 = eventually(Duration::from_secs(30), || async {
+        let (status, first) = stateful_tests::history::status_in_first_run(env, &wid2).await?;
+        if status == stateful_tests::history::RUNNING {
+            bail!("still running")
+        }
+        Ok((status, first))
+    })
+    .await;
+    w.stop().await;
+    // CANCELED, in its first run: no continue-as-new took the cancellation away, and no failed
+    // start either.
+    for (wid, ended) in [(&wid, ended), (&wid2, ended2)] {
+        let ended = ended?;
+        if ended == (stateful_tests::history::CANCELED, true) {
+            stateful_tests::history::no_failed_task(env, wid)?;
+            continue;
+        }
+        let shown = stateful_tests::history::temporal(env, &["workflow", "show", "-w", wid])?;
+        let tail: String = shown.lines().rev().take(12).collect::<Vec<_>>().join("\n");
+        bail!(
+            "{wid} ended (status, in its first run) = {ended:?}, not CANCELED in its first run; its history ends:\n{tail}"
+        );
+    }
+    Ok(())
+}
+
 pub async fn continue_as_new_loses_nothing(env: &Env) -> anyhow::Result<()> {
     // A server of its own that suggests continue-as-new after 40 history events.
     let srv = dev_server(

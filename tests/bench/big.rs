@@ -375,6 +375,21 @@ fn listing(id: &str, i: usize) -> Value {
 }
 
 /// S11 on the worker `w` (task queue `bench-s11`); pushes its rows as it goes.
+/// A query of a workflow that may be busy (a root with 10,000 children answers between long
+/// workflow tasks, and the client's call can time out meanwhile): tried again for up to a minute.
+async fn query_patiently(c: &Client, wid: &str, query: &str) -> anyhow::Result<Value> {
+    let t0 = Instant::now();
+    loop {
+        match ops::query(c, wid, query).await {
+            Ok(v) => return Ok(v),
+            Err(e) if t0.elapsed() > Duration::from_secs(60) => {
+                return Err(e.context(format!("`{query}` on {wid}, tried for 60 s")));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+        }
+    }
+}
+
 async fn s11(
     c: &Client,
     cli: &Path,
@@ -429,7 +444,7 @@ async fn s11(
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let total = count(c, &all_q).await?;
-    let runs = ops::query(c, &root, "version").await?["runs"].clone();
+    let runs = query_patiently(c, &root, "version").await?["runs"].clone();
     rows.push((
         "S11 1 + 10,000 tree start: all 10,000 children running (visibility count)".into(),
         format!(
@@ -443,7 +458,7 @@ async fn s11(
     // Each child holds its slice (first, middle, last), and the root's `children` query.
     for i in [0, n / 2, n - 1] {
         let l = format!("{id}-l{i}");
-        let st = ops::query(c, &kids[i], "state").await?;
+        let st = query_patiently(c, &kids[i], "state").await?;
         if st["Listing"][&l]["name"] != json!(format!("listing {i}")) {
             bail!("start: {} does not hold its listing: {st}", kids[i]);
         }
@@ -786,7 +801,7 @@ async fn floor_s11(
     let mut progress = (usize::MAX, Instant::now());
     let cancelled = loop {
         let running = count(c, &running_q).await?;
-        let (_, status, _, _) = describe(c, &root).await?;
+        let (_, status, len, _) = describe(c, &root).await?;
         if running == 0 && status != 1 {
             break format!(
                 "{:.1} s; root {}",
@@ -801,8 +816,9 @@ async fn floor_s11(
                 "S11 floor: cancel: {running} children still running"
             ));
             break format!(
-                "NOT ALL: {running} of {n} still running after {:.0} s",
-                t0.elapsed().as_secs_f64()
+                "NOT ALL: {running} of {n} still running after {:.0} s (the root {}, {len} events in its latest run)",
+                t0.elapsed().as_secs_f64(),
+                status_name(status)
             );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

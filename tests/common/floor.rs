@@ -93,6 +93,16 @@ async fn broadcast(ctx: &WorkflowContext<FloorParent>, to: &[String], name: &str
     window(sends, WAVE).await;
 }
 
+/// Asks every workflow of `ids` to cancel ([`WAVE`] requests in flight), then ends cancelled.
+async fn cascade(ctx: &WorkflowContext<FloorParent>, ids: &[String]) -> WorkflowResult<Value> {
+    let handles: Vec<_> = ids
+        .iter()
+        .map(|id| ctx.external_workflow(id.clone(), None))
+        .collect();
+    window(handles.iter().map(|h| h.cancel(None)), WAVE).await;
+    Err(WorkflowTermination::cancelled())
+}
+
 #[workflow_methods]
 impl FloorParent {
     /// Starts `children` children (each with `grandchildren` of its own), then waits for `done` or
@@ -134,6 +144,12 @@ impl FloorParent {
             )
         });
         window(starts, WAVE).await;
+        // A Temporal cancellation that arrived while the run was busy (starting, broadcasting) is
+        // seen before any continue-as-new: a run that continued as new after the cancel request was
+        // recorded would end without it, and the new run would never hear of it.
+        if ctx.cancellation_token().is_cancelled() {
+            return cascade(ctx, &ids[..upto]).await;
+        }
         let next = |ctx: &WorkflowContext<Self>, from: usize| {
             json!({
                 "children": n, "grandchildren": g, "level": input["level"],
@@ -148,6 +164,9 @@ impl FloorParent {
             };
         }
         loop {
+            if ctx.cancellation_token().is_cancelled() {
+                return cascade(ctx, &ids).await;
+            }
             if ctx.history_length() > MAX_HISTORY {
                 return match ctx.continue_as_new(next(ctx, ids.len()), Default::default()) {
                     Err(t) => Err(t),
@@ -179,14 +198,7 @@ impl FloorParent {
                     }
                 }
                 Some(false) => return Ok(Value::Null),
-                Some(true) => {
-                    let handles: Vec<_> = ids
-                        .iter()
-                        .map(|id| ctx.external_workflow(id.clone(), None))
-                        .collect();
-                    window(handles.iter().map(|h| h.cancel(None)), WAVE).await;
-                    return Err(WorkflowTermination::cancelled());
-                }
+                Some(true) => return cascade(ctx, &ids).await,
             }
         }
     }

@@ -36,6 +36,13 @@ pub async fn status_of(env: &Env, wid: &str) -> anyhow::Result<i32> {
     Ok(execution_info(env, wid).await?.map_or(0, |i| i.status))
 }
 
+/// The status of `wid`'s latest run, and whether it is the first run (no continue-as-new before).
+pub async fn status_in_first_run(env: &Env, wid: &str) -> anyhow::Result<(i32, bool)> {
+    let info = execution_info(env, wid).await?.unwrap_or_default();
+    let run = info.execution.as_ref().map(|e| e.run_id.as_str());
+    Ok((info.status, run == Some(info.first_run_id.as_str())))
+}
+
 /// The run id of `wid`'s latest run.
 pub async fn run_id_of(env: &Env, wid: &str) -> anyhow::Result<String> {
     Ok(execution_info(env, wid)

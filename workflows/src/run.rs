@@ -69,6 +69,13 @@ const PATCH_ECHO_STAMPLESS: &str = "echo-stampless-peers";
 /// the workflow COMPLETED, status `cancelled`: a decision of the tree, not a cancellation.)
 const PATCH_CANCELLED_OUTCOME: &str = "temporal-cancel-ends-cancelled";
 
+/// The patch under which a Temporal cancellation that arrives with other work (a signal, an update
+/// in the same workflow task) is applied in the batch that applies that work. Before it, such a
+/// cancellation waited for the next wake-up, and a batch that continued as new (a long history, a
+/// checkpoint) ended the run without it: the new run never heard of it and the tree went on
+/// running. Asked only when that happens (so that only histories where it did hold its marker).
+const PATCH_CANCEL_WITH_WORK: &str = "cancel-with-work";
+
 /// The patch under which a continued run reads the worker's schema (the `workerSchema` local
 /// activity) and applies it as a `schema` message, on a worker started with
 /// `--adopt-worker-schema`. Asked only by such a run outside replay, always in replay (which then
@@ -130,12 +137,18 @@ pub(crate) async fn run(
             r = ctx.wait_condition(|s| s.core.has_work() || s.ext.has_work()).fuse() => Ok(r.is_err()),
             o = next_outcomes(&mut inflight).fuse() => Err(o),
         };
-        let cancelled = matches!(wake, Ok(true));
+        // The wait answers the work before the cancellation when both are there: the cancellation
+        // is then taken from the workflow's token (under a patch: see PATCH_CANCEL_WITH_WORK).
+        let cancelled = matches!(wake, Ok(true))
+            || (matches!(wake, Ok(false))
+                && !cancel_requested
+                && ctx.cancellation_token().is_cancelled()
+                && ctx.patched(PATCH_CANCEL_WITH_WORK));
         cancel_requested |= cancelled;
         match wake {
             // Temporal asked us to cancel.
-            Ok(true) => ctx.state_mut(|s| s.core.push(Msg::TemporalCancel)),
-            Ok(false) => {}
+            Ok(_) if cancelled => ctx.state_mut(|s| s.core.push(Msg::TemporalCancel)),
+            Ok(_) => {}
             Err(wakes) => {
                 if !take_outcomes(ctx, wakes, &mut inflight) {
                     // Only acknowledgements: room for what waits.
@@ -268,6 +281,11 @@ async fn start(
                 (),
                 LocalActivityOptions::builder()
                     .start_to_close_timeout(Duration::from_secs(10))
+                    // Not cancelled with the workflow: a Temporal cancellation requested before
+                    // the first task is applied once the run has started (it ends CANCELED, with
+                    // its cascade), not turned into a failed start. (Replaying a run recorded when
+                    // it was, the marker's answer is the cancellation, as it was then.)
+                    .cancellation_token(temporalio_sdk::WorkflowCancellationToken::new())
                     .build(),
             )
             .await
@@ -325,6 +343,8 @@ async fn adopt_worker_schema(ctx: &mut WorkflowContext<StatefulWorkflow>) {
             (),
             LocalActivityOptions::builder()
                 .start_to_close_timeout(Duration::from_secs(10))
+                // Not cancelled with the workflow (see `start`).
+                .cancellation_token(temporalio_sdk::WorkflowCancellationToken::new())
                 .build(),
         )
         .await;
@@ -588,6 +608,15 @@ async fn continue_as_new(
             })
             .await;
     };
+    // A Temporal cancellation that arrived while this run was getting ready to hand over is not
+    // handed over (the next run would never hear of it): the run goes back to its loop, which
+    // applies it (see PATCH_CANCEL_WITH_WORK), with what resolved meanwhile.
+    if ctx.cancellation_token().is_cancelled() && ctx.patched(PATCH_CANCEL_WITH_WORK) {
+        for ev in outcomes {
+            ctx.state_mut(|s| s.core.push(Msg::Child(ev)));
+        }
+        return Ok(());
+    }
     // What resolved while draining (a start confirmed or refused: an adoption to make) is not lost:
     // the next run gets it in its inbox.
     ctx.state_mut(|s| s.core.hand_over(outcomes));
