@@ -33,9 +33,10 @@ pub struct FloorParent {
     done: bool,
     children: Vec<String>,
     parent: Option<String>,
-    /// Messages to send on (signal name, payload, to the children or else to the parent), sent
-    /// by the run itself, which checks its history's length after each.
-    sends: Vec<(&'static str, Value, bool)>,
+    /// Messages to send on (signal name, payload, to the children or else to the parent, from
+    /// which of them on), sent by the run itself, which checks its history's length after each
+    /// wave and hands what is left to its next run.
+    sends: Vec<(&'static str, Value, bool, usize)>,
 }
 
 /// A run continues as new past this many events (Temporal's limit is 51,200), keeping its value
@@ -74,23 +75,41 @@ async fn window<F: Future>(futs: impl IntoIterator<Item = F>, max: usize) {
     .await
 }
 
-/// Signals `name` with `payload` to every workflow of `to`, [`WAVE`] in flight.
-async fn broadcast(ctx: &WorkflowContext<FloorParent>, to: &[String], name: &str, payload: Value) {
-    let handles: Vec<_> = to
-        .iter()
-        .map(|w| ctx.external_workflow(w.clone(), None))
-        .collect();
-    let sends = handles.iter().map(|h| {
-        h.signal(
-            JsonSignal::<UntypedWorkflow>::new(name),
-            payload.clone(),
-            SignalWorkflowOptions::builder()
-                .cancellation_token(WorkflowCancellationToken::new())
-                .build(),
-        )
-        .map(|_| ())
-    });
-    window(sends, WAVE).await;
+/// Signals `name` with `payload` to the workflows of `to` from `from` on, a wave of [`WAVE`] at a
+/// time; after a wave that took the history past [`MAX_HISTORY`], stops and answers where the rest
+/// starts (a run of 10,000 signals would near Temporal's 51,200 events, past which the server
+/// terminates the run: the rest goes to the next run, as StatefulWorkflow does).
+async fn broadcast(
+    ctx: &WorkflowContext<FloorParent>,
+    to: &[String],
+    name: &str,
+    payload: &Value,
+    from: usize,
+) -> Option<usize> {
+    let mut i = from;
+    while i < to.len() {
+        let end = (i + WAVE).min(to.len());
+        let handles: Vec<_> = to[i..end]
+            .iter()
+            .map(|w| ctx.external_workflow(w.clone(), None))
+            .collect();
+        let sends = handles.iter().map(|h| {
+            h.signal(
+                JsonSignal::<UntypedWorkflow>::new(name),
+                payload.clone(),
+                SignalWorkflowOptions::builder()
+                    .cancellation_token(WorkflowCancellationToken::new())
+                    .build(),
+            )
+            .map(|_| ())
+        });
+        window(sends, WAVE).await;
+        i = end;
+        if i < to.len() && ctx.history_length() > MAX_HISTORY {
+            return Some(i);
+        }
+    }
+    None
 }
 
 /// Asks every workflow of `ids` to cancel ([`WAVE`] requests in flight), then ends cancelled.
@@ -150,10 +169,27 @@ impl FloorParent {
         if ctx.cancellation_token().is_cancelled() {
             return cascade(ctx, &ids[..upto]).await;
         }
+        // What an earlier run had still to send.
+        if let Some(pending) = input["pending"].as_array() {
+            let sends = pending.iter().map(|p| {
+                let name = if p["name"] == "up" { "up" } else { "down" };
+                let from = p["from"].as_u64().unwrap_or(0) as usize;
+                (name, p["payload"].clone(), p["down"] == true, from)
+            });
+            ctx.state_mut(|s| s.sends.extend(sends));
+        }
         let next = |ctx: &WorkflowContext<Self>, from: usize| {
+            let pending: Vec<Value> = ctx.state(|s| {
+                s.sends
+                    .iter()
+                    .map(|(name, payload, down, from)| {
+                        json!({"name": name, "payload": payload, "down": down, "from": from})
+                    })
+                    .collect()
+            });
             json!({
                 "children": n, "grandchildren": g, "level": input["level"],
-                "parent": input["parent"], "from": from,
+                "parent": input["parent"], "from": from, "pending": pending,
                 "value": ctx.state(|s| Value::Object(s.value.clone())),
             })
         };
@@ -188,13 +224,22 @@ impl FloorParent {
                 None => {
                     let (sends, parent) =
                         ctx.state_mut(|s| (std::mem::take(&mut s.sends), s.parent.clone()));
-                    for (name, payload, down) in sends {
+                    let mut sends = sends.into_iter();
+                    while let Some((name, payload, down, from)) = sends.next() {
                         let to = if down {
                             ids.clone()
                         } else {
                             parent.iter().cloned().collect()
                         };
-                        broadcast(ctx, &to, name, payload).await;
+                        if let Some(rest) = broadcast(ctx, &to, name, &payload, from).await {
+                            // The history is long: this one's rest, and those after it, go to the
+                            // next run (the loop's top continues as new).
+                            let left: Vec<_> = std::iter::once((name, payload, down, rest))
+                                .chain(sends)
+                                .collect();
+                            ctx.state_mut(|s| s.sends.splice(0..0, left).for_each(drop));
+                            break;
+                        }
                     }
                 }
                 Some(false) => return Ok(Value::Null),
@@ -222,7 +267,7 @@ impl FloorParent {
         }
         if depth > 0 {
             let on = json!({"value": v["value"], "depth": depth - 1});
-            self.sends.push(("down", on, true));
+            self.sends.push(("down", on, true, 0));
         }
     }
 
@@ -236,7 +281,7 @@ impl FloorParent {
         }
         if hops > 0 {
             let on = json!({"value": v["value"], "hops": hops - 1});
-            self.sends.push(("up", on, false));
+            self.sends.push(("up", on, false, 0));
         }
     }
 
