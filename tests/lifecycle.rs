@@ -106,22 +106,8 @@ pub async fn a_cancellation_before_the_first_task_or_with_a_checkpoint_ends_the_
         .cancel(temporalio_client::WorkflowCancelOptions::default())
         .await?;
     let w = WorkerProc::start(&env.address, &tq, &env.log_dir, "worker-cwork", &[]).await?;
-    let ended = eventually(Duration::from_secs(30), || async {
-        let (status, first) = stateful_tests::history::status_in_first_run(env, &wid).await?;
-        if status == stateful_tests::history::RUNNING {
-            bail!("still running (in its first run: {first})")
-        }
-        Ok((status, first))
-    })
-    .await;
-    let ended2 = eventually(Duration::from_secs(30), || async {
-        let (status, first) = stateful_tests::history::status_in_first_run(env, &wid2).await?;
-        if status == stateful_tests::history::RUNNING {
-            bail!("still running")
-        }
-        Ok((status, first))
-    })
-    .await;
+    let ended = ended_with_its_first_run(env, &wid).await;
+    let ended2 = ended_with_its_first_run(env, &wid2).await;
     w.stop().await;
     // CANCELED, in its first run: no continue-as-new took the cancellation away, and no failed
     // start either.
@@ -138,6 +124,18 @@ pub async fn a_cancellation_before_the_first_task_or_with_a_checkpoint_ends_the_
         );
     }
     Ok(())
+}
+
+/// Once `wid` no longer runs (waiting up to 30 s): its status, and whether it is its first run.
+async fn ended_with_its_first_run(env: &Env, wid: &str) -> anyhow::Result<(i32, bool)> {
+    eventually(Duration::from_secs(30), || async {
+        let (status, first) = stateful_tests::history::status_in_first_run(env, wid).await?;
+        if status == stateful_tests::history::RUNNING {
+            bail!("{wid} still running (in its first run: {first})")
+        }
+        Ok((status, first))
+    })
+    .await
 }
 
 pub async fn continue_as_new_loses_nothing(env: &Env) -> anyhow::Result<()> {
